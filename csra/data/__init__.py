@@ -1,0 +1,1 @@
+"""Datasets: the official annotation JSON, converters from raw layouts, and the torch Dataset."""

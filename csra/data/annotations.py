@@ -1,0 +1,70 @@
+"""The official CSRA annotation JSON (a list of {"img_path", "target"}), its label codes and class lists."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from csra.errors import CSRAError
+from csra.fileio import write_json, write_text
+
+# Label codes allowed per label format. Training files are always 0/1.
+# voc07 test: 1 positive, 0 difficult (ignored), -1 negative. wider test: 99 = unspecified (ignored for mAP).
+LABEL_CODES: dict[str, frozenset[int]] = {
+    "binary": frozenset({0, 1}),
+    "voc07": frozenset({-1, 0, 1}),
+    "coco": frozenset({0, 1}),
+    "wider": frozenset({0, 1, 99}),
+}
+CLASSES_FILE = "classes.txt"
+
+
+def read_annotations(path: str | Path, num_classes: int | None = None, label_format: str = "voc07") -> list[dict]:
+    """Read and check an annotation file; errors name the file, the item and what was expected."""
+    path = Path(path)
+    if not path.is_file():
+        raise CSRAError(f"{path}: annotation file not found")
+    try:
+        items = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CSRAError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(items, list) or not items:
+        raise CSRAError(f"{path}: expected a non-empty JSON list of {{'img_path', 'target'}} items")
+    codes = LABEL_CODES[label_format]
+    expected = num_classes
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("img_path"), str):
+            raise CSRAError(f"{path}: item {i} has no string 'img_path'")
+        target = item.get("target")
+        if not isinstance(target, list) or not all(isinstance(t, int) for t in target):
+            raise CSRAError(f"{path}: item {i} ('target') is not a list of integers")
+        if expected is None:
+            expected = len(target)
+        if len(target) != expected:
+            raise CSRAError(f"{path}: item {i} has {len(target)} classes in 'target', expected {expected}")
+        bad = set(target) - codes
+        if bad:
+            allowed = ", ".join(map(str, sorted(codes)))
+            raise CSRAError(f"{path}: item {i} has label code {min(bad)}; {label_format} files allow {allowed}")
+    return items
+
+
+def write_annotations(path: str | Path, items: list[dict]) -> Path:
+    """Write items in the official layout (json.dump defaults, key order as the official scripts)."""
+    return write_json(path, items)
+
+
+def read_classes(path: str | Path) -> list[str]:
+    path = Path(path)
+    if not path.is_file():
+        raise CSRAError(f"{path}: class list not found (one class name per line)")
+    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not names:
+        raise CSRAError(f"{path}: class list is empty")
+    if len(set(names)) != len(names):
+        raise CSRAError(f"{path}: class list has duplicate names")
+    return names
+
+
+def write_classes(path: str | Path, names: list[str]) -> Path:
+    return write_text(path, "".join(f"{n}\n" for n in names))

@@ -1,0 +1,78 @@
+"""Pascal VOC2007 layout → official annotation JSON (label codes of the official prepare_voc script)."""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from csra.errors import CSRAError
+
+VOC_CLASSES = [
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+]  # fmt: skip
+
+
+def parse_objects(xml_path: Path) -> list[tuple[str, bool]]:
+    """(class name, difficult) for every <object> of a VOC annotation file."""
+    try:
+        root = ET.parse(xml_path).getroot()
+    except (ET.ParseError, OSError) as e:
+        raise CSRAError(f"{xml_path}: cannot parse VOC annotation ({e})") from None
+    objects = []
+    for obj in root.iter("object"):
+        name = (obj.findtext("name") or "").strip()
+        difficult = (obj.findtext("difficult") or "0").strip()
+        if not name or difficult not in ("0", "1"):
+            raise CSRAError(f"{xml_path}: <object> needs a <name> and <difficult> of 0 or 1")
+        objects.append((name, difficult == "1"))
+    return objects
+
+
+def voc_target(objects: list[tuple[str, bool]], classes: list[str], source: Path) -> list[int]:
+    """Per class: 1 if a non-difficult object of it, 0 if all its objects are difficult, -1 if none."""
+    index = {name: i for i, name in enumerate(classes)}
+    target = [-1] * len(classes)
+    for name, difficult in objects:
+        if name not in index:
+            raise CSRAError(f"{source}: class {name!r} is not in the class list ({len(classes)} classes)")
+        i = index[name]
+        target[i] = max(target[i], 0 if difficult else 1)
+    return target
+
+
+def _read_ids(path: Path) -> list[str]:
+    if not path.is_file():
+        raise CSRAError(f"{path}: image set file not found")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def convert_voc07(
+    data_path: str | Path, classes: list[str] = VOC_CLASSES, path_prefix: str | Path | None = None
+) -> tuple[list[dict], list[dict]]:
+    """(trainval, test) items from a VOCdevkit-style folder holding VOC2007/.
+
+    trainval = train.txt + val.txt with -1 turned into 0; test keeps 1/0/-1. Items are sorted by image id;
+    img_path is data_path (or path_prefix, where the folder will live) joined with VOC2007/JPEGImages/<id>.jpg,
+    as the official script writes it.
+    """
+    voc = Path(data_path) / "VOC2007"
+    if not voc.is_dir():
+        raise CSRAError(f"{data_path}: no VOC2007 folder inside (expected the VOCdevkit folder)")
+    sets = voc / "ImageSets" / "Main"
+    trainval_ids = set(_read_ids(sets / "train.txt") + _read_ids(sets / "val.txt"))
+    test_ids = set(_read_ids(sets / "test.txt"))
+    img_dir = os.path.join(str(path_prefix or data_path), "VOC2007/JPEGImages/")
+    trainval, test = [], []
+    for image_id in sorted(trainval_ids | test_ids):
+        xml_path = voc / "Annotations" / f"{image_id}.xml"
+        if not xml_path.is_file():
+            raise CSRAError(f"{xml_path}: image {image_id} is listed in ImageSets/Main but has no annotation")
+        target = voc_target(parse_objects(xml_path), classes, xml_path)
+        img_path = os.path.join(img_dir, f"{image_id}.jpg")
+        if image_id in trainval_ids:
+            trainval.append({"target": [max(t, 0) for t in target], "img_path": img_path})
+        if image_id in test_ids:
+            test.append({"target": target, "img_path": img_path})
+    return trainval, test

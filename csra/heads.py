@@ -1,0 +1,62 @@
+"""The CSRA head of the paper: class-specific residual attention over a feature map, one or several heads."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from csra.errors import CSRAError
+
+# Temperatures per head count, as in the paper; T = 99 stands for max pooling (T → ∞).
+TEMPERATURES: dict[int, list[int]] = {
+    1: [1],
+    2: [1, 99],
+    4: [1, 2, 4, 99],
+    6: [1, 2, 3, 4, 5, 99],
+    8: [1, 2, 3, 4, 5, 6, 7, 99],
+}
+MAX_POOL_TEMPERATURE = 99
+
+
+class CSRA(nn.Module):
+    """One head: logit = mean over locations + lam * attention-pooled class score."""
+
+    def __init__(self, in_channels: int, num_classes: int, temperature: float, lam: float):
+        super().__init__()
+        self.temperature = temperature
+        self.lam = lam
+        self.head = nn.Conv2d(in_channels, num_classes, kernel_size=1, bias=False)
+
+    def score_map(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores per location (B, K, H, W), each class divided by the L2 norm of its weight vector."""
+        norm = self.head.weight.norm(dim=1).view(1, -1, 1, 1)
+        return self.head(x) / norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        score = self.score_map(x).flatten(2)
+        base_logit = score.mean(dim=2)
+        if self.temperature == MAX_POOL_TEMPERATURE:
+            att_logit = score.max(dim=2).values
+        else:
+            attention = torch.softmax(self.temperature * score, dim=2)
+            att_logit = (score * attention).sum(dim=2)
+        return base_logit + self.lam * att_logit
+
+
+class MultiHeadCSRA(nn.Module):
+    """The sum of CSRA heads with the paper's temperatures for `num_heads`."""
+
+    def __init__(self, in_channels: int, num_classes: int, num_heads: int, lam: float):
+        super().__init__()
+        if num_heads not in TEMPERATURES:
+            allowed = ", ".join(map(str, TEMPERATURES))
+            raise CSRAError(f"num_heads must be one of {allowed}, got {num_heads}")
+        self.multi_head = nn.ModuleList(
+            CSRA(in_channels, num_classes, t, lam) for t in TEMPERATURES[num_heads]
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logit = self.multi_head[0](x)
+        for head in self.multi_head[1:]:
+            logit = logit + head(x)
+        return logit

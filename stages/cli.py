@@ -1,0 +1,25 @@
+"""The `csra` entry point: prepare, train, evaluate and demo, one command per DVC stage."""
+
+from __future__ import annotations
+
+import typer
+
+from stages.demo import demo
+from stages.evaluate import evaluate
+from stages.prepare import prepare
+from stages.train import train
+
+app = typer.Typer(
+    help="CSRA (residual attention) for multi-label image recognition: the stages of the DVC pipeline.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command()(prepare)
+app.command()(train)
+app.command()(evaluate)
+app.command()(demo)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,30 @@
+"""Shared by the stage commands: the user-error wrapper and typed option aliases."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from csra.errors import CSRAError
+from stages.params import DEFAULT_PARAMS
+
+ParamsOption = Annotated[Path, typer.Option("--params", help="The params file every default is read from.")]
+DEFAULT_PARAMS_PATH = Path(DEFAULT_PARAMS)
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a CSRAError into one 'error: …' line on stderr and exit status 1, no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except CSRAError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper

@@ -1,0 +1,63 @@
+"""`csra demo`: predictions on a folder of images, the official line per image and predictions.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from csra.checkpoints import load_model
+from csra.data.datasets import list_images
+from csra.engine import resolve_device
+from csra.errors import CSRAError
+from csra.fileio import write_json, write_text
+from csra.inference import demo_line, predict_files
+from stages import tracking
+from stages.common import DEFAULT_PARAMS_PATH, ParamsOption, user_errors
+from stages.evaluate import default_checkpoint
+from stages.params import Params
+from stages.train import RUN_FILE
+
+PREDICTIONS_JSON, PREDICTIONS_TXT = "predictions.json", "predictions.txt"
+
+
+@user_errors
+def demo(
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint (default train.out_dir/model.pt).")] = None,
+    images: Annotated[Path | None, typer.Option(help="Folder of JPEG/PNG images (demo.images).")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Score threshold (evaluate.threshold).")] = None,
+    out_dir: Annotated[Path | None, typer.Option(help="Output folder (demo.out_dir).")] = None,
+    params_file: ParamsOption = DEFAULT_PARAMS_PATH,
+) -> None:
+    """Predict the labels of every image in a folder; unreadable images are reported and skipped."""
+    params = Params.load(params_file).override(
+        demo__images=str(images) if images else None, evaluate__threshold=threshold,
+        demo__out_dir=str(out_dir) if out_dir else None,
+    )
+    ckpt = checkpoint or default_checkpoint(params)
+    threshold = params.get("evaluate.threshold", float)
+    out = Path(params.get("demo.out_dir", str))
+    model, saved = load_model(ckpt)
+    classes = saved["classes"]
+    device = resolve_device(params.get("evaluate.device", str))
+    results, errors = predict_files(model, list_images(params.get("demo.images", str)), device,
+                                    params.get("evaluate.batch_size", int))
+    for message in errors:
+        typer.echo(f"warning: skipped {message}", err=True)
+    if not results:
+        raise CSRAError(f"{params.get('demo.images', str)}: none of the images could be read")
+    lines = [demo_line(path, scores, classes, threshold) for path, scores in results]
+    predictions = [
+        {"image": str(path), "labels": [c for c, s in zip(classes, scores) if s >= threshold],
+         "scores": dict(zip(classes, scores))}
+        for path, scores in results
+    ]
+    write_text(out / PREDICTIONS_TXT, "".join(f"{line}\n" for line in lines))
+    write_json(out / PREDICTIONS_JSON, predictions, indent=2)
+    typer.echo("\n".join(lines))
+
+    run_file = ckpt.parent / RUN_FILE
+    if run_file.is_file():
+        with tracking.continue_pipeline_run(run_file, params.flat(["demo"])) as mlflow:
+            mlflow.log_artifacts(str(out), "demo")

@@ -1,0 +1,90 @@
+"""`csra train`: CSRA on the prepared annotations; checkpoint, per-epoch history and the MLflow run."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from csra.checkpoints import save_checkpoint
+from csra.data.annotations import CLASSES_FILE, read_annotations, read_classes
+from csra.data.sources import get_source
+from csra.engine import TrainConfig, fit
+from csra.fileio import write_json, write_text
+from csra.model import ModelConfig, build_model
+from stages import tracking
+from stages.common import DEFAULT_PARAMS_PATH, ParamsOption, user_errors
+from stages.params import Params, config_from
+
+CHECKPOINT, RUN_FILE, METRICS, HISTORY = "model.pt", "run.json", "metrics.json", "history.csv"
+LOGGED_GROUPS = ["data", "prepare", "train", "tracking"]
+
+
+def write_history(path: Path, history: list[dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(history[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()} for row in history)
+    write_text(path, buffer.getvalue())
+
+
+@user_errors
+def train(
+    model: Annotated[str | None, typer.Option(help="Backbone name (train.model).")] = None,
+    num_heads: Annotated[int | None, typer.Option(help="CSRA heads: 1, 2, 4, 6 or 8 (train.num_heads).")] = None,
+    lam: Annotated[float | None, typer.Option(help="Weight of the attention logit, λ (train.lam).")] = None,
+    img_size: Annotated[int | None, typer.Option(help="Square input size (train.img_size).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs (train.epochs).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Batch size (train.batch_size).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Backbone learning rate (train.lr).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of every RNG (train.seed).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N (train.device).")] = None,
+    out_dir: Annotated[Path | None, typer.Option(help="Output folder (train.out_dir).")] = None,
+    params_file: ParamsOption = DEFAULT_PARAMS_PATH,
+) -> None:
+    """Train CSRA on data.prepared_dir and log the run to MLflow; writes the checkpoint and run id to out_dir."""
+    params = Params.load(params_file).override(
+        train__model=model, train__num_heads=num_heads, train__lam=lam, train__img_size=img_size,
+        train__epochs=epochs, train__batch_size=batch_size, train__lr=lr, train__seed=seed, train__device=device,
+        train__out_dir=str(out_dir) if out_dir else None,
+    )
+    source = get_source(params.get("data.dataset", str))
+    prepared = Path(params.get("data.prepared_dir", str))
+    classes = read_classes(prepared / CLASSES_FILE)
+    train_items = read_annotations(prepared / source.train_file, len(classes), "binary")
+    val_items = read_annotations(prepared / source.test_file, len(classes), source.label_format)
+    config = ModelConfig.create(
+        backbone=params.get("train.model", str),
+        num_classes=len(classes),
+        num_heads=params.get("train.num_heads", int),
+        lam=params.get("train.lam", float),
+        img_size=params.get("train.img_size", int),
+    )
+    net = build_model(config)
+    cfg = config_from(params, TrainConfig, "train")
+    out = Path(params.get("train.out_dir", str))
+    flat = params.flat(LOGGED_GROUPS)
+    typer.echo(f"{config.backbone}, {config.num_heads} head(s), λ={config.lam}: {len(train_items)} train, "
+               f"{len(val_items)} val images, {len(classes)} classes, {cfg.epochs} epochs")
+    history: list[dict] = []
+
+    with tracking.start_pipeline_run(params.get("tracking.experiment", str), flat, out / RUN_FILE) as mlflow:
+
+        def on_epoch(row: dict) -> None:
+            history.append(row)
+            mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+            write_history(out / HISTORY, history)
+            typer.echo(f"epoch {row['epoch']:>3}/{cfg.epochs}  loss {row['train_loss']:.4f}  lr {row['lr']:.5f}  "
+                       f"val mAP {row['val_mAP']:.2f}  {row['images_per_s']:.0f} img/s")
+
+        fit(net, train_items, val_items, cfg, source.label_format, on_epoch)
+        final = history[-1]
+        save_checkpoint(out / CHECKPOINT, net, classes, flat, epoch=final["epoch"])
+        write_json(out / METRICS, {"epochs": final["epoch"], "train_loss": final["train_loss"],
+                                   "val_mAP": final["val_mAP"]}, indent=2)
+        mlflow.log_artifact(str(out / CHECKPOINT), "checkpoints")
+        mlflow.log_artifact(str(out / HISTORY))
+    typer.echo(f"checkpoint → {out / CHECKPOINT}")
