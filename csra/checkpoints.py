@@ -41,8 +41,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     except pickle.UnpicklingError as e:
         first = str(e).splitlines()[0] if str(e) else "unsafe content"
         raise CSRAError(f"{path}: refused, it holds objects a weights-only load does not allow ({first})") from None
-    except (RuntimeError, OSError, EOFError) as e:
-        raise CSRAError(f"{path}: not a readable torch checkpoint ({str(e).splitlines()[0]})") from None
+    except Exception as e:  # torch.load fails on garbage with many exception types
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CSRAError(f"{path}: not a readable torch checkpoint ({reason})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CSRAError(f"{path}: not a CSRA pipeline checkpoint (no format {FORMAT!r})")
     return payload

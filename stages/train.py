@@ -12,7 +12,7 @@ import typer
 from csra.checkpoints import save_checkpoint
 from csra.data.annotations import CLASSES_FILE, read_annotations, read_classes
 from csra.data.sources import get_source
-from csra.engine import TrainConfig, fit
+from csra.engine import TrainConfig, fit, seed_everything
 from csra.fileio import write_json, write_text
 from csra.model import ModelConfig, build_model
 from stages import tracking
@@ -52,26 +52,24 @@ def train(
         train__out_dir=str(out_dir) if out_dir else None,
     )
     source = get_source(params.get("data.dataset", str))
+    cfg = config_from(params, TrainConfig, "train")
+    model_args = {"backbone": params.get("train.model", str), "num_heads": params.get("train.num_heads", int),
+                  "lam": params.get("train.lam", float), "img_size": params.get("train.img_size", int)}
+    out = Path(params.get("train.out_dir", str))
+    experiment = params.get("tracking.experiment", str)
     prepared = Path(params.get("data.prepared_dir", str))
     classes = read_classes(prepared / CLASSES_FILE)
     train_items = read_annotations(prepared / source.train_file, len(classes), "binary")
     val_items = read_annotations(prepared / source.test_file, len(classes), source.label_format)
-    config = ModelConfig.create(
-        backbone=params.get("train.model", str),
-        num_classes=len(classes),
-        num_heads=params.get("train.num_heads", int),
-        lam=params.get("train.lam", float),
-        img_size=params.get("train.img_size", int),
-    )
+    config = ModelConfig.create(num_classes=len(classes), **model_args)
+    seed_everything(cfg.seed)  # the initial weights too
     net = build_model(config)
-    cfg = config_from(params, TrainConfig, "train")
-    out = Path(params.get("train.out_dir", str))
     flat = params.flat(LOGGED_GROUPS)
     typer.echo(f"{config.backbone}, {config.num_heads} head(s), λ={config.lam}: {len(train_items)} train, "
                f"{len(val_items)} val images, {len(classes)} classes, {cfg.epochs} epochs")
     history: list[dict] = []
 
-    with tracking.start_pipeline_run(params.get("tracking.experiment", str), flat, out / RUN_FILE) as mlflow:
+    with tracking.start_pipeline_run(experiment, flat, out / RUN_FILE) as mlflow:
 
         def on_epoch(row: dict) -> None:
             history.append(row)

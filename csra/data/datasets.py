@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
-from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
 from csra.errors import CSRAError
@@ -18,10 +19,12 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 def load_image(path: str | Path) -> torch.Tensor:
     """Decode an image file to a uint8 RGB tensor (3, H, W); an unreadable file is a CSRAError naming it."""
     try:
-        return decode_image(str(path), mode=ImageReadMode.RGB)
-    except (RuntimeError, OSError, ValueError) as e:
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CSRAError(f"{path}: cannot read image ({reason})") from None
+    return torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous()
 
 
 def build_transform(config: ModelConfig, train: bool) -> v2.Compose:

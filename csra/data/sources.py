@@ -49,8 +49,10 @@ def prepare_dataset(
             classes = read_classes(tmp / SYNTHETIC_DIR / CLASSES_FILE)
             trainval, test = convert_voc07(tmp / SYNTHETIC_DIR, classes, path_prefix=out_dir / SYNTHETIC_DIR)
         else:
-            if raw_path is None or not Path(raw_path).is_dir():
-                raise CSRAError(f"dataset {name}: raw data folder {raw_path!r} not found (set data.raw_path)")
+            if raw_path is None:
+                raise CSRAError(f"dataset {name} needs data.raw_path: the folder of the raw dataset")
+            if not Path(raw_path).is_dir():
+                raise CSRAError(f"{raw_path}: raw data folder of dataset {name} not found (data.raw_path)")
             classes = list(VOC_CLASSES)
             trainval, test = convert_voc07(raw_path, classes)
         write_annotations(tmp / source.train_file, trainval)

@@ -1,0 +1,54 @@
+"""Shared fixtures: MLflow in a temp SQLite file, a tiny params.yaml derived from the repository's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "prepare": {"synthetic": {"num_trainval": 24, "num_test": 16, "num_demo": 3, "width": 64, "height": 48}},
+    "train": {"img_size": 32, "epochs": 2, "batch_size": 8, "num_workers": 0, "device": "cpu"},
+    "evaluate": {"batch_size": 16, "num_workers": 0, "device": "cpu"},
+}
+
+
+def merge(base: dict, update: dict) -> dict:
+    for key, value in update.items():
+        if isinstance(value, dict):
+            merge(base.setdefault(key, {}), value)
+        else:
+            base[key] = value
+    return base
+
+
+@pytest.fixture(autouse=True)
+def mlflow_store(tmp_path_factory, monkeypatch) -> str:
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    return uri
+
+
+@pytest.fixture
+def tiny_params(tmp_path, monkeypatch) -> Path:
+    """The repository's params.yaml with tiny sizes, written to tmp_path, which becomes the working folder."""
+    params = merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    """(classes, trainval items, test items) of a tiny built-in dataset at 64x48 px."""
+    from csra.data.synthetic import CLASSES, SyntheticSpec, generate_synthetic
+    from csra.data.voc import convert_voc07
+
+    root = generate_synthetic(tmp_path_factory.mktemp("tiny") / "synthetic", SyntheticSpec(16, 8, 0, 64, 48, 0))
+    trainval, test = convert_voc07(root, CLASSES)
+    return CLASSES, trainval, test

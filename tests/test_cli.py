@@ -1,0 +1,84 @@
+"""The CLI's contract for bad input: one 'error:' line naming the file or key, exit status 1, no traceback."""
+
+import yaml
+from typer.testing import CliRunner
+
+from stages.cli import app
+
+runner = CliRunner()
+
+
+def run(*args):
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def assert_one_line_error(code, output, *needles):
+    assert code == 1, output
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), output
+    assert "Traceback" not in output
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def edit_params(path, **changes):
+    params = yaml.safe_load(path.read_text())
+    for dotted, value in changes.items():
+        node = params
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node[part]
+        if value is None:
+            del node[last]
+        else:
+            node[last] = value
+    path.write_text(yaml.safe_dump(params))
+
+
+def test_help_lists_the_four_stages():
+    code, output = run("--help")
+    assert code == 0
+    for name in ("prepare", "train", "evaluate", "demo"):
+        assert name in output
+
+
+def test_missing_params_file(tmp_path):
+    assert_one_line_error(*run("train", "--params", str(tmp_path / "nope.yaml")), "params file not found")
+
+
+def test_unknown_dataset(tiny_params):
+    assert_one_line_error(*run("prepare", "imagenet"), "unknown dataset 'imagenet'", "synthetic, voc07")
+
+
+def test_wrong_type_and_missing_key(tiny_params):
+    edit_params(tiny_params, **{"train.epochs": "ten"})
+    assert_one_line_error(*run("train"), "params.yaml: train.epochs must be int, got 'ten'")
+    edit_params(tiny_params, **{"train.epochs": 1, "train.lam": None})
+    run("prepare")
+    assert_one_line_error(*run("train"), "params.yaml: missing key train.lam")
+
+
+def test_real_dataset_needs_its_folder_and_leaves_nothing(tiny_params, tmp_path):
+    assert_one_line_error(*run("prepare", "voc07"), "data.raw_path")
+    assert_one_line_error(*run("prepare", "voc07", "--data-path", str(tmp_path / "VOCdevkit")),
+                          "raw data folder of dataset voc07 not found")
+    broken = tmp_path / "VOCdevkit" / "VOC2007"
+    (broken / "ImageSets" / "Main").mkdir(parents=True)
+    for name in ("train", "val", "test"):
+        (broken / "ImageSets" / "Main" / f"{name}.txt").write_text("000001\n")
+    (broken / "Annotations").mkdir()
+    (broken / "Annotations" / "000001.xml").write_text("<annotation><object>")
+    assert_one_line_error(*run("prepare", "voc07", "--data-path", str(tmp_path / "VOCdevkit")), "000001.xml")
+    assert not (tmp_path / "data").exists() or not any((tmp_path / "data").rglob("*.json"))
+
+
+def test_unknown_model_and_head_count(tiny_params):
+    run("prepare")
+    assert_one_line_error(*run("train", "--model", "resnet7"), "unknown model 'resnet7'")
+    assert_one_line_error(*run("train", "--num-heads", "3"), "num_heads must be one of 1, 2, 4, 6, 8")
+
+
+def test_missing_checkpoint(tiny_params):
+    assert_one_line_error(*run("evaluate", "--checkpoint", "none.pt"), "none.pt: checkpoint not found")
+    assert_one_line_error(*run("demo", "--checkpoint", "none.pt"), "none.pt: checkpoint not found")

@@ -1,0 +1,34 @@
+import pytest
+import torch
+
+from csra.errors import CSRAError
+from csra.model import ModelConfig, build_model, normalization_for
+
+
+def test_resnet_feature_map_and_logits_shape():
+    model = build_model(ModelConfig.create("resnet18", num_classes=7, num_heads=2, lam=0.2, img_size=64)).eval()
+    x = torch.rand(2, 3, 64, 64)
+    assert model.backbone(x).shape == (2, 512, 2, 2)
+    assert model(x).shape == (2, 7)
+
+
+def test_official_resnet_normalisation_is_identity():
+    assert normalization_for("resnet101") == ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+
+
+def test_config_round_trip_through_plain_dict():
+    config = ModelConfig.create("resnet34", 20, 4, 0.5, 448)
+    assert ModelConfig.from_dict(config.to_dict()) == config
+
+
+def test_unknown_backbone_is_a_clear_error():
+    with pytest.raises(CSRAError, match="unknown model 'resnet7'.*resnet18"):
+        build_model(ModelConfig("resnet7", 3, 1, 0.1, 32, (0, 0, 0), (1, 1, 1)))
+
+
+def test_backbone_keys_match_torchvision():
+    import torchvision
+
+    keys = set(build_model(ModelConfig.create("resnet18", 3, 1, 0.1, 32)).backbone.state_dict())
+    reference = {k for k in torchvision.models.resnet18().state_dict() if not k.startswith("fc.")}
+    assert keys == reference

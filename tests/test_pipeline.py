@@ -1,0 +1,96 @@
+"""The whole chain on a tiny built-in dataset through the CLI: files written and the one MLflow run."""
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+from PIL import Image
+from typer.testing import CliRunner
+
+from stages.cli import app
+
+runner = CliRunner()
+
+
+def ok(*args):
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture
+def pipeline(tiny_params, mlflow_store):
+    outputs = {stage: ok(stage) for stage in ("prepare", "train", "evaluate", "demo")}
+    mlflow.set_tracking_uri(mlflow_store)
+    return Path.cwd(), outputs
+
+
+def test_chain_writes_every_output(pipeline):
+    root, outputs = pipeline
+    prepared = root / "data" / "prepared"
+    test_items = json.loads((prepared / "test_voc07.json").read_text())
+    assert len(json.loads((prepared / "trainval_voc07.json").read_text())) == 24 and len(test_items) == 16
+    assert all(Path(item["img_path"]).is_file() for item in test_items)
+
+    history = list(csv.DictReader((root / "results/train/history.csv").open()))
+    assert [row["epoch"] for row in history] == ["1", "2"]
+    assert (root / "results/train/model.pt").is_file()
+
+    metrics = json.loads((root / "results/evaluate/metrics.json").read_text())
+    assert set(metrics) == {"mAP", "CP", "CR", "CF1", "OP", "OR", "OF1"}
+    assert all(0 <= v <= 100 for v in metrics.values())
+    scores = json.loads((root / "results/evaluate/scores.json").read_text())
+    assert [s["file_name"] for s in scores] == [Path(i["img_path"]).stem for i in test_items]
+    assert all(len(s["scores"]) == 10 and all(0 <= x <= 1 for x in s["scores"]) for s in scores)
+    assert "mAP" in outputs["evaluate"] and "lowest AP" in outputs["evaluate"]
+
+    lines = (root / "results/demo/predictions.txt").read_text().splitlines()
+    assert len(lines) == 3
+    assert all(re.fullmatch(r"\S+demo_\d\d\.(jpg|png) prediction: ([a-z]+,)*", line) for line in lines)
+    predictions = json.loads((root / "results/demo/predictions.json").read_text())
+    assert len(predictions[0]["scores"]) == 10
+
+
+def test_one_mlflow_run_with_params_curves_metrics_and_checkpoint(pipeline):
+    root, _ = pipeline
+    run_id = json.loads((root / "results/train/run.json").read_text())["run_id"]
+    experiment = mlflow.get_experiment_by_name("csra")
+    assert len(mlflow.search_runs([experiment.experiment_id])) == 1
+    run = mlflow.get_run(run_id)
+    assert run.data.params["train.lam"] == "0.1" and run.data.params["evaluate.threshold"] == "0.5"
+    assert run.data.params["demo.out_dir"] == "results/demo"
+    client = MlflowClient()
+    curve = client.get_metric_history(run_id, "val_mAP")
+    assert [m.step for m in curve] == [1, 2]
+    assert "test_mAP" in run.data.metrics and "train_loss" in run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(run_id, "checkpoints")}
+    assert artifacts == {"checkpoints/model.pt"}
+    assert {a.path for a in client.list_artifacts(run_id, "demo")} >= {"demo/predictions.json"}
+
+
+def test_evaluate_rerun_with_new_threshold_is_recorded(pipeline):
+    root, _ = pipeline
+    output = ok("evaluate", "--threshold", "0.3")
+    assert "evaluate.threshold=0.5" in output
+    run_id = json.loads((root / "results/train/run.json").read_text())["run_id"]
+    assert mlflow.get_run(run_id).data.tags["changed.evaluate.threshold"] == "0.3"
+
+
+def test_class_count_mismatch_and_unreadable_demo_image(pipeline, tmp_path):
+    ann = tmp_path / "three.json"
+    ann.write_text(json.dumps([{"target": [1, 0, -1], "img_path": "x.jpg"}]))
+    result = runner.invoke(app, ["evaluate", "--annotations", str(ann)])
+    assert result.exit_code == 1 and "3 classes per target, but results/train/model.pt has 10" in result.output
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (40, 30), "red").save(images / "good.png")
+    (images / "broken.jpg").write_bytes(b"not a jpeg")
+    result = runner.invoke(app, ["demo", "--images", str(images), "--out-dir", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "broken.jpg: cannot read image" in result.output
+    assert (tmp_path / "out/predictions.txt").read_text().startswith(f"{images / 'good.png'} prediction: ")
