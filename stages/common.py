@@ -16,6 +16,16 @@ ParamsOption = Annotated[Path, typer.Option("--params", help="The params file ev
 DEFAULT_PARAMS_PATH = Path(DEFAULT_PARAMS)
 
 
+def one_line(error: CSRAError) -> str:
+    """The error's message; one re-raised from a DataLoader worker carries the worker's traceback before it."""
+    text = str(error).strip()
+    if "Original Traceback" not in text:
+        return text
+    last = text.splitlines()[-1]
+    prefix = f"{CSRAError.__module__}.{CSRAError.__name__}: "
+    return last[len(prefix):] if last.startswith(prefix) else last
+
+
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn a CSRAError into one 'error: …' line on stderr and exit status 1, no traceback."""
 
@@ -24,7 +34,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except CSRAError as e:
-            typer.echo(f"error: {e}", err=True)
+            typer.echo(f"error: {one_line(e)}", err=True)
             raise typer.Exit(1) from None
 
     return wrapper

@@ -80,4 +80,5 @@ _KINDS = {"int": int, "float": float, "str": str, "bool": bool}
 
 def config_from(params: Params, cls: type, group: str) -> Any:
     """Build a dataclass from the params group whose keys are its field names, checking each type."""
-    return cls(**{f.name: params.get(f"{group}.{f.name}", _KINDS[str(f.type)]) for f in fields(cls)})
+    kinds = {f.name: f.type if isinstance(f.type, type) else _KINDS[f.type] for f in fields(cls)}
+    return cls(**{name: params.get(f"{group}.{name}", kind) for name, kind in kinds.items()})

@@ -16,10 +16,11 @@ def run(*args):
 def assert_one_line_error(code, output, *needles):
     assert code == 1, output
     lines = [line for line in output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), output
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0] == lines[-1], output
     assert "Traceback" not in output
     for needle in needles:
-        assert needle in lines[0]
+        assert needle in errors[0]
 
 
 def edit_params(path, **changes):
@@ -82,3 +83,14 @@ def test_unknown_model_and_head_count(tiny_params):
 def test_missing_checkpoint(tiny_params):
     assert_one_line_error(*run("evaluate", "--checkpoint", "none.pt"), "none.pt: checkpoint not found")
     assert_one_line_error(*run("demo", "--checkpoint", "none.pt"), "none.pt: checkpoint not found")
+
+
+def test_unreadable_training_image_in_a_loader_worker(tiny_params):
+    run("prepare")
+    broken = sorted((tiny_params.parent / "data/prepared/synthetic/VOC2007/JPEGImages").glob("*.jpg"))
+    for path in broken:
+        path.write_bytes(b"broken")
+    edit_params(tiny_params, **{"train.num_workers": 1})
+    code, output = run("train")
+    assert_one_line_error(code, output, "cannot read image")
+    assert output.split("error: ")[1].startswith("data/prepared/synthetic/VOC2007/JPEGImages/0")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
@@ -21,6 +21,8 @@ def load_image(path: str | Path) -> torch.Tensor:
     try:
         with Image.open(path) as image:
             pixels = np.asarray(image.convert("RGB"))
+    except UnidentifiedImageError:
+        raise CSRAError(f"{path}: cannot read image (not a JPEG, PNG or other format PIL decodes)") from None
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CSRAError(f"{path}: cannot read image ({reason})") from None
