@@ -1,8 +1,9 @@
-"""Multi-label metrics exactly as the official CSRA evaluation: AP/mAP and CP/CR/CF1/OP/OR/OF1.
+"""Multi-label metrics exactly as the official CSRA evaluation: AP/mAP, CP/CR/CF1/OP/OR/OF1 and their top-3 form.
 
-Label formats: voc07 ignores 0 (difficult) per class and reads -1 as negative; wider ignores 99 for AP and counts it
-as negative in the threshold metrics (as the official code does); coco and training files are plain 0/1.
-A class without any positive gets NaN and is left out of the means; `evaluate` names it.
+Label formats: voc07 ignores 0 (difficult) per class and reads -1 as negative; wider ignores 99 for AP but, as the
+official code does, counts it as negative in the threshold metrics; coco and training files are plain 0/1.
+A prediction is score >= threshold. A class without any positive gets NaN and is left out of the class means
+(the official code fails on it); `evaluate_scores` reports which.
 """
 
 from __future__ import annotations
@@ -12,52 +13,33 @@ import numpy as np
 THRESHOLD_METRICS = ("CP", "CR", "CF1", "OP", "OR", "OF1")
 
 
-def _class_column(scores: np.ndarray, targets: np.ndarray, label_format: str, for_ap: bool):
-    """Scores and 0/1 targets of one class after the label format's ignore rules."""
+def _labels(targets: np.ndarray, label_format: str, for_ap: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(counted, positive) boolean masks of the targets under the label format's ignore rules."""
     if label_format == "voc07":
-        keep = targets != 0
-        return scores[keep], (targets[keep] == 1).astype(np.float64)
-    if label_format == "wider" and for_ap:
-        keep = targets != 99
-        return scores[keep], (targets[keep] == 1).astype(np.float64)
-    return scores, (targets == 1).astype(np.float64)
+        counted = targets != 0
+    elif label_format == "wider" and for_ap:
+        counted = targets != 99
+    else:
+        counted = np.ones(targets.shape, dtype=bool)
+    return counted, counted & (targets == 1)
 
 
 def average_precision(scores: np.ndarray, targets: np.ndarray, label_format: str = "coco") -> np.ndarray:
-    """AP per class: images sorted by descending score, mean of the precision at the rank of each positive."""
-    scores, targets = np.asarray(scores, np.float64), np.asarray(targets, np.float64)
+    """AP per class: counted images sorted by descending score, mean of the precision at each positive's rank.
+
+    Sorted with np.argsort(-score) after dropping ignored images, as the official code does, so ties fall in the
+    same order and the result is the same number.
+    """
+    scores, targets = np.asarray(scores, np.float64), np.asarray(targets)
+    counted, positive = _labels(targets, label_format, for_ap=True)
     aps = np.full(scores.shape[1], np.nan)
     for c in range(scores.shape[1]):
-        score, target = _class_column(scores[:, c], targets[:, c], label_format, for_ap=True)
-        hits = target[np.argsort(-score)] == 1
-        if hits.any():
-            ranks = np.flatnonzero(hits) + 1.0
+        keep = counted[:, c]
+        hits = positive[keep, c][np.argsort(-scores[keep, c])]
+        ranks = np.flatnonzero(hits) + 1.0
+        if len(ranks):
             aps[c] = np.mean(np.arange(1, len(ranks) + 1) / ranks)
     return aps
-
-
-def threshold_metrics(
-    scores: np.ndarray, targets: np.ndarray, label_format: str = "coco", threshold: float = 0.5
-) -> dict[str, float]:
-    """CP, CR, CF1 (per-class means) and OP, OR, OF1 (over all labels) for predictions score >= threshold."""
-    scores, targets = np.asarray(scores, np.float64), np.asarray(targets, np.float64)
-    num_classes = scores.shape[1]
-    gt, tp, predicted = np.zeros(num_classes), np.zeros(num_classes), np.zeros(num_classes)
-    for c in range(num_classes):
-        score, target = _class_column(scores[:, c], targets[:, c], label_format, for_ap=False)
-        positive = score >= threshold
-        gt[c], predicted[c], tp[c] = target.sum(), positive.sum(), (target * positive).sum()
-    predicted[predicted == 0] = 1
-    has_positive = gt > 0
-    op, orr = tp.sum() / predicted.sum(), tp.sum() / max(gt.sum(), 1)
-    cp = np.mean((tp / predicted)[has_positive]) if has_positive.any() else np.nan
-    cr = np.mean(tp[has_positive] / gt[has_positive]) if has_positive.any() else np.nan
-    return {"CP": cp, "CR": cr, "CF1": _f1(cp, cr), "OP": op, "OR": orr, "OF1": _f1(op, orr)}
-
-
-def _f1(precision: float, recall: float) -> float:
-    total = precision + recall
-    return 2 * precision * recall / total if total > 0 else 0.0
 
 
 def mean_average_precision(aps: np.ndarray) -> float:
@@ -65,11 +47,63 @@ def mean_average_precision(aps: np.ndarray) -> float:
     return float(np.nanmean(aps)) if not np.isnan(aps).all() else float("nan")
 
 
+def top_k(scores: np.ndarray, k: int = 3) -> np.ndarray:
+    """Scores with all but the k highest of each image set to 0 (ties ordered as np.argsort(-row))."""
+    scores = np.array(scores, dtype=np.float64)
+    dropped = np.argsort(-scores, axis=1)[:, k:]
+    np.put_along_axis(scores, dropped, 0.0, axis=1)
+    return scores
+
+
+def class_counts(
+    scores: np.ndarray, targets: np.ndarray, label_format: str, threshold: float | np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(positives, predicted, true positives) per class; threshold is one number or one per class."""
+    counted, positive = _labels(np.asarray(targets), label_format, for_ap=False)
+    predicted = (np.asarray(scores) >= threshold) & counted
+    return positive.sum(0), predicted.sum(0), (predicted & positive).sum(0)
+
+
+def per_class_table(
+    scores: np.ndarray, targets: np.ndarray, label_format: str, threshold: float | np.ndarray
+) -> dict[str, np.ndarray]:
+    """Per class: precision, recall, F1 at the threshold and support (positives); NaN where undefined."""
+    gt, predicted, tp = (a.astype(np.float64) for a in class_counts(scores, targets, label_format, threshold))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = tp / np.maximum(predicted, 1)
+        recall = np.where(gt > 0, tp / gt, np.nan)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    return {"precision": precision, "recall": recall, "F1": np.where(gt > 0, f1, np.nan), "support": gt}
+
+
+def threshold_metrics(
+    scores: np.ndarray, targets: np.ndarray, label_format: str = "coco", threshold: float | np.ndarray = 0.5
+) -> dict[str, float]:
+    """CP, CR, CF1 (means over classes) and OP, OR, OF1 (over all labels); a class predicting nothing has
+    precision 0 (its predicted count is taken as 1)."""
+    gt, predicted, tp = class_counts(scores, targets, label_format, threshold)
+    predicted = np.maximum(predicted, 1)
+    has = gt > 0
+    op, orr = tp.sum() / predicted.sum(), (tp.sum() / gt.sum() if gt.sum() else np.nan)
+    cp = np.mean(tp[has] / predicted[has]) if has.any() else np.nan
+    cr = np.mean(tp[has] / gt[has]) if has.any() else np.nan
+    return {"CP": cp, "CR": cr, "CF1": _f1(cp, cr), "OP": op, "OR": orr, "OF1": _f1(op, orr)}
+
+
+def _f1(precision: float, recall: float) -> float:
+    total = precision + recall
+    return 2 * precision * recall / total if total > 0 else (np.nan if np.isnan(total) else 0.0)
+
+
 def evaluate_scores(
     scores: np.ndarray, targets: np.ndarray, label_format: str, threshold: float
 ) -> tuple[dict[str, float], np.ndarray]:
-    """(metrics in percent: mAP + the six threshold metrics, AP per class as fractions with NaN for no positive)."""
+    """(metrics in percent: mAP, the six threshold metrics and their top-3 forms `<name>_top3`,
+    AP per class as fractions with NaN for a class without positive)."""
+    scores, targets = np.asarray(scores, np.float64), np.asarray(targets)
     aps = average_precision(scores, targets, label_format)
     metrics = {"mAP": mean_average_precision(aps)}
     metrics.update(threshold_metrics(scores, targets, label_format, threshold))
+    top3 = threshold_metrics(top_k(scores, 3), targets, label_format, threshold)
+    metrics.update({f"{k}_top3": v for k, v in top3.items()})
     return {k: 100.0 * float(v) for k, v in metrics.items()}, aps

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from csra.metrics import average_precision, evaluate_scores, threshold_metrics
+from csra.metrics import average_precision, evaluate_scores, per_class_table, threshold_metrics, top_k
 
 
 def loop_ap(score, target, label_format):
@@ -80,3 +80,63 @@ def test_class_without_positive_is_nan_and_left_out_of_means():
     assert aps[0] == 1.0 and math.isnan(aps[1])
     assert metrics["mAP"] == pytest.approx(100.0)
     assert metrics["CR"] == pytest.approx(100.0)  # only class 0 counts
+
+
+def loop_threshold_metrics(scores, targets, label_format, threshold=0.5):
+    """The official CP/CR/CF1/OP/OR/OF1 rules, class by class with plain loops (every class has a positive)."""
+    gt, tp, predicted = [], [], []
+    for c in range(scores.shape[1]):
+        pairs = list(zip(scores[:, c], targets[:, c]))
+        if label_format == "voc07":
+            pairs = [(s, 1 if t == 1 else 0) for s, t in pairs if t != 0]
+        elif label_format == "wider":
+            pairs = [(s, 0 if t == 99 else t) for s, t in pairs]
+        gt.append(sum(t == 1 for _, t in pairs))
+        predicted.append(max(1, sum(s >= threshold for s, _ in pairs)))
+        tp.append(sum(t == 1 and s >= threshold for s, t in pairs))
+    n = len(gt)
+    cp = sum(t / p for t, p in zip(tp, predicted)) / n
+    cr = sum(t / g for t, g in zip(tp, gt)) / n
+    op, orr = sum(tp) / sum(predicted), sum(tp) / sum(gt)
+    return {"CP": cp, "CR": cr, "CF1": 2 * cp * cr / (cp + cr), "OP": op, "OR": orr, "OF1": 2 * op * orr / (op + orr)}
+
+
+@pytest.mark.parametrize("label_format", ["coco", "voc07", "wider"])
+def test_threshold_metrics_equal_loop_reference(label_format):
+    rng = np.random.default_rng(1)
+    scores = rng.integers(0, 20, size=(80, 6)) / 20  # scores exactly on the threshold too
+    codes = {"coco": [0, 1], "voc07": [-1, 0, 1], "wider": [0, 1, 99]}[label_format]
+    targets = rng.choice(codes, size=(80, 6))
+    targets[:2] = 1
+    got = threshold_metrics(scores, targets, label_format, 0.5)
+    expected = loop_threshold_metrics(scores, targets, label_format, 0.5)
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, abs=1e-12), key
+
+
+def test_top3_keeps_three_highest_per_image_then_thresholds():
+    scores = np.array([[0.9, 0.8, 0.7, 0.6, 0.55], [0.1, 0.2, 0.3, 0.95, 0.6]])
+    assert top_k(scores, 3).tolist() == [[0.9, 0.8, 0.7, 0.0, 0.0], [0.0, 0.0, 0.3, 0.95, 0.6]]
+    targets = np.array([[1, 0, 0, 1, 1], [0, 0, 0, 1, 1]])
+    metrics, _ = evaluate_scores(scores, targets, "coco", 0.5)
+    # top-3 predictions: image 0 → classes 0, 1, 2; image 1 → classes 3, 4: 3 hits of 5 predictions, 5 positives
+    assert metrics["OP_top3"] == pytest.approx(100 * 3 / 5) and metrics["OR_top3"] == pytest.approx(100 * 3 / 5)
+    # all of them: 7 predictions, 5 hits
+    assert metrics["OP"] == pytest.approx(100 * 5 / 7) and metrics["OR"] == pytest.approx(100.0)
+
+
+def test_top3_ties_follow_argsort_order_of_each_row():
+    rng = np.random.default_rng(2)
+    scores = rng.integers(0, 3, size=(50, 8)) / 2
+    for row, kept in zip(scores, top_k(scores, 3)):
+        keep = np.argsort(-row)[:3]
+        assert np.array_equal(np.flatnonzero(kept), np.sort(keep[row[keep] > 0]))
+
+
+def test_per_class_table():
+    scores = np.array([[0.9, 0.2, 0.1], [0.6, 0.7, 0.2], [0.3, 0.5, 0.9]])
+    targets = np.array([[1, 0, -1], [-1, 1, -1], [1, -1, 0]])
+    table = per_class_table(scores, targets, "voc07", 0.5)
+    assert table["precision"].tolist() == [0.5, 0.5, 0.0]  # class 2: its only prediction is on a difficult image
+    assert table["recall"][:2].tolist() == [0.5, 1.0] and math.isnan(table["recall"][2])
+    assert table["support"].tolist() == [2, 1, 0]

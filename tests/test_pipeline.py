@@ -41,7 +41,8 @@ def test_chain_writes_every_output(pipeline):
     assert (root / "results/train/model.pt").is_file()
 
     metrics = json.loads((root / "results/evaluate/metrics.json").read_text())
-    assert set(metrics) == {"mAP", "CP", "CR", "CF1", "OP", "OR", "OF1"}
+    six = ["CP", "CR", "CF1", "OP", "OR", "OF1"]
+    assert set(metrics) == {"mAP", *six, *(f"{k}_top3" for k in six)}
     assert all(0 <= v <= 100 for v in metrics.values())
     scores = json.loads((root / "results/evaluate/scores.json").read_text())
     assert [s["file_name"] for s in scores] == [Path(i["img_path"]).stem for i in test_items]
@@ -94,3 +95,10 @@ def test_class_count_mismatch_and_unreadable_demo_image(pipeline, tmp_path):
     assert result.exit_code == 0, result.output
     assert "broken.jpg: cannot read image" in result.output
     assert (tmp_path / "out/predictions.txt").read_text().startswith(f"{images / 'good.png'} prediction: ")
+
+
+def test_written_scores_rescore_to_the_same_metrics(pipeline, tmp_path):
+    root, _ = pipeline
+    ok("evaluate", "--scores", "results/evaluate/scores.json", "--out-dir", str(tmp_path / "again"))
+    again = json.loads((tmp_path / "again/metrics.json").read_text())
+    assert again == json.loads((root / "results/evaluate/metrics.json").read_text())

@@ -68,3 +68,37 @@ def read_classes(path: str | Path) -> list[str]:
 
 def write_classes(path: str | Path, names: list[str]) -> Path:
     return write_text(path, "".join(f"{n}\n" for n in names))
+
+
+def image_stem(img_path: str) -> str:
+    """The official result files' "file_name": the image file name up to its first dot."""
+    return Path(img_path).name.split(".")[0]
+
+
+def read_scores(path: str | Path, items: list[dict], num_classes: int) -> list[list[float]]:
+    """Read an official result file (a list of {"file_name", "scores"} in annotation order) and check it
+    against the annotation items: same length, same images in the same order, num_classes scores each."""
+    path = Path(path)
+    if not path.is_file():
+        raise CSRAError(f"{path}: scores file not found")
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CSRAError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(entries, list):
+        raise CSRAError(f"{path}: expected a JSON list of {{'file_name', 'scores'}} entries")
+    if len(entries) != len(items):
+        raise CSRAError(f"{path}: {len(entries)} entries, but the annotation file has {len(items)} images")
+    scores = []
+    for i, (entry, item) in enumerate(zip(entries, items)):
+        values = entry.get("scores") if isinstance(entry, dict) else None
+        if not isinstance(values, list) or not all(isinstance(v, (int, float)) for v in values):
+            raise CSRAError(f"{path}: entry {i} has no list of numbers under 'scores'")
+        if len(values) != num_classes:
+            raise CSRAError(f"{path}: entry {i} has {len(values)} scores, expected {num_classes} classes")
+        name = entry.get("file_name")
+        if name is not None and name != image_stem(item["img_path"]):
+            raise CSRAError(f"{path}: entry {i} is {name!r} but annotation item {i} is "
+                            f"{image_stem(item['img_path'])!r}; scores must follow the annotation order")
+        scores.append(values)
+    return scores

@@ -6,21 +6,27 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from csra.data.annotations import CLASSES_FILE, read_classes, write_annotations, write_classes
+from csra.data.classes import LABEL_FORMATS, VOC_CLASSES
 from csra.data.synthetic import SyntheticSpec, generate_synthetic
-from csra.data.voc import VOC_CLASSES, convert_voc07
+from csra.data.voc import convert_voc07
 from csra.errors import CSRAError
 from csra.fileio import atomic_dir
 
 
 @dataclass(frozen=True)
 class Source:
-    label_format: str  # label codes of its test file: voc07 | coco | wider
+    name: str
     train_file: str
     test_file: str
 
+    @property
+    def label_format(self) -> str:
+        """Label codes of its test file: voc07 | coco | wider."""
+        return LABEL_FORMATS[self.name]
+
 
 SOURCES: dict[str, Source] = {
-    "synthetic": Source("voc07", "trainval_voc07.json", "test_voc07.json"),
+    "synthetic": Source("synthetic", "trainval_voc07.json", "test_voc07.json"),
     "voc07": Source("voc07", "trainval_voc07.json", "test_voc07.json"),
 }
 SYNTHETIC_DIR = "synthetic"  # the built-in dataset is generated inside the prepared folder

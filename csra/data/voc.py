@@ -6,12 +6,8 @@ import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from csra.data.classes import VOC_CLASSES
 from csra.errors import CSRAError
-
-VOC_CLASSES = [
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-]  # fmt: skip
 
 
 def parse_objects(xml_path: Path) -> list[tuple[str, bool]]:
