@@ -42,6 +42,15 @@ def average_precision(scores: np.ndarray, targets: np.ndarray, label_format: str
     return aps
 
 
+def precision_recall_curve(score: np.ndarray, target: np.ndarray, label_format: str) -> tuple[np.ndarray, ...]:
+    """(recall, precision) after each image of one class in descending score order, the AP's ignore rules applied."""
+    counted, positive = _labels(np.asarray(target), label_format, for_ap=True)
+    hits = positive[counted][np.argsort(-np.asarray(score, np.float64)[counted])]
+    found = np.cumsum(hits)
+    total = max(int(found[-1]) if len(found) else 0, 1)
+    return found / total, found / np.arange(1, len(hits) + 1)
+
+
 def mean_average_precision(aps: np.ndarray) -> float:
     """Mean of the per-class APs over the classes that have a positive (NaN if none has)."""
     return float(np.nanmean(aps)) if not np.isnan(aps).all() else float("nan")

@@ -20,12 +20,14 @@ from csra.engine import make_loader, predict, resolve_device
 from csra.errors import CSRAError
 from csra.fileio import write_json, write_text
 from csra.metrics import evaluate_scores, per_class_table
+from csra.reports import plot_ap_bars, plot_pr_curves
 from stages import tracking
 from stages.common import DEFAULT_PARAMS_PATH, ParamsOption, user_errors
 from stages.params import Params
 from stages.train import CHECKPOINT, RUN_FILE
 
 METRICS, SCORES, PER_CLASS = "metrics.json", "scores.json", "per_class.csv"
+PLOTS, PR_CURVES, AP_BARS = "plots", "pr_curves.png", "ap_per_class.png"
 
 
 def per_class_csv(classes: list[str], aps: np.ndarray, table: dict[str, np.ndarray]) -> str:
@@ -108,6 +110,8 @@ def evaluate(
     metrics, aps = evaluate_scores(values, targets, label_format, threshold)
     table = per_class_table(values, targets, label_format, threshold)
     write_text(out / PER_CLASS, per_class_csv(classes, aps, table))
+    plot_pr_curves(values, targets, label_format, classes, aps, out / PLOTS / PR_CURVES)
+    plot_ap_bars(classes, aps, out / PLOTS / AP_BARS)
     write_json(out / METRICS, metrics, indent=2)
     typer.echo("\n".join(summary(metrics, classes, aps, ann)))
 
@@ -117,5 +121,5 @@ def evaluate(
         return
     with tracking.continue_pipeline_run(run_file, params.flat(["evaluate"])) as mlflow:
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if not math.isnan(v)})
-        for file_name in (METRICS, PER_CLASS):
+        for file_name in (METRICS, PER_CLASS, f"{PLOTS}/{PR_CURVES}", f"{PLOTS}/{AP_BARS}"):
             mlflow.log_artifact(str(out / file_name), "evaluate")
