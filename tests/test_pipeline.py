@@ -48,6 +48,7 @@ def test_chain_writes_every_output(pipeline):
     assert [s["file_name"] for s in scores] == [Path(i["img_path"]).stem for i in test_items]
     assert all(len(s["scores"]) == 10 and all(0 <= x <= 1 for x in s["scores"]) for s in scores)
     assert "mAP" in outputs["evaluate"] and "lowest AP" in outputs["evaluate"]
+    assert sorted(p.name for p in (root / "results/evaluate/plots").iterdir()) == ["ap_per_class.png", "pr_curves.png"]
 
     lines = (root / "results/demo/predictions.txt").read_text().splitlines()
     assert len(lines) == 3
@@ -71,6 +72,8 @@ def test_one_mlflow_run_with_params_curves_metrics_and_checkpoint(pipeline):
     artifacts = {a.path for a in client.list_artifacts(run_id, "checkpoints")}
     assert artifacts == {"checkpoints/model.pt"}
     assert {a.path for a in client.list_artifacts(run_id, "demo")} >= {"demo/predictions.json"}
+    assert {a.path for a in client.list_artifacts(run_id, "evaluate")} >= {
+        "evaluate/metrics.json", "evaluate/per_class.csv", "evaluate/pr_curves.png", "evaluate/ap_per_class.png"}
 
 
 def test_evaluate_rerun_with_new_threshold_is_recorded(pipeline):
