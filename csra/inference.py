@@ -33,6 +33,6 @@ def predict_files(
     return results, errors
 
 
-def demo_line(path: Path | str, scores: list[float], classes: list[str], threshold: float) -> str:
-    """The official demo output: 'path prediction: cls,cls,' with every class scoring at least the threshold."""
-    return f"{path} prediction: " + "".join(f"{c}," for c, s in zip(classes, scores) if s >= threshold)
+def demo_line(path: Path | str, scores: list[float], classes: list[str], thresholds: list[float]) -> str:
+    """The official demo output: 'path prediction: cls,cls,' with every class scoring at least its threshold."""
+    return f"{path} prediction: " + "".join(f"{c}," for c, s, t in zip(classes, scores, thresholds) if s >= t)

@@ -104,6 +104,26 @@ def _f1(precision: float, recall: float) -> float:
     return 2 * precision * recall / total if total > 0 else (np.nan if np.isnan(total) else 0.0)
 
 
+def tune_thresholds(scores: np.ndarray, targets: np.ndarray, label_format: str) -> np.ndarray:
+    """Per class, the threshold (one of its scores) whose predictions score >= t give the best F1.
+
+    Ties of F1 go to the higher threshold; a class without positive gets NaN (use the global threshold).
+    """
+    scores, targets = np.asarray(scores, np.float64), np.asarray(targets)
+    counted, positive = _labels(targets, label_format, for_ap=False)
+    thresholds = np.full(scores.shape[1], np.nan)
+    for c in range(scores.shape[1]):
+        score, hit = scores[counted[:, c], c], positive[counted[:, c], c]
+        if not hit.any():
+            continue
+        order = np.argsort(-score, kind="stable")
+        score, found = score[order], np.cumsum(hit[order])
+        last_of_tie = np.append(score[1:] != score[:-1], True)  # cut only after a whole group of equal scores
+        f1 = np.where(last_of_tie, 2 * found / (np.arange(1, len(score) + 1) + hit.sum()), -1.0)
+        thresholds[c] = score[int(np.argmax(f1))]
+    return thresholds
+
+
 def evaluate_scores(
     scores: np.ndarray, targets: np.ndarray, label_format: str, threshold: float
 ) -> tuple[dict[str, float], np.ndarray]:

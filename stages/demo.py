@@ -22,17 +22,32 @@ from stages.train import RUN_FILE
 PREDICTIONS_JSON, PREDICTIONS_TXT = "predictions.json", "predictions.txt"
 
 
+def class_thresholds(
+    mode: str, global_threshold: float, tuned: list | None, num_classes: int, ckpt: Path
+) -> list[float]:
+    """One threshold per class: the global one, or the per-class ones stored in the checkpoint by train
+    (a class without a tuned value keeps the global threshold)."""
+    if mode == "global":
+        return [global_threshold] * num_classes
+    if mode != "per_class":
+        raise CSRAError(f"demo.thresholds must be global or per_class, got {mode!r}")
+    if not tuned:
+        raise CSRAError(f"{ckpt}: no per-class thresholds stored (train with train.tune_thresholds: true)")
+    return [global_threshold if t is None else t for t in tuned]
+
+
 @user_errors
 def demo(
     checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint (default train.out_dir/model.pt).")] = None,
     images: Annotated[Path | None, typer.Option(help="Folder of JPEG/PNG images (demo.images).")] = None,
     threshold: Annotated[float | None, typer.Option(help="Score threshold (evaluate.threshold).")] = None,
+    thresholds: Annotated[str | None, typer.Option(help="global or per_class (demo.thresholds).")] = None,
     out_dir: Annotated[Path | None, typer.Option(help="Output folder (demo.out_dir).")] = None,
     params_file: ParamsOption = DEFAULT_PARAMS_PATH,
 ) -> None:
     """Predict the labels of every image in a folder; unreadable images are reported and skipped."""
     params = Params.load(params_file).override(
-        demo__images=str(images) if images else None, evaluate__threshold=threshold,
+        demo__images=str(images) if images else None, evaluate__threshold=threshold, demo__thresholds=thresholds,
         demo__out_dir=str(out_dir) if out_dir else None,
     )
     ckpt = checkpoint or default_checkpoint(params)
@@ -40,6 +55,8 @@ def demo(
     out = Path(params.get("demo.out_dir", str))
     model, saved = load_model(ckpt)
     classes = saved["classes"]
+    per_class = class_thresholds(params.get("demo.thresholds", str), threshold, saved.get("thresholds"),
+                                 len(classes), ckpt)
     device = resolve_device(params.get("evaluate.device", str))
     results, errors = predict_files(model, list_images(params.get("demo.images", str)), device,
                                     params.get("evaluate.batch_size", int))
@@ -47,9 +64,9 @@ def demo(
         typer.echo(f"warning: skipped {message}", err=True)
     if not results:
         raise CSRAError(f"{params.get('demo.images', str)}: none of the images could be read")
-    lines = [demo_line(path, scores, classes, threshold) for path, scores in results]
+    lines = [demo_line(path, scores, classes, per_class) for path, scores in results]
     predictions = [
-        {"image": str(path), "labels": [c for c, s in zip(classes, scores) if s >= threshold],
+        {"image": str(path), "labels": [c for c, s, t in zip(classes, scores, per_class) if s >= t],
          "scores": dict(zip(classes, scores))}
         for path, scores in results
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -12,8 +13,9 @@ import typer
 from csra.checkpoints import save_checkpoint
 from csra.data.annotations import CLASSES_FILE, read_annotations, read_classes
 from csra.data.sources import get_source
-from csra.engine import TrainConfig, fit, seed_everything
+from csra.engine import TrainConfig, fit, make_loader, predict, resolve_device, seed_everything
 from csra.fileio import write_json, write_text
+from csra.metrics import tune_thresholds
 from csra.model import ModelConfig, build_model
 from stages import tracking
 from stages.common import DEFAULT_PARAMS_PATH, ParamsOption, user_errors
@@ -80,7 +82,14 @@ def train(
 
         fit(net, train_items, val_items, cfg, source.label_format, on_epoch)
         final = history[-1]
-        save_checkpoint(out / CHECKPOINT, net, classes, flat, epoch=final["epoch"])
+        thresholds = None
+        if params.get("train.tune_thresholds", bool):
+            loader = make_loader(val_items, net, False, cfg.batch_size, cfg.num_workers, cfg.seed)
+            tuned = tune_thresholds(*predict(net, loader, resolve_device(cfg.device)), source.label_format)
+            thresholds = [None if math.isnan(t) else float(t) for t in tuned]
+            typer.echo("per-class thresholds (best F1 on the validation split): "
+                       + ", ".join(f"{c} {t:.2f}" for c, t in zip(classes, thresholds) if t is not None))
+        save_checkpoint(out / CHECKPOINT, net, classes, flat, epoch=final["epoch"], thresholds=thresholds)
         write_json(out / METRICS, {"epochs": final["epoch"], "train_loss": final["train_loss"],
                                    "val_mAP": final["val_mAP"]}, indent=2)
         mlflow.log_artifact(str(out / CHECKPOINT), "checkpoints")

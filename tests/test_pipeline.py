@@ -105,3 +105,20 @@ def test_written_scores_rescore_to_the_same_metrics(pipeline, tmp_path):
     ok("evaluate", "--scores", "results/evaluate/scores.json", "--out-dir", str(tmp_path / "again"))
     again = json.loads((tmp_path / "again/metrics.json").read_text())
     assert again == json.loads((root / "results/evaluate/metrics.json").read_text())
+
+
+def test_per_class_thresholds_travel_in_the_checkpoint_to_demo(pipeline, tmp_path):
+    from csra.checkpoints import load_checkpoint
+
+    root, outputs = pipeline
+    thresholds = load_checkpoint(root / "results/train/model.pt")["thresholds"]
+    assert len(thresholds) == 10 and all(t is None or 0 <= t <= 1 for t in thresholds)
+    assert "per-class thresholds" in outputs["train"]
+    ok("demo", "--thresholds", "per_class", "--out-dir", str(tmp_path / "pc"))
+    predictions = json.loads((tmp_path / "pc/predictions.json").read_text())
+    for item in predictions:
+        expected = [c for i, (c, s) in enumerate(item["scores"].items())
+                    if s >= (0.5 if thresholds[i] is None else thresholds[i])]
+        assert item["labels"] == expected
+    result = runner.invoke(app, ["demo", "--thresholds", "best"])
+    assert result.exit_code == 1 and "demo.thresholds must be global or per_class" in result.output
