@@ -19,17 +19,23 @@ LABEL_CODES: dict[str, frozenset[int]] = {
 CLASSES_FILE = "classes.txt"
 
 
+def _read_json_list(path: Path, kind: str, entry: str) -> list:
+    """A non-empty JSON list from path; kind names the file and entry its items in the error messages."""
+    if not path.is_file():
+        raise CSRAError(f"{path}: {kind} file not found")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CSRAError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, list) or not data:
+        raise CSRAError(f"{path}: expected a non-empty JSON list of {entry} items")
+    return data
+
+
 def read_annotations(path: str | Path, num_classes: int | None = None, label_format: str = "voc07") -> list[dict]:
     """Read and check an annotation file; errors name the file, the item and what was expected."""
     path = Path(path)
-    if not path.is_file():
-        raise CSRAError(f"{path}: annotation file not found")
-    try:
-        items = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CSRAError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(items, list) or not items:
-        raise CSRAError(f"{path}: expected a non-empty JSON list of {{'img_path', 'target'}} items")
+    items = _read_json_list(path, "annotation", "{'img_path', 'target'}")
     codes = LABEL_CODES[label_format]
     expected = num_classes
     for i, item in enumerate(items):
@@ -79,14 +85,7 @@ def read_scores(path: str | Path, items: list[dict], num_classes: int) -> list[l
     """Read an official result file (a list of {"file_name", "scores"} in annotation order) and check it
     against the annotation items: same length, same images in the same order, num_classes scores each."""
     path = Path(path)
-    if not path.is_file():
-        raise CSRAError(f"{path}: scores file not found")
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CSRAError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(entries, list):
-        raise CSRAError(f"{path}: expected a JSON list of {{'file_name', 'scores'}} entries")
+    entries = _read_json_list(path, "scores", "{'file_name', 'scores'}")
     if len(entries) != len(items):
         raise CSRAError(f"{path}: {len(entries)} entries, but the annotation file has {len(items)} images")
     scores = []
