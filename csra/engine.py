@@ -152,8 +152,11 @@ def fit(
     cfg: TrainConfig,
     label_format: str,
     on_epoch: Callable[[dict], None] | None = None,
-) -> list[dict]:
-    """Train for cfg.epochs; after each epoch report {epoch, train_loss, lr, images_per_s, val_mAP} (percent)."""
+) -> tuple[list[dict], tuple[np.ndarray, np.ndarray]]:
+    """Train for cfg.epochs; after each epoch report {epoch, train_loss, lr, images_per_s, val_mAP} (percent).
+
+    Returns (the rows of every epoch, (val scores, val targets) of the last epoch).
+    """
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     model.to(device)
@@ -174,4 +177,4 @@ def fit(
         history.append(row)
         if on_epoch is not None:
             on_epoch(row)
-    return history
+    return history, (scores, targets)

@@ -13,7 +13,7 @@ import typer
 from csra.checkpoints import save_checkpoint
 from csra.data.annotations import CLASSES_FILE, read_annotations, read_classes
 from csra.data.sources import get_source
-from csra.engine import TrainConfig, fit, make_loader, predict, resolve_device, seed_everything
+from csra.engine import TrainConfig, fit, seed_everything
 from csra.fileio import write_json, write_text
 from csra.metrics import tune_thresholds
 from csra.model import ModelConfig, build_model
@@ -80,12 +80,11 @@ def train(
             typer.echo(f"epoch {row['epoch']:>3}/{cfg.epochs}  loss {row['train_loss']:.4f}  lr {row['lr']:.5f}  "
                        f"val mAP {row['val_mAP']:.2f}  {row['images_per_s']:.0f} img/s")
 
-        fit(net, train_items, val_items, cfg, source.label_format, on_epoch)
+        _, val_scores = fit(net, train_items, val_items, cfg, source.label_format, on_epoch)
         final = history[-1]
         thresholds = None
         if params.get("train.tune_thresholds", bool):
-            loader = make_loader(val_items, net, False, cfg.batch_size, cfg.num_workers, cfg.seed)
-            tuned = tune_thresholds(*predict(net, loader, resolve_device(cfg.device)), source.label_format)
+            tuned = tune_thresholds(*val_scores, source.label_format)
             thresholds = [None if math.isnan(t) else float(t) for t in tuned]
             typer.echo("per-class thresholds (best F1 on the validation split): "
                        + ", ".join(f"{c} {t:.2f}" for c, t in zip(classes, thresholds) if t is not None))

@@ -49,7 +49,7 @@ def test_same_seed_same_history(tiny_data):
     runs = []
     for _ in range(2):
         seed_everything(CFG.seed)
-        runs.append(fit(tiny_model(len(classes)), trainval, test, CFG, "voc07"))
+        runs.append(fit(tiny_model(len(classes)), trainval, test, CFG, "voc07")[0])
     assert [r["train_loss"] for r in runs[0]] == [r["train_loss"] for r in runs[1]]
     assert [r["val_mAP"] for r in runs[0]] == [r["val_mAP"] for r in runs[1]]
     assert [r["epoch"] for r in runs[0]] == [1, 2]

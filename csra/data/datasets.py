@@ -26,7 +26,7 @@ def load_image(path: str | Path) -> torch.Tensor:
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CSRAError(f"{path}: cannot read image ({reason})") from None
-    return torch.from_numpy(pixels.copy()).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))  # the one copy, already CHW
 
 
 def build_transform(config: ModelConfig, train: bool) -> v2.Compose:
