@@ -1,18 +1,33 @@
-"""Our checkpoint file: weights + model config + class names + the params that made it; loaded weights_only."""
+"""Checkpoints: ours (weights + model config + classes + params) and the official state dicts; loaded weights_only."""
 
 from __future__ import annotations
 
-import pickle
+import math
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from csra.backbones import canonical_name
 from csra.errors import CSRAError
-from csra.fileio import atomic_write
-from csra.model import CSRAModel, ModelConfig, build_model
+from csra.fileio import atomic_write, load_weights_only
+from csra.layouts import as_state_dict, head_count, load_strict, official_to_ours
+from csra.model import CSRAModel, ModelConfig, build_model, default_img_size
 
 FORMAT = "csra-checkpoint-v1"
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """What a user said about the model on the command line; None = not said. Our checkpoints must agree with
+    them (img_size may differ: it only changes the input size); an official state dict needs them."""
+
+    backbone: str | None = None
+    num_heads: int | None = None
+    lam: float | None = None
+    img_size: int | None = None
+    classes: list[str] | None = None
 
 
 def save_checkpoint(
@@ -33,25 +48,61 @@ def save_checkpoint(
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read one of our checkpoints without unpickling arbitrary objects."""
-    path = Path(path)
-    if not path.is_file():
-        raise CSRAError(f"{path}: checkpoint not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).splitlines()[0] if str(e) else "unsafe content"
-        raise CSRAError(f"{path}: refused, it holds objects a weights-only load does not allow ({first})") from None
-    except Exception as e:  # torch.load fails on garbage with many exception types
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CSRAError(f"{path}: not a readable torch checkpoint ({reason})") from None
+    payload = load_weights_only(path, "checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CSRAError(f"{path}: not a CSRA pipeline checkpoint (no format {FORMAT!r})")
     return payload
 
 
-def load_model(path: str | Path) -> tuple[CSRAModel, dict[str, Any]]:
-    """(model in eval mode with the checkpoint's weights, the checkpoint dict)."""
-    checkpoint = load_checkpoint(path)
-    model = build_model(ModelConfig.from_dict(checkpoint["model_config"]))
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.eval(), checkpoint
+def _check_agrees(path: Path, config: ModelConfig, classes: list[str], options: ModelOptions) -> None:
+    said = {
+        "model": (options.backbone and canonical_name(options.backbone), config.backbone),
+        "num_heads": (options.num_heads, config.num_heads),
+        "lam": (options.lam, config.lam),
+        "classes": (options.classes and len(options.classes), len(classes)),
+    }
+    for name, (given, stored) in said.items():
+        if given is None:
+            continue
+        same = math.isclose(given, stored) if name == "lam" else given == stored
+        if not same:
+            raise CSRAError(f"{path}: the checkpoint has {name} {stored}, but {given} was given")
+
+
+def official_config(path: Path, state: dict[str, torch.Tensor], options: ModelOptions) -> ModelConfig:
+    """The model config of an official state dict: model and λ from the options (not stored in the file), head
+    and class counts from the head weights (and checked against the options)."""
+    if options.backbone is None or options.lam is None or options.classes is None:
+        raise CSRAError(f"{path}: an official state dict stores no model config: give the model name, λ and the "
+                        "dataset (--model, --lam, --dataset; --num-heads and --img-size are checked / optional)")
+    heads = head_count(state)  # 0 in a layout we cannot map: then the strict load lists what does not fit
+    if heads and options.num_heads is not None and options.num_heads != heads:
+        raise CSRAError(f"{path}: the state dict has {heads} CSRA head(s), but {options.num_heads} was given")
+    head = state.get("classifier.multi_head.0.head.weight")
+    num_classes = len(options.classes) if head is None else head.shape[0]
+    if num_classes != len(options.classes):
+        raise CSRAError(f"{path}: the state dict has {num_classes} classes, but the dataset has "
+                        f"{len(options.classes)}")
+    heads = heads or options.num_heads or 1
+    img_size = options.img_size or default_img_size(options.backbone)
+    return ModelConfig.create(options.backbone, num_classes, heads, options.lam, img_size)
+
+
+def load_model(path: str | Path, options: ModelOptions | None = None) -> tuple[CSRAModel, dict[str, Any]]:
+    """(model in eval mode, a checkpoint dict with at least model_config and classes) from one of our checkpoints
+    or from a state dict saved by the official code (ResNet or ViT, with or without `module.`)."""
+    path, options = Path(path), options or ModelOptions()
+    payload = load_weights_only(path, "checkpoint")
+    if isinstance(payload, dict) and payload.get("format") == FORMAT:
+        config = ModelConfig.from_dict(payload["model_config"])
+        _check_agrees(path, config, payload["classes"], options)
+        if options.img_size is not None:
+            config = replace(config, img_size=options.img_size).checked()
+        state = payload["state_dict"]
+    else:
+        state = official_to_ours(as_state_dict(payload, path))
+        config = official_config(path, state, options)
+        payload = {"model_config": config.to_dict(), "classes": list(options.classes), "official": True}
+    model = build_model(config)
+    load_strict(model, state, str(path))
+    return model.eval(), payload

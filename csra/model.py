@@ -7,14 +7,22 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
-from csra.backbones import create_backbone
+from csra.backbones import canonical_name, create_backbone, load_initial_weights
 from csra.errors import CSRAError
 from csra.heads import MultiHeadCSRA
 
-# Input normalisation of the official code: ResNets see pixels in [0, 1] unchanged.
+# Input normalisation of the official code: ResNets see pixels in [0, 1] unchanged, ViTs (x - 0.5) / 0.5.
 NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "resnet": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+    "vit": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
 }
+DEFAULT_IMG_SIZE = {"resnet": 448, "vit": 224}  # the official input sizes
+VIT_PATCH = 16
+
+
+def default_img_size(backbone: str) -> int:
+    """The official input size for this backbone family (448 for ResNets, 224 for ViTs)."""
+    return DEFAULT_IMG_SIZE["vit" if canonical_name(backbone).startswith("vit") else "resnet"]
 
 
 def normalization_for(backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -39,8 +47,18 @@ class ModelConfig:
 
     @classmethod
     def create(cls, backbone: str, num_classes: int, num_heads: int, lam: float, img_size: int) -> ModelConfig:
+        """A config with the official normalisation of the backbone; the official ViT spellings are accepted."""
+        backbone = canonical_name(backbone)
         mean, std = normalization_for(backbone)
-        return cls(backbone, num_classes, num_heads, float(lam), img_size, mean, std)
+        return cls(backbone, num_classes, num_heads, float(lam), img_size, mean, std).checked()
+
+    def checked(self) -> ModelConfig:
+        """self, or a CSRAError for an input size the backbone cannot take."""
+        if self.img_size < 32:
+            raise CSRAError(f"img_size must be at least 32, got {self.img_size}")
+        if self.backbone.startswith("vit") and self.img_size % VIT_PATCH:
+            raise CSRAError(f"img_size of {self.backbone} must be a multiple of {VIT_PATCH}, got {self.img_size}")
+        return self
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,5 +88,8 @@ class CSRAModel(nn.Module):
         return self.classifier(self.backbone(x))
 
 
-def build_model(config: ModelConfig) -> CSRAModel:
-    return CSRAModel(config)
+def build_model(config: ModelConfig, pretrained: str = "none") -> CSRAModel:
+    """The model of config; its backbone initialised from `pretrained` ('none', 'imagenet' or a state-dict path)."""
+    model = CSRAModel(config)
+    load_initial_weights(model.backbone, config.backbone, pretrained)
+    return model

@@ -15,6 +15,13 @@ from stages.params import DEFAULT_PARAMS
 ParamsOption = Annotated[Path, typer.Option("--params", help="The params file every default is read from.")]
 DEFAULT_PARAMS_PATH = Path(DEFAULT_PARAMS)
 
+# Model options of evaluate and demo: needed for an official state dict, checked against one of our checkpoints.
+ModelOption = Annotated[str | None, typer.Option("--model", help="Backbone of an official state dict.")]
+NumHeadsOption = Annotated[int | None, typer.Option(help="CSRA heads (read from the weights; checked).")]
+LamOption = Annotated[float | None, typer.Option(help="λ of an official state dict.")]
+ImgSizeOption = Annotated[int | None, typer.Option(help="Input size (default: the checkpoint's, or 448 for "
+                                                        "ResNets and 224 for ViTs).")]
+
 
 def one_line(error: CSRAError) -> str:
     """The error's message; one re-raised from a DataLoader worker carries the worker's traceback before it."""

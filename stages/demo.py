@@ -7,15 +7,22 @@ from typing import Annotated
 
 import typer
 
-from csra.checkpoints import load_model
 from csra.data.datasets import list_images
 from csra.engine import resolve_device
 from csra.errors import CSRAError
 from csra.fileio import write_json, write_text
 from csra.inference import demo_line, predict_files
 from stages import tracking
-from stages.common import DEFAULT_PARAMS_PATH, ParamsOption, user_errors
-from stages.evaluate import default_checkpoint
+from stages.common import (
+    DEFAULT_PARAMS_PATH,
+    ImgSizeOption,
+    LamOption,
+    ModelOption,
+    NumHeadsOption,
+    ParamsOption,
+    user_errors,
+)
+from stages.evaluate import default_checkpoint, load_for_inference
 from stages.params import Params
 from stages.train import RUN_FILE
 
@@ -43,22 +50,28 @@ def demo(
     threshold: Annotated[float | None, typer.Option(help="Score threshold (evaluate.threshold).")] = None,
     thresholds: Annotated[str | None, typer.Option(help="global or per_class (demo.thresholds).")] = None,
     out_dir: Annotated[Path | None, typer.Option(help="Output folder (demo.out_dir).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Class names of an official state dict: voc07, coco, wider "
+                                                     "(data.dataset).")] = None,
+    model: ModelOption = None,
+    num_heads: NumHeadsOption = None,
+    lam: LamOption = None,
+    img_size: ImgSizeOption = None,
     params_file: ParamsOption = DEFAULT_PARAMS_PATH,
 ) -> None:
     """Predict the labels of every image in a folder; unreadable images are reported and skipped."""
     params = Params.load(params_file).override(
         demo__images=str(images) if images else None, evaluate__threshold=threshold, demo__thresholds=thresholds,
-        demo__out_dir=str(out_dir) if out_dir else None,
+        demo__out_dir=str(out_dir) if out_dir else None, data__dataset=dataset,
     )
     ckpt = checkpoint or default_checkpoint(params)
     threshold = params.get("evaluate.threshold", float)
     out = Path(params.get("demo.out_dir", str))
-    model, saved = load_model(ckpt)
+    net, saved = load_for_inference(ckpt, params, dataset is not None, model, num_heads, lam, img_size)
     classes = saved["classes"]
     per_class = class_thresholds(params.get("demo.thresholds", str), threshold, saved.get("thresholds"),
                                  len(classes), ckpt)
     device = resolve_device(params.get("evaluate.device", str))
-    results, errors = predict_files(model, list_images(params.get("demo.images", str)), device,
+    results, errors = predict_files(net, list_images(params.get("demo.images", str)), device,
                                     params.get("evaluate.batch_size", int))
     for message in errors:
         typer.echo(f"warning: skipped {message}", err=True)

@@ -12,7 +12,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from csra.checkpoints import load_model
+from csra.checkpoints import ModelOptions, load_model
 from csra.data.annotations import CLASSES_FILE, image_stem, read_annotations, read_classes, read_scores
 from csra.data.classes import DATASET_CLASSES, LABEL_FORMATS, label_format_of
 from csra.data.sources import SOURCES, get_source
@@ -20,9 +20,18 @@ from csra.engine import make_loader, predict, resolve_device
 from csra.errors import CSRAError
 from csra.fileio import write_json, write_text
 from csra.metrics import evaluate_scores, per_class_table
+from csra.model import CSRAModel
 from csra.reports import plot_ap_bars, plot_pr_curves
 from stages import tracking
-from stages.common import DEFAULT_PARAMS_PATH, ParamsOption, user_errors
+from stages.common import (
+    DEFAULT_PARAMS_PATH,
+    ImgSizeOption,
+    LamOption,
+    ModelOption,
+    NumHeadsOption,
+    ParamsOption,
+    user_errors,
+)
 from stages.params import Params
 from stages.train import CHECKPOINT, RUN_FILE
 
@@ -53,6 +62,23 @@ def dataset_classes(name: str, params: Params) -> list[str]:
     return read_classes(Path(params.get("data.prepared_dir", str)) / CLASSES_FILE)
 
 
+def load_for_inference(
+    ckpt: Path, params: Params, explicit_dataset: bool, model: str | None, num_heads: int | None, lam: float | None,
+    img_size: int | None,
+) -> tuple[CSRAModel, dict]:
+    """Our checkpoint (options must agree with it) or an official state dict (options + the dataset's classes
+    describe it). The dataset's classes come from data.dataset; when --dataset was not given and they are not
+    known, our checkpoint's own classes are used unchecked."""
+    try:
+        classes = dataset_classes(params.get("data.dataset", str), params)
+    except CSRAError:
+        if explicit_dataset:
+            raise
+        classes = None
+    options = ModelOptions(backbone=model, num_heads=num_heads, lam=lam, img_size=img_size, classes=classes)
+    return load_model(ckpt, options)
+
+
 def summary(metrics: dict[str, float], classes: list[str], aps: np.ndarray, ann: Path) -> list[str]:
     lines = ["  ".join(f"{k} {v:.2f}" for k, v in metrics.items() if not k.endswith("_top3")),
              "top-3: " + "  ".join(f"{k[:-5]} {v:.2f}" for k, v in metrics.items() if k.endswith("_top3"))]
@@ -73,6 +99,10 @@ def evaluate(
                                                      "(data.dataset).")] = None,
     threshold: Annotated[float | None, typer.Option(help="Score threshold (evaluate.threshold).")] = None,
     out_dir: Annotated[Path | None, typer.Option(help="Output folder (evaluate.out_dir).")] = None,
+    model: ModelOption = None,
+    num_heads: NumHeadsOption = None,
+    lam: LamOption = None,
+    img_size: ImgSizeOption = None,
     params_file: ParamsOption = DEFAULT_PARAMS_PATH,
 ) -> None:
     """Score a checkpoint, or an official scores file, with the official metrics; log them to the pipeline run."""
@@ -92,7 +122,7 @@ def evaluate(
         classes, ckpt = dataset_classes(name, params), None
     else:
         ckpt = checkpoint or default_checkpoint(params)
-        model, saved = load_model(ckpt)
+        net, saved = load_for_inference(ckpt, params, dataset is not None, model, num_heads, lam, img_size)
         classes = saved["classes"]
     items = read_annotations(ann, label_format=label_format)
     if scores is not None:
@@ -101,9 +131,9 @@ def evaluate(
         owner = ckpt if ckpt is not None else f"dataset {name}"
         raise CSRAError(f"{ann}: {len(items[0]['target'])} classes per target, but {owner} has {len(classes)}")
     if ckpt is not None:
-        loader = make_loader(items, model, False, params.get("evaluate.batch_size", int),
+        loader = make_loader(items, net, False, params.get("evaluate.batch_size", int),
                              params.get("evaluate.num_workers", int))
-        values, _ = predict(model, loader, resolve_device(params.get("evaluate.device", str)))
+        values, _ = predict(net, loader, resolve_device(params.get("evaluate.device", str)))
         write_json(out / SCORES, [{"file_name": image_stem(it["img_path"]), "scores": s}
                                   for it, s in zip(items, values.tolist())])
     targets = np.array([item["target"] for item in items])

@@ -39,6 +39,8 @@ def train(
     num_heads: Annotated[int | None, typer.Option(help="CSRA heads: 1, 2, 4, 6 or 8 (train.num_heads).")] = None,
     lam: Annotated[float | None, typer.Option(help="Weight of the attention logit, λ (train.lam).")] = None,
     img_size: Annotated[int | None, typer.Option(help="Square input size (train.img_size).")] = None,
+    pretrained: Annotated[str | None, typer.Option(help="Initial backbone weights: imagenet, none or a file "
+                                                        "(train.pretrained).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs (train.epochs).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch size (train.batch_size).")] = None,
     lr: Annotated[float | None, typer.Option(help="Backbone learning rate (train.lr).")] = None,
@@ -50,8 +52,8 @@ def train(
     """Train CSRA on data.prepared_dir and log the run to MLflow; writes the checkpoint and run id to out_dir."""
     params = Params.load(params_file).override(
         train__model=model, train__num_heads=num_heads, train__lam=lam, train__img_size=img_size,
-        train__epochs=epochs, train__batch_size=batch_size, train__lr=lr, train__seed=seed, train__device=device,
-        train__out_dir=str(out_dir) if out_dir else None,
+        train__pretrained=pretrained, train__epochs=epochs, train__batch_size=batch_size, train__lr=lr,
+        train__seed=seed, train__device=device, train__out_dir=str(out_dir) if out_dir else None,
     )
     source = get_source(params.get("data.dataset", str))
     cfg = config_from(params, TrainConfig, "train")
@@ -65,7 +67,7 @@ def train(
     val_items = read_annotations(prepared / source.test_file, len(classes), source.label_format)
     config = ModelConfig.create(num_classes=len(classes), **model_args)
     seed_everything(cfg.seed)  # the initial weights too
-    net = build_model(config)
+    net = build_model(config, params.get("train.pretrained", str))
     flat = params.flat(LOGGED_GROUPS)
     typer.echo(f"{config.backbone}, {config.num_heads} head(s), λ={config.lam}: {len(train_items)} train, "
                f"{len(val_items)} val images, {len(classes)} classes, {cfg.epochs} epochs")

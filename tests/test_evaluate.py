@@ -50,3 +50,46 @@ def test_scores_file_must_match_the_annotations(voc_case, tmp_path):
     assert_one_line_error(*run(*base), "entry 0 is '000011' but annotation item 0 is '000000'")
     assert_one_line_error(*run(*base[:5], "--dataset", "coco"), "label code -1; coco files allow 0, 1")
     assert_one_line_error(*run(*base, "--checkpoint", "x.pt"), "not both")
+
+
+def test_official_checkpoint_through_evaluate_and_demo(tiny_params, tmp_path):
+    import torch
+    from official import official_resnet18_state, resnet18_reference
+    from PIL import Image
+
+    from csra.data.datasets import build_transform, load_image
+    from csra.model import ModelConfig
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "images").mkdir()
+    items = []
+    for i in range(3):
+        path = tmp_path / "images" / f"{i:06d}.png"
+        Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(path)
+        items.append({"target": [1] + [-1] * 19, "img_path": str(path)})
+    (tmp_path / "ann.json").write_text(json.dumps(items))
+    state = official_resnet18_state(num_heads=2, num_classes=20)
+    torch.save({f"module.{k}": v for k, v in state.items()}, tmp_path / "voc_official.pth")
+    model_args = ("--checkpoint", str(tmp_path / "voc_official.pth"), "--model", "resnet18", "--num-heads", "2",
+                  "--lam", "0.1", "--img-size", "64")
+
+    code, output = run("evaluate", *model_args, "--annotations", str(tmp_path / "ann.json"), "--dataset", "voc07",
+                       "--out-dir", str(tmp_path / "eval"))
+    assert code == 0, output
+    scores = json.loads((tmp_path / "eval/scores.json").read_text())
+    assert [s["file_name"] for s in scores] == ["000000", "000001", "000002"]
+    transform = build_transform(ModelConfig.create("resnet18", 20, 2, 0.1, 64), train=False)
+    images = torch.stack([transform(load_image(item["img_path"])) for item in items])
+    expected = torch.sigmoid(resnet18_reference(state, images, 2, 0.1))
+    np.testing.assert_allclose([s["scores"] for s in scores], expected.numpy(), atol=1e-5)
+
+    code, output = run("demo", *model_args, "--images", str(tmp_path / "images"), "--dataset", "voc07",
+                       "--out-dir", str(tmp_path / "demo"))
+    assert code == 0, output
+    predictions = json.loads((tmp_path / "demo/predictions.json").read_text())
+    assert list(predictions[0]["scores"])[:2] == ["aeroplane", "bicycle"] and len(predictions) == 3
+
+    assert_one_line_error(*run("demo", *model_args, "--images", str(tmp_path / "images"), "--dataset", "coco"),
+                          "the state dict has 20 classes, but the dataset has 80")
+    assert_one_line_error(*run("evaluate", *model_args[:4], "--annotations", str(tmp_path / "ann.json"),
+                               "--dataset", "voc07"), "give the model name, λ and the dataset")

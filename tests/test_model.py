@@ -32,3 +32,16 @@ def test_backbone_keys_match_torchvision():
     keys = set(build_model(ModelConfig.create("resnet18", 3, 1, 0.1, 32)).backbone.state_dict())
     reference = {k for k in torchvision.models.resnet18().state_dict() if not k.startswith("fc.")}
     assert keys == reference
+
+
+def test_vit_preprocessing_and_input_size_rules():
+    config = ModelConfig.create("vit_L16_224", 14, 1, 0.3, 448)
+    assert config.backbone == "vit_l16_224" and config.mean == (0.5, 0.5, 0.5) and config.std == (0.5, 0.5, 0.5)
+    with pytest.raises(CSRAError, match="img_size of vit_b16_224 must be a multiple of 16, got 200"):
+        ModelConfig.create("vit_b16_224", 14, 1, 0.3, 200)
+
+
+@pytest.mark.parametrize("heads", [0, 3, 5])
+def test_unsupported_head_count_lists_the_allowed_ones(heads):
+    with pytest.raises(CSRAError, match=f"num_heads must be one of 1, 2, 4, 6, 8, got {heads}"):
+        build_model(ModelConfig.create("resnet18", 3, heads, 0.1, 32))
