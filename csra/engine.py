@@ -1,26 +1,27 @@
-"""Training and evaluation loops: data loaders, the paper's optimiser groups and lr schedule, fit()."""
+"""Training and evaluation loops: data loaders, the paper's optimiser groups and lr schedule, predict()."""
 
 from __future__ import annotations
 
 import random
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from csra.data.datasets import MultiLabelDataset, build_transform
+from csra.distributed import SINGLE, DistContext, ShardSampler, gather_rows
 from csra.errors import CSRAError
-from csra.metrics import average_precision, mean_average_precision
-from csra.model import CSRAModel
+from csra.model import CSRAModel, ModelConfig
 
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """The recipe (the paper's: sgd, lr 0.01, heads ×10, batch 16, 30 epochs, warm-up 2, step 4 or 5) and the
+    speed settings. batch_size is the global batch: each of N processes takes batch_size / N."""
+
     optimizer: str
     epochs: int
     batch_size: int
@@ -31,49 +32,86 @@ class TrainConfig:
     warmup_epochs: int
     step_size: int
     gamma: float
+    loss: str
+    label_smoothing: float
+    asl_gamma_neg: float
+    asl_gamma_pos: float
+    asl_clip: float
+    ema_decay: float
+    amp: bool
+    channels_last: bool
+    compile: bool
+    sync_bn: bool
     num_workers: int
     seed: int
     device: str
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' → the GPU when there is one, else the CPU; otherwise a torch device string such as 'cuda:1'."""
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """'auto' → this process's GPU when there is one, else the CPU; otherwise a torch device such as 'cuda:1'."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
         raise CSRAError(f"device {name!r} is not a torch device (use auto, cpu, cuda or cuda:N)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise CSRAError(f"device {name!r} asked for but no CUDA GPU is available")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device(f"cuda:{local_rank}")
     return device
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and every GPU)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
-def _seed_worker(worker_id: int) -> None:
-    seed = torch.initial_seed() % 2**32
-    random.seed(seed)
-    np.random.seed(seed)
+def rng_state() -> dict[str, Any]:
+    """Every global RNG's state in types a weights-only load accepts."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"python": random.getstate(), "numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
+            "torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class SeededDataset(Dataset):
+    """Takes (seed, index) keys from EpochSampler and seeds torch before the random augmentation of that image,
+    so an image's crop and flip depend only on (seed, epoch, index); plain int keys pass through."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> Any:
+        if isinstance(key, tuple):
+            seed, key = key
+            torch.manual_seed(seed)
+        return self.dataset[key]
 
 
 def make_loader(
-    items: list[dict], model: CSRAModel, train: bool, batch_size: int, num_workers: int, seed: int = 0
+    items: list[dict], config: ModelConfig, train: bool, batch_size: int, num_workers: int,
+    sampler: Sampler | None = None,
 ) -> DataLoader:
-    dataset = MultiLabelDataset(items, build_transform(model.config, train=train))
+    """A loader over annotation items with the official train or test transform; in order unless a sampler says."""
+    dataset = SeededDataset(MultiLabelDataset(items, build_transform(config, train=train)))
     return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=train,
-        num_workers=num_workers,
-        pin_memory=torch.cuda.is_available(),
-        persistent_workers=num_workers > 0,
-        worker_init_fn=_seed_worker,
-        generator=torch.Generator().manual_seed(seed),
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+        pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0, drop_last=False,
     )
 
 
@@ -98,83 +136,36 @@ def make_optimizer(model: CSRAModel, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 def lr_factor(iteration: int, iters_per_epoch: int, cfg: TrainConfig) -> float:
-    """Linear warm-up from 0 per iteration over warmup_epochs, then x gamma every step_size epochs."""
+    """The official schedule as a factor of the base lr: linear warm-up from 0 per iteration over warmup_epochs,
+    then x gamma every step_size epochs (epochs counted from 0: with step 4, epochs 5–8 of 1…30 run at 0.1)."""
     warmup_iters = cfg.warmup_epochs * iters_per_epoch
     if iteration < warmup_iters:
         return iteration / warmup_iters
     return cfg.gamma ** ((iteration // iters_per_epoch) // cfg.step_size)
 
 
-def train_one_epoch(
-    model: nn.Module,
-    loader: DataLoader,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    device: torch.device,
-    epoch: int,
-) -> tuple[float, float]:
-    """One pass over the loader; returns (mean BCE loss, backbone lr of the last step).
-
-    A non-finite loss stops with a CSRAError.
-    """
-    model.train()
-    total, count, lr = 0.0, 0, 0.0
-    for step, (images, targets) in enumerate(loader):
-        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-        loss = F.binary_cross_entropy_with_logits(model(images), targets)
-        if not torch.isfinite(loss):
-            raise CSRAError(f"training loss is {loss.item()} at epoch {epoch}, step {step}; lower train.lr")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
-        scheduler.step()
-        total += loss.item() * len(images)
-        count += len(images)
-    return total / count, lr
-
-
 @torch.no_grad()
-def predict(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """(sigmoid scores, targets) for every item of the loader, in order."""
+def predict(
+    model: nn.Module, items: list[dict], config: ModelConfig, batch_size: int, num_workers: int,
+    device: torch.device, ctx: DistContext = SINGLE, channels_last: bool = False,
+    amp_dtype: torch.dtype | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(sigmoid scores, targets) of every item, in item order; under torchrun each rank scores its own share and
+    the shares are gathered (no item twice, none left out)."""
+    sampler = ShardSampler(len(items), ctx)
+    loader = make_loader(items, config, False, batch_size, num_workers, sampler)
     model.eval()
     scores, targets = [], []
     for images, target in loader:
-        scores.append(torch.sigmoid(model(images.to(device, non_blocking=True))).float().cpu())
+        images = images.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            logits = model(images)
+        scores.append(torch.sigmoid(logits.float()).cpu())
         targets.append(target)
-    return torch.cat(scores).numpy().astype(np.float64), torch.cat(targets).numpy()
-
-
-def fit(
-    model: CSRAModel,
-    train_items: list[dict],
-    val_items: list[dict],
-    cfg: TrainConfig,
-    label_format: str,
-    on_epoch: Callable[[dict], None] | None = None,
-) -> tuple[list[dict], tuple[np.ndarray, np.ndarray]]:
-    """Train for cfg.epochs; after each epoch report {epoch, train_loss, lr, images_per_s, val_mAP} (percent).
-
-    Returns (the rows of every epoch, (val scores, val targets) of the last epoch).
-    """
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    model.to(device)
-    train_loader = make_loader(train_items, model, True, cfg.batch_size, cfg.num_workers, cfg.seed)
-    val_loader = make_loader(val_items, model, False, cfg.batch_size, cfg.num_workers, cfg.seed)
-    optimizer = make_optimizer(model, cfg)
-    iters = len(train_loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, iters, cfg))
-    history = []
-    for epoch in range(1, cfg.epochs + 1):
-        start = time.perf_counter()
-        loss, lr = train_one_epoch(model, train_loader, optimizer, scheduler, device, epoch)
-        seconds = time.perf_counter() - start
-        scores, targets = predict(model, val_loader, device)
-        val_map = 100.0 * mean_average_precision(average_precision(scores, targets, label_format))
-        row = {"epoch": epoch, "train_loss": loss, "lr": lr, "images_per_s": len(train_items) / seconds,
-               "val_mAP": val_map}
-        history.append(row)
-        if on_epoch is not None:
-            on_epoch(row)
-    return history, (scores, targets)
+    num_classes = config.num_classes
+    local = torch.cat(scores).numpy().astype(np.float64) if scores else np.zeros((0, num_classes))
+    local_targets = torch.cat(targets).numpy() if targets else np.zeros((0, num_classes), dtype=np.float32)
+    return (gather_rows(local, sampler.indices, ctx, len(items)),
+            gather_rows(local_targets, sampler.indices, ctx, len(items)))

@@ -23,3 +23,7 @@ app.command()(demo)
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":  # `torchrun … -m stages.cli train`
+    main()

@@ -45,7 +45,7 @@ def class_thresholds(
 
 @user_errors
 def demo(
-    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint (default train.out_dir/model.pt).")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint (default train.out_dir/best.pt).")] = None,
     images: Annotated[Path | None, typer.Option(help="Folder of JPEG/PNG images (demo.images).")] = None,
     threshold: Annotated[float | None, typer.Option(help="Score threshold (evaluate.threshold).")] = None,
     thresholds: Annotated[str | None, typer.Option(help="global or per_class (demo.thresholds).")] = None,

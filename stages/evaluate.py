@@ -16,7 +16,7 @@ from csra.checkpoints import ModelOptions, load_model
 from csra.data.annotations import CLASSES_FILE, image_stem, read_annotations, read_classes, read_scores
 from csra.data.classes import DATASET_CLASSES, LABEL_FORMATS, label_format_of
 from csra.data.sources import SOURCES, get_source
-from csra.engine import make_loader, predict, resolve_device
+from csra.engine import predict, resolve_device
 from csra.errors import CSRAError
 from csra.fileio import write_json, write_text
 from csra.metrics import evaluate_scores, per_class_table
@@ -33,7 +33,7 @@ from stages.common import (
     user_errors,
 )
 from stages.params import Params
-from stages.train import CHECKPOINT, RUN_FILE
+from stages.train import BEST, RUN_FILE
 
 METRICS, SCORES, PER_CLASS = "metrics.json", "scores.json", "per_class.csv"
 PLOTS, PR_CURVES, AP_BARS = "plots", "pr_curves.png", "ap_per_class.png"
@@ -52,7 +52,7 @@ def per_class_csv(classes: list[str], aps: np.ndarray, table: dict[str, np.ndarr
 
 
 def default_checkpoint(params: Params) -> Path:
-    return Path(params.get("train.out_dir", str)) / CHECKPOINT
+    return Path(params.get("train.out_dir", str)) / BEST
 
 
 def dataset_classes(name: str, params: Params) -> list[str]:
@@ -92,7 +92,7 @@ def summary(metrics: dict[str, float], classes: list[str], aps: np.ndarray, ann:
 
 @user_errors
 def evaluate(
-    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint (default train.out_dir/model.pt).")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint (default train.out_dir/best.pt).")] = None,
     scores: Annotated[Path | None, typer.Option(help="Score an official result file instead of a model.")] = None,
     annotations: Annotated[Path | None, typer.Option(help="Annotation JSON (default: the prepared test file).")] = None,
     dataset: Annotated[str | None, typer.Option(help=f"Label codes and classes: {', '.join(LABEL_FORMATS)} "
@@ -131,9 +131,8 @@ def evaluate(
         owner = ckpt if ckpt is not None else f"dataset {name}"
         raise CSRAError(f"{ann}: {len(items[0]['target'])} classes per target, but {owner} has {len(classes)}")
     if ckpt is not None:
-        loader = make_loader(items, net, False, params.get("evaluate.batch_size", int),
-                             params.get("evaluate.num_workers", int))
-        values, _ = predict(net, loader, resolve_device(params.get("evaluate.device", str)))
+        values, _ = predict(net, items, net.config, params.get("evaluate.batch_size", int),
+                            params.get("evaluate.num_workers", int), resolve_device(params.get("evaluate.device", str)))
         write_json(out / SCORES, [{"file_name": image_stem(it["img_path"]), "scores": s}
                                   for it, s in zip(items, values.tolist())])
     targets = np.array([item["target"] for item in items])

@@ -59,6 +59,22 @@ class Params:
             node[last] = value
         return self
 
+    def apply_preset(self, group: str, presets: str, auto: str) -> str:
+        """Fill the keys of `group` that are null (or absent) from `presets.<group.preset>`; preset `auto` means
+        the value of the key `auto` (the dataset). Returns the preset's name. Keys set in the group win."""
+        name = self.get(f"{group}.preset", str)
+        if name == "auto":
+            name = self.get(auto, str)
+        table = self.data.get(presets)
+        if not isinstance(table, dict) or not isinstance(table.get(name), dict):
+            known = ", ".join(table) if isinstance(table, dict) else "none"
+            raise CSRAError(f"{self.source}: {group}.preset {name!r} has no entry under {presets} (known: {known})")
+        target = self.data.setdefault(group, {})
+        for key, value in table[name].items():
+            if target.get(key) is None:
+                target[key] = value
+        return name
+
     def flat(self, groups: list[str]) -> dict[str, Any]:
         """{'train.lam': 0.1, …} for the given top-level groups, as MLflow params."""
         out: dict[str, Any] = {}

@@ -80,10 +80,18 @@ def _run_tags() -> dict[str, str]:
 
 
 @contextmanager
-def start_pipeline_run(experiment: str, params: dict[str, Any], run_file: Path) -> Iterator[Any]:
-    """Open the pipeline's run (train), log params and tags, record its id in run_file; yields mlflow."""
+def start_pipeline_run(
+    experiment: str, params: dict[str, Any], run_file: Path, run_id: str | None = None
+) -> Iterator[Any]:
+    """Open the pipeline's run (train), log params and tags, record its id in run_file; yields mlflow.
+    With run_id (a resumed training), that run is reopened: its params are already logged."""
     mlflow = _mlflow()
     experiment_id = _experiment_id(mlflow, experiment)
+    if run_id is not None:
+        with mlflow.start_run(run_id=run_id) as run:
+            write_json(run_file, {"run_id": run.info.run_id, "experiment": experiment}, indent=2)
+            yield mlflow
+        return
     with mlflow.start_run(experiment_id=experiment_id, run_name=os.environ.get("DVC_EXP_NAME")) as run:
         mlflow.set_tags(_run_tags())
         mlflow.log_params(params)

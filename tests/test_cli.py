@@ -55,9 +55,9 @@ def test_unknown_dataset(tiny_params):
 def test_wrong_type_and_missing_key(tiny_params):
     edit_params(tiny_params, **{"train.epochs": "ten"})
     assert_one_line_error(*run("train"), "params.yaml: train.epochs must be int, got 'ten'")
-    edit_params(tiny_params, **{"train.epochs": 1, "train.lam": None})
+    edit_params(tiny_params, **{"train.epochs": 1, "train.seed": None})
     run("prepare")
-    assert_one_line_error(*run("train"), "params.yaml: missing key train.lam")
+    assert_one_line_error(*run("train"), "params.yaml: missing key train.seed")
 
 
 def test_real_dataset_needs_its_folder_and_leaves_nothing(tiny_params, tmp_path):

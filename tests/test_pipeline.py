@@ -70,7 +70,11 @@ def test_one_mlflow_run_with_params_curves_metrics_and_checkpoint(pipeline):
     assert [m.step for m in curve] == [1, 2]
     assert "test_mAP" in run.data.metrics and "train_loss" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run_id, "checkpoints")}
-    assert artifacts == {"checkpoints/model.pt"}
+    assert artifacts == {"checkpoints/model.pt", "checkpoints/best.pt"}
+    best = json.loads((root / "results/train/metrics.json").read_text())
+    assert run.data.tags["best_epoch"] == str(best["best_epoch"]) and best["best_epoch"] in (1, 2)
+    assert run.data.metrics["best_val_mAP"] == pytest.approx(best["best_val_mAP"])
+    assert not (root / "results/train/train_state.pt").exists()  # only while a run is unfinished
     assert {a.path for a in client.list_artifacts(run_id, "demo")} >= {"demo/predictions.json"}
     assert {a.path for a in client.list_artifacts(run_id, "evaluate")} >= {
         "evaluate/metrics.json", "evaluate/per_class.csv", "evaluate/pr_curves.png", "evaluate/ap_per_class.png"}
@@ -88,7 +92,7 @@ def test_class_count_mismatch_and_unreadable_demo_image(pipeline, tmp_path):
     ann = tmp_path / "three.json"
     ann.write_text(json.dumps([{"target": [1, 0, -1], "img_path": "x.jpg"}]))
     result = runner.invoke(app, ["evaluate", "--annotations", str(ann)])
-    assert result.exit_code == 1 and "3 classes per target, but results/train/model.pt has 10" in result.output
+    assert result.exit_code == 1 and "3 classes per target, but results/train/best.pt has 10" in result.output
 
     images = tmp_path / "images"
     images.mkdir()
@@ -111,9 +115,8 @@ def test_per_class_thresholds_travel_in_the_checkpoint_to_demo(pipeline, tmp_pat
     from csra.checkpoints import load_checkpoint
 
     root, outputs = pipeline
-    thresholds = load_checkpoint(root / "results/train/model.pt")["thresholds"]
+    thresholds = load_checkpoint(root / "results/train/best.pt")["thresholds"]
     assert len(thresholds) == 10 and all(t is None or 0 <= t <= 1 for t in thresholds)
-    assert "per-class thresholds" in outputs["train"]
     ok("demo", "--thresholds", "per_class", "--out-dir", str(tmp_path / "pc"))
     predictions = json.loads((tmp_path / "pc/predictions.json").read_text())
     for item in predictions:

@@ -1,0 +1,135 @@
+"""Data parallelism under torchrun: the process group, per-rank samplers, and gathering results from every rank."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DistributedSampler, Sampler
+
+from csra.errors import CSRAError
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """This process's place in the job: rank, world size and local rank as torchrun sets them (1 process: 0, 1, 0)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+SINGLE = DistContext()  # one process, no torchrun
+
+
+def init_distributed(ctx: DistContext, device_type: str) -> None:
+    """Join the process group (NCCL on GPUs, gloo on CPUs); rendezvous from torchrun's MASTER_ADDR/PORT."""
+    if not ctx.enabled or dist.is_initialized():
+        return
+    if device_type == "cuda":
+        torch.cuda.set_device(ctx.local_rank)
+    dist.init_process_group("nccl" if device_type == "cuda" else "gloo", rank=ctx.rank, world_size=ctx.world_size)
+
+
+def barrier(ctx: DistContext) -> None:
+    if ctx.enabled and dist.is_initialized():
+        dist.barrier()
+
+
+def shutdown(ctx: DistContext) -> None:
+    """Wait for every rank, then leave the process group."""
+    if ctx.enabled and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The augmentation seed of one image in one epoch: the same whatever the workers, ranks or resumes."""
+    return (seed * 1_000_003 + epoch * 7_919 + index) % (2**63 - 1)
+
+
+class EpochSampler(Sampler):
+    """This rank's share of a shuffled epoch (DistributedSampler: a permutation per (seed, epoch), padded to a
+    multiple of the world size), each index paired with its augmentation seed."""
+
+    def __init__(self, size: int, seed: int, ctx: DistContext):
+        self.seed = seed
+        self.epoch = 0
+        self.inner = DistributedSampler(range(size), num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True,
+                                        seed=seed)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.inner.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return ((sample_seed(self.seed, self.epoch, i), i) for i in self.inner)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+
+class ShardSampler(Sampler):
+    """Evaluation: rank r takes items r, r + W, r + 2W, … — every item exactly once over the ranks, no padding."""
+
+    def __init__(self, size: int, ctx: DistContext):
+        self.indices = list(range(ctx.rank, size, ctx.world_size))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def gather_rows(rows: np.ndarray, indices: list[int], ctx: DistContext, total: int) -> np.ndarray:
+    """Every rank's rows (one per item index) put back in item order on every rank."""
+    if not ctx.enabled:
+        return rows
+    parts: list = [None] * ctx.world_size
+    dist.all_gather_object(parts, (indices, rows))
+    out = np.empty((total, *rows.shape[1:]), dtype=rows.dtype)
+    seen = 0
+    for part_indices, part_rows in parts:
+        out[part_indices] = part_rows
+        seen += len(part_indices)
+    if seen != total:
+        raise CSRAError(f"gathered {seen} evaluation rows from {ctx.world_size} ranks, expected {total}")
+    return out
+
+
+def broadcast_buffers(module: torch.nn.Module, ctx: DistContext) -> None:
+    """Give every rank process 0's buffers (batch-norm statistics drift apart after the last training step), so
+    that all ranks validate, and process 0 saves, the same model."""
+    if ctx.enabled:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
+def all_sum(values: list[float], ctx: DistContext, device: torch.device) -> list[float]:
+    """Element-wise sum over ranks (e.g. loss totals and image counts)."""
+    if not ctx.enabled:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def any_rank(flag: bool, ctx: DistContext, device: torch.device) -> bool:
+    """True on every rank when flag is true on one (to stop all ranks together)."""
+    if not ctx.enabled:
+        return flag
+    tensor = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item())
