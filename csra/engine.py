@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from csra.data.datasets import MultiLabelDataset, build_transform
 from csra.errors import CSRAError
 from csra.metrics import average_precision, mean_average_precision
-from csra.model import CSRAModel
+from csra.model import CSRAModel, ModelConfig
 
 
 @dataclass(frozen=True)
@@ -62,9 +62,9 @@ def _seed_worker(worker_id: int) -> None:
 
 
 def make_loader(
-    items: list[dict], model: CSRAModel, train: bool, batch_size: int, num_workers: int, seed: int = 0
+    items: list[dict], config: ModelConfig, train: bool, batch_size: int, num_workers: int, seed: int = 0
 ) -> DataLoader:
-    dataset = MultiLabelDataset(items, build_transform(model.config, train=train))
+    dataset = MultiLabelDataset(items, build_transform(config, train=train))
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -160,8 +160,8 @@ def fit(
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     model.to(device)
-    train_loader = make_loader(train_items, model, True, cfg.batch_size, cfg.num_workers, cfg.seed)
-    val_loader = make_loader(val_items, model, False, cfg.batch_size, cfg.num_workers, cfg.seed)
+    train_loader = make_loader(train_items, model.config, True, cfg.batch_size, cfg.num_workers, cfg.seed)
+    val_loader = make_loader(val_items, model.config, False, cfg.batch_size, cfg.num_workers, cfg.seed)
     optimizer = make_optimizer(model, cfg)
     iters = len(train_loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, iters, cfg))

@@ -101,7 +101,7 @@ def evaluate(
         owner = ckpt if ckpt is not None else f"dataset {name}"
         raise CSRAError(f"{ann}: {len(items[0]['target'])} classes per target, but {owner} has {len(classes)}")
     if ckpt is not None:
-        loader = make_loader(items, model, False, params.get("evaluate.batch_size", int),
+        loader = make_loader(items, model.config, False, params.get("evaluate.batch_size", int),
                              params.get("evaluate.num_workers", int))
         values, _ = predict(model, loader, resolve_device(params.get("evaluate.device", str)))
         write_json(out / SCORES, [{"file_name": image_stem(it["img_path"]), "scores": s}
