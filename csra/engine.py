@@ -10,10 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.utils.data import DataLoader
 
-from csra.data.datasets import MultiLabelDataset, build_transform
+from csra.data.datasets import MultiLabelDataset, collate_readable, normalize_batch
 from csra.errors import CSRAError
 from csra.metrics import average_precision, mean_average_precision
 from csra.model import CSRAModel, ModelConfig
@@ -62,14 +61,17 @@ def _seed_worker(worker_id: int) -> None:
 
 
 def make_loader(
-    items: list[dict], config: ModelConfig, train: bool, batch_size: int, num_workers: int, seed: int = 0
+    items: list[dict], config: ModelConfig, train: bool, batch_size: int, num_workers: int, seed: int = 0,
+    skip_bad: bool = False,
 ) -> DataLoader:
-    dataset = MultiLabelDataset(items, build_transform(config, train=train))
+    """Batches of (uint8 images, targets); skip_bad drops unreadable images (a batch of none is None)."""
+    dataset = MultiLabelDataset(items, config, train, skip_bad)
     return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=train,
         num_workers=num_workers,
+        collate_fn=collate_readable,
         pin_memory=torch.cuda.is_available(),
         persistent_workers=num_workers > 0,
         worker_init_fn=_seed_worker,
@@ -106,7 +108,7 @@ def lr_factor(iteration: int, iters_per_epoch: int, cfg: TrainConfig) -> float:
 
 
 def train_one_epoch(
-    model: nn.Module,
+    model: CSRAModel,
     loader: DataLoader,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
@@ -119,8 +121,11 @@ def train_one_epoch(
     """
     model.train()
     total, count, lr = 0.0, 0, 0.0
-    for step, (images, targets) in enumerate(loader):
-        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+    for step, batch in enumerate(loader):
+        if batch is None:
+            continue
+        images = normalize_batch(batch[0].to(device, non_blocking=True), model.config)
+        targets = batch[1].to(device, non_blocking=True)
         loss = F.binary_cross_entropy_with_logits(model(images), targets)
         if not torch.isfinite(loss):
             raise CSRAError(f"training loss is {loss.item()} at epoch {epoch}, step {step}; lower train.lr")
@@ -131,17 +136,24 @@ def train_one_epoch(
         scheduler.step()
         total += loss.item() * len(images)
         count += len(images)
+    if count == 0:
+        raise CSRAError(f"epoch {epoch}: none of the training images could be read")
     return total / count, lr
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """(sigmoid scores, targets) for every item of the loader, in order."""
+def predict(model: CSRAModel, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """(sigmoid scores, targets) for every readable item of the loader, in order."""
     model.eval()
     scores, targets = [], []
-    for images, target in loader:
-        scores.append(torch.sigmoid(model(images.to(device, non_blocking=True))).float().cpu())
-        targets.append(target)
+    for batch in loader:
+        if batch is None:
+            continue
+        images = normalize_batch(batch[0].to(device, non_blocking=True), model.config)
+        scores.append(torch.sigmoid(model(images)).float().cpu())
+        targets.append(batch[1])
+    if not scores:
+        raise CSRAError("none of the images to score could be read")
     return torch.cat(scores).numpy().astype(np.float64), torch.cat(targets).numpy()
 
 
@@ -152,16 +164,19 @@ def fit(
     cfg: TrainConfig,
     label_format: str,
     on_epoch: Callable[[dict], None] | None = None,
+    skip_bad: bool = False,
 ) -> tuple[list[dict], tuple[np.ndarray, np.ndarray]]:
     """Train for cfg.epochs; after each epoch report {epoch, train_loss, lr, images_per_s, val_mAP} (percent).
 
-    Returns (the rows of every epoch, (val scores, val targets) of the last epoch).
+    Returns (the rows of every epoch, (val scores, val targets) of the last epoch). skip_bad: an unreadable
+    image is logged and left out (of training and of the validation scores) instead of stopping the run.
     """
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device)
     model.to(device)
-    train_loader = make_loader(train_items, model.config, True, cfg.batch_size, cfg.num_workers, cfg.seed)
-    val_loader = make_loader(val_items, model.config, False, cfg.batch_size, cfg.num_workers, cfg.seed)
+    loader_args = (cfg.batch_size, cfg.num_workers, cfg.seed, skip_bad)
+    train_loader = make_loader(train_items, model.config, True, *loader_args)
+    val_loader = make_loader(val_items, model.config, False, *loader_args)
     optimizer = make_optimizer(model, cfg)
     iters = len(train_loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(it, iters, cfg))

@@ -59,7 +59,7 @@ def test_non_finite_loss_stops_with_clear_message():
     model = tiny_model(2)
     with torch.no_grad():
         model.classifier.multi_head[0].head.weight.fill_(float("nan"))
-    loader = [(torch.rand(2, 3, 32, 32), torch.ones(2, 2))]
+    loader = [(torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8), torch.ones(2, 2))]
     opt = make_optimizer(model, CFG)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 1.0)
     with pytest.raises(CSRAError, match="training loss is nan at epoch 3, step 0"):
