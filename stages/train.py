@@ -12,8 +12,10 @@ import typer
 
 from csra.checkpoints import save_checkpoint
 from csra.data.annotations import CLASSES_FILE, read_annotations, read_classes
+from csra.data.check import Findings, check_items
 from csra.data.sources import get_source
 from csra.engine import TrainConfig, fit, seed_everything
+from csra.errors import CSRAError
 from csra.fileio import write_json, write_text
 from csra.metrics import tune_thresholds
 from csra.model import ModelConfig, build_model
@@ -22,6 +24,7 @@ from stages.common import DEFAULT_PARAMS_PATH, ParamsOption, user_errors
 from stages.params import Params, config_from
 
 CHECKPOINT, RUN_FILE, METRICS, HISTORY = "model.pt", "run.json", "metrics.json", "history.csv"
+BAD_IMAGES = ("skip", "fail")  # data.bad_images: an unreadable or missing image is left out, or ends the run
 LOGGED_GROUPS = ["data", "prepare", "train", "tracking"]
 
 
@@ -31,6 +34,21 @@ def write_history(path: Path, history: list[dict]) -> None:
     writer.writeheader()
     writer.writerows({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()} for row in history)
     write_text(path, buffer.getvalue())
+
+
+def usable_items(prepared: Path, files: dict[str, list[dict]], classes: list[str], skip: bool) -> list[list[dict]]:
+    """The cheap check on start (class counts, image files present): missing images end the run, or with skip
+    are reported and their items left out."""
+    found = Findings()
+    for name, items in files.items():
+        found.extend(check_items(prepared / name, items, classes, decode=False))
+    for warning in found.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    if found.errors and not skip:
+        raise CSRAError("; ".join(found.errors) + " (data.bad_images: skip leaves them out)")
+    for error in found.errors:
+        typer.echo(f"warning: {error}; skipped (data.bad_images: skip)", err=True)
+    return [[item for item in items if item["img_path"] not in found.bad_paths] for items in files.values()]
 
 
 @user_errors
@@ -60,9 +78,14 @@ def train(
     out = Path(params.get("train.out_dir", str))
     experiment = params.get("tracking.experiment", str)
     prepared = Path(params.get("data.prepared_dir", str))
+    bad_images = params.get("data.bad_images", str)
+    if bad_images not in BAD_IMAGES:
+        raise CSRAError(f"{params.source}: data.bad_images must be {' or '.join(BAD_IMAGES)}, got {bad_images!r}")
     classes = read_classes(prepared / CLASSES_FILE)
-    train_items = read_annotations(prepared / source.train_file, len(classes), "binary")
-    val_items = read_annotations(prepared / source.test_file, len(classes), source.label_format)
+    train_items = read_annotations(prepared / source.train_file, label_format="binary")
+    val_items = read_annotations(prepared / source.test_file, label_format=source.label_format)
+    train_items, val_items = usable_items(prepared, {source.train_file: train_items, source.test_file: val_items},
+                                          classes, skip=bad_images == "skip")
     config = ModelConfig.create(num_classes=len(classes), **model_args)
     seed_everything(cfg.seed)  # the initial weights too
     net = build_model(config)
@@ -80,7 +103,8 @@ def train(
             typer.echo(f"epoch {row['epoch']:>3}/{cfg.epochs}  loss {row['train_loss']:.4f}  lr {row['lr']:.5f}  "
                        f"val mAP {row['val_mAP']:.2f}  {row['images_per_s']:.0f} img/s")
 
-        _, val_scores = fit(net, train_items, val_items, cfg, source.label_format, on_epoch)
+        _, val_scores = fit(net, train_items, val_items, cfg, source.label_format, on_epoch,
+                            skip_bad=bad_images == "skip")
         final = history[-1]
         thresholds = None
         if params.get("train.tune_thresholds", bool):
