@@ -13,6 +13,7 @@ import typer
 from csra.checkpoints import save_checkpoint
 from csra.data.annotations import CLASSES_FILE, read_annotations, read_classes
 from csra.data.check import Findings, check_items
+from csra.data.classes import DATASET_CLASSES
 from csra.data.sources import get_source
 from csra.engine import TrainConfig, fit, seed_everything
 from csra.errors import CSRAError
@@ -81,7 +82,11 @@ def train(
     bad_images = params.get("data.bad_images", str)
     if bad_images not in BAD_IMAGES:
         raise CSRAError(f"{params.source}: data.bad_images must be {' or '.join(BAD_IMAGES)}, got {bad_images!r}")
-    classes = read_classes(prepared / CLASSES_FILE)
+    classes_file = prepared / CLASSES_FILE
+    if classes_file.is_file() or source.name not in DATASET_CLASSES:
+        classes = read_classes(classes_file)
+    else:  # annotation files made by the official scripts come without a class list
+        classes = list(DATASET_CLASSES[source.name])
     train_items = read_annotations(prepared / source.train_file, label_format="binary")
     val_items = read_annotations(prepared / source.test_file, label_format=source.label_format)
     train_items, val_items = usable_items(prepared, {source.train_file: train_items, source.test_file: val_items},

@@ -116,3 +116,15 @@ def test_train_stage_checks_on_start(tiny_params):
     assert_one_line_error(*run("train"), "trainval_voc07.json: 1 of 24 image files missing", first.name)
     edit_params(tiny_params, **{"data.bad_images": "sometimes"})
     assert_one_line_error(*run("train"), "data.bad_images must be skip or fail, got 'sometimes'")
+
+
+def test_train_reads_official_files_without_a_class_list(tiny_params, tmp_path):
+    prepared = tmp_path / "official"
+    prepared.mkdir()
+    item = {"target": [0] * 19 + [1], "img_path": str(tmp_path / "VOC2007/JPEGImages/000001.jpg")}
+    for name in ("trainval_voc07.json", "test_voc07.json"):
+        (prepared / name).write_text(json.dumps([item]))
+    edit_params(tiny_params, **{"data.dataset": "voc07", "data.prepared_dir": str(prepared),
+                                "data.bad_images": "fail"})
+    # the 20 VOC classes are known, so the run gets as far as the image check
+    assert_one_line_error(*run("train"), "trainval_voc07.json: 1 of 1 image files missing: ", "000001.jpg")
