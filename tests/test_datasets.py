@@ -52,9 +52,10 @@ def test_test_transform_resizes_and_batches_scale_to_unit_range(tmp_path):
     assert target.tolist() == [1.0, 0.0, -1.0]
 
 
-def test_normalize_batch_equals_torchvision_per_image():
+@pytest.mark.parametrize("stats", [((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)), ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+def test_normalize_batch_equals_torchvision_per_image(stats):
     images = torch.randint(0, 256, (2, 3, 5, 4), dtype=torch.uint8)
-    config = dataclasses.replace(CONFIG, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    config = dataclasses.replace(CONFIG, mean=stats[0], std=stats[1])
     reference = torch.stack([v2.Normalize(list(config.mean), list(config.std))(
         v2.ToDtype(torch.float32, scale=True)(image)) for image in images])
     assert torch.equal(normalize_batch(images, config), reference)

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 def load_image(path: str | Path, box: tuple[float, ...] | None = None, min_size: int | None = None) -> torch.Tensor:
     """Decode an image file to a uint8 RGB tensor (3, H, W); an unreadable file is a CSRAError naming it.
 
+    The tensor is a view of the decoded (H, W, 3) pixels: no transposing copy, and torch's uint8 resize is
+    fastest on this channels-last layout (and gives the same values as on a contiguous one).
+
     box (x0, y0, x1, y1) crops it as PIL does (zeros outside the image). With min_size, a JPEG is decoded at
     the smallest scale (1/2, 1/4, 1/8) that keeps the image, or the box, at least min_size on both sides.
     """
@@ -42,13 +45,13 @@ def load_image(path: str | Path, box: tuple[float, ...] | None = None, min_size:
                 image = image.convert("RGB")
             if box is not None:
                 image = image.crop(tuple(c * scale for c in box))
-            pixels = np.asarray(image)
+            pixels = np.array(image)  # a writable copy, so torch may share it
     except UnidentifiedImageError:
         raise CSRAError(f"{path}: cannot read image (not a JPEG, PNG or other format PIL decodes)") from None
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CSRAError(f"{path}: cannot read image ({reason})") from None
-    return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))
+    return torch.from_numpy(pixels).permute(2, 0, 1)
 
 
 def person_box(bbox: list[float]) -> tuple[float, float, float, float]:
@@ -74,10 +77,14 @@ def build_transform(config: ModelConfig, train: bool, person_crops: bool = False
 
 def normalize_batch(images: torch.Tensor, config: ModelConfig) -> torch.Tensor:
     """uint8 images (B, 3, H, W) → float32 in [0, 1] normalised by the backbone's mean and std, on their device:
-    torchvision's ToDtype(scale=True) + Normalize, done once per batch instead of once per image."""
-    mean = torch.tensor(config.mean, dtype=torch.float32, device=images.device).view(-1, 1, 1)
-    std = torch.tensor(config.std, dtype=torch.float32, device=images.device).view(-1, 1, 1)
-    return images.to(torch.float32).mul_(1.0 / 255).sub_(mean).div_(std)
+    torchvision's ToDtype(scale=True) + Normalize, done once per batch instead of once per image. A mean of 0 and
+    a std of 1 (the official ResNet setting) are skipped: the same values, two passes fewer over the batch."""
+    batch = images.to(torch.float32).mul_(1.0 / 255)
+    if any(config.mean):
+        batch.sub_(torch.tensor(config.mean, dtype=torch.float32, device=images.device).view(-1, 1, 1))
+    if any(s != 1 for s in config.std):
+        batch.div_(torch.tensor(config.std, dtype=torch.float32, device=images.device).view(-1, 1, 1))
+    return batch
 
 
 class MultiLabelDataset(Dataset):
