@@ -34,7 +34,7 @@ class Source:
 
 
 def _voc07(raw: str) -> tuple[list[dict], list[dict], list[str]]:
-    return *convert_voc07(raw, VOC_CLASSES), list(VOC_CLASSES)
+    return *convert_voc07(raw, VOC_CLASSES, keep_unlabelled=False), list(VOC_CLASSES)
 
 
 def _wider(raw: str) -> tuple[list[dict], list[dict], list[str]]:

@@ -49,12 +49,14 @@ def read_ids(path: Path, required: bool = True) -> list[str]:
 
 
 def convert_voc_folder(
-    voc: Path, classes: list[str], img_dir: str, trainval_ids: set[str], test_ids: set[str], use_filename: bool
+    voc: Path, classes: list[str], img_dir: str, trainval_ids: set[str], test_ids: set[str], use_filename: bool,
+    keep_unlabelled: bool = True,
 ) -> tuple[list[dict], list[dict]]:
     """(trainval, test) items of a VOC year folder (Annotations/, JPEGImages/), sorted by image id.
 
     trainval turns -1 into 0; test keeps 1/0/-1. img_path is img_dir joined with <id>.jpg, or with the XML's
-    <filename> when use_filename is set and the file names one.
+    <filename> when use_filename is set and the file names one. Without keep_unlabelled an image whose XML has
+    no <object> gives no item, as in the official script.
     """
     trainval, test = [], []
     for image_id in sorted(trainval_ids | test_ids):
@@ -62,6 +64,8 @@ def convert_voc_folder(
         if not xml_path.is_file():
             raise CSRAError(f"{xml_path}: image {image_id} is listed in ImageSets/Main but has no annotation")
         filename, objects = parse_annotation(xml_path)
+        if not objects and not keep_unlabelled:
+            continue
         target = voc_target(objects, classes, xml_path)
         img_path = os.path.join(img_dir, filename if use_filename and filename else f"{image_id}.jpg")
         if image_id in trainval_ids:
@@ -72,13 +76,15 @@ def convert_voc_folder(
 
 
 def convert_voc07(
-    data_path: str | Path, classes: list[str] = VOC_CLASSES, path_prefix: str | Path | None = None
+    data_path: str | Path, classes: list[str] = VOC_CLASSES, path_prefix: str | Path | None = None,
+    keep_unlabelled: bool = True,
 ) -> tuple[list[dict], list[dict]]:
     """(trainval, test) items from a VOCdevkit-style folder holding VOC2007/.
 
     trainval = train.txt + val.txt with -1 turned into 0; test keeps 1/0/-1. Items are sorted by image id;
     img_path is data_path (or path_prefix, where the folder will live) joined with VOC2007/JPEGImages/<id>.jpg,
-    as the official script writes it.
+    as the official script writes it. keep_unlabelled=False drops images without objects, as that script does
+    (real VOC2007 has none; the built-in dataset keeps them as images of no class).
     """
     voc = Path(data_path) / "VOC2007"
     if not voc.is_dir():
@@ -87,4 +93,4 @@ def convert_voc07(
     trainval_ids = set(read_ids(sets / "train.txt") + read_ids(sets / "val.txt"))
     test_ids = set(read_ids(sets / "test.txt"))
     img_dir = os.path.join(str(path_prefix or data_path), "VOC2007/JPEGImages/")
-    return convert_voc_folder(voc, classes, img_dir, trainval_ids, test_ids, use_filename=False)
+    return convert_voc_folder(voc, classes, img_dir, trainval_ids, test_ids, False, keep_unlabelled)
