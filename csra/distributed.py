@@ -93,20 +93,19 @@ class ShardSampler(Sampler):
         return len(self.indices)
 
 
-def gather_rows(rows: np.ndarray, indices: list[int], ctx: DistContext, total: int) -> np.ndarray:
-    """Every rank's rows (one per item index) put back in item order on every rank."""
-    if not ctx.enabled:
-        return rows
-    parts: list = [None] * ctx.world_size
-    dist.all_gather_object(parts, (indices, rows))
-    out = np.empty((total, *rows.shape[1:]), dtype=rows.dtype)
-    seen = 0
-    for part_indices, part_rows in parts:
-        out[part_indices] = part_rows
-        seen += len(part_indices)
-    if seen != total:
-        raise CSRAError(f"gathered {seen} evaluation rows from {ctx.world_size} ranks, expected {total}")
-    return out
+def gather_rows(rows: np.ndarray, indices: list[int], ctx: DistContext) -> tuple[np.ndarray, np.ndarray]:
+    """Every rank's rows (one per item index), gathered on every rank and put in item-index order:
+    (indices, rows)."""
+    parts = [(indices, rows)]
+    if ctx.enabled:
+        parts = [None] * ctx.world_size
+        dist.all_gather_object(parts, (indices, rows))
+    all_indices = np.concatenate([np.asarray(i, dtype=np.int64) for i, _ in parts])
+    all_rows = np.concatenate([r for _, r in parts])
+    order = np.argsort(all_indices, kind="stable")
+    if len(np.unique(all_indices)) != len(all_indices):
+        raise CSRAError(f"gathered evaluation rows from {ctx.world_size} ranks hold an item twice")
+    return all_indices[order], all_rows[order]
 
 
 def broadcast_buffers(module: torch.nn.Module, ctx: DistContext) -> None:

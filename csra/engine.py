@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from csra.data.datasets import MultiLabelDataset, build_transform
+from csra.data.datasets import MultiLabelDataset, collate_readable, normalize_batch
 from csra.distributed import SINGLE, DistContext, ShardSampler, gather_rows
 from csra.errors import CSRAError
 from csra.model import CSRAModel, ModelConfig
@@ -88,31 +88,41 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 class SeededDataset(Dataset):
     """Takes (seed, index) keys from EpochSampler and seeds torch before the random augmentation of that image,
-    so an image's crop and flip depend only on (seed, epoch, index); plain int keys pass through."""
+    so an image's crop and flip depend only on (seed, epoch, index); plain int keys pass through. Samples come
+    out as (image, target, index), or None for an image skipped as unreadable."""
 
-    def __init__(self, dataset: Dataset):
+    def __init__(self, dataset: MultiLabelDataset):
         self.dataset = dataset
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> Any:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int] | None:
         if isinstance(key, tuple):
             seed, key = key
             torch.manual_seed(seed)
-        return self.dataset[key]
+        sample = self.dataset[key]
+        return None if sample is None else (*sample, key)
 
 
 def make_loader(
     items: list[dict], config: ModelConfig, train: bool, batch_size: int, num_workers: int,
-    sampler: Sampler | None = None,
+    sampler: Sampler | None = None, skip_bad: bool = False,
 ) -> DataLoader:
-    """A loader over annotation items with the official train or test transform; in order unless a sampler says."""
-    dataset = SeededDataset(MultiLabelDataset(items, build_transform(config, train=train)))
+    """Batches of (uint8 images, targets, item indices) with the official train or test transform, in item order
+    unless a sampler says; skip_bad drops unreadable images (a batch of none is None). normalize_batch converts
+    the images to float on the device."""
+    dataset = SeededDataset(MultiLabelDataset(items, config, train, skip_bad))
     return DataLoader(
-        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate_readable,
         pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0, drop_last=False,
     )
+
+
+def prepare_batch(images: torch.Tensor, config: ModelConfig, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """uint8 images from a loader → normalised float on the device (NHWC in memory with channels_last)."""
+    images = normalize_batch(images.to(device, non_blocking=True), config)
+    return images.contiguous(memory_format=torch.channels_last) if channels_last else images
 
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -148,24 +158,26 @@ def lr_factor(iteration: int, iters_per_epoch: int, cfg: TrainConfig) -> float:
 def predict(
     model: nn.Module, items: list[dict], config: ModelConfig, batch_size: int, num_workers: int,
     device: torch.device, ctx: DistContext = SINGLE, channels_last: bool = False,
-    amp_dtype: torch.dtype | None = None,
+    amp_dtype: torch.dtype | None = None, skip_bad: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(sigmoid scores, targets) of every item, in item order; under torchrun each rank scores its own share and
-    the shares are gathered (no item twice, none left out)."""
-    sampler = ShardSampler(len(items), ctx)
-    loader = make_loader(items, config, False, batch_size, num_workers, sampler)
+    """(sigmoid scores, targets) of every item, in item order (with skip_bad, of every readable item); under
+    torchrun each rank scores its own share and the shares are gathered (no item twice, none left out)."""
+    loader = make_loader(items, config, False, batch_size, num_workers, ShardSampler(len(items), ctx), skip_bad)
     model.eval()
-    scores, targets = [], []
-    for images, target in loader:
-        images = images.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+    scores, targets, indices = [], [], []
+    for batch in loader:
+        if batch is None:
+            continue
+        images = prepare_batch(batch[0], config, device, channels_last)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             logits = model(images)
         scores.append(torch.sigmoid(logits.float()).cpu())
-        targets.append(target)
-    num_classes = config.num_classes
-    local = torch.cat(scores).numpy().astype(np.float64) if scores else np.zeros((0, num_classes))
-    local_targets = torch.cat(targets).numpy() if targets else np.zeros((0, num_classes), dtype=np.float32)
-    return (gather_rows(local, sampler.indices, ctx, len(items)),
-            gather_rows(local_targets, sampler.indices, ctx, len(items)))
+        targets.append(batch[1])
+        indices.extend(batch[2].tolist())
+    k = config.num_classes
+    local = torch.cat(scores).numpy().astype(np.float64) if scores else np.zeros((0, k))
+    local_targets = torch.cat(targets).numpy() if targets else np.zeros((0, k), dtype=np.float32)
+    _, rows = gather_rows(np.concatenate([local, local_targets], axis=1), indices, ctx)
+    if len(rows) == 0:
+        raise CSRAError("none of the images to score could be read")
+    return rows[:, :k], rows[:, k:].astype(np.float32)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from csra.data.datasets import build_transform, load_image
+from csra.data.datasets import build_transform, load_image, normalize_batch
 from csra.errors import CSRAError
 from csra.model import CSRAModel
 
@@ -23,11 +23,11 @@ def predict_files(
         chunk = []
         for path in paths[start : start + batch_size]:
             try:
-                chunk.append((path, transform(load_image(path))))
+                chunk.append((path, transform(load_image(path, min_size=model.config.img_size))))
             except CSRAError as e:
                 errors.append(str(e))
         if chunk:
-            batch = torch.stack([image for _, image in chunk]).to(device)
+            batch = normalize_batch(torch.stack([image for _, image in chunk]).to(device), model.config)
             scores = torch.sigmoid(model(batch)).cpu().tolist()
             results.extend((path, score) for (path, _), score in zip(chunk, scores))
     return results, errors

@@ -20,6 +20,7 @@ from csra.engine import (
     make_loader,
     make_optimizer,
     predict,
+    prepare_batch,
     resolve_device,
     rng_state,
     seed_everything,
@@ -49,10 +50,11 @@ class Trainer:
     grad scaler, epoch, history, best epoch and RNG states (plain tensors and numbers: weights-only loadable)."""
 
     def __init__(self, model: CSRAModel, train_items: list[dict], val_items: list[dict], cfg: TrainConfig,
-                 label_format: str, ctx: DistContext = SINGLE, progress: bool = False):
+                 label_format: str, ctx: DistContext = SINGLE, progress: bool = False, skip_bad: bool = False):
         if cfg.batch_size % ctx.world_size:
             raise CSRAError(f"train.batch_size {cfg.batch_size} must divide by the {ctx.world_size} processes")
         self.cfg, self.ctx, self.label_format, self.progress = cfg, ctx, label_format, progress
+        self.skip_bad = skip_bad  # unreadable images are logged and left out instead of stopping the run
         self.device = resolve_device(cfg.device, ctx.local_rank)
         self.amp_dtype = amp_dtype_for(self.device, cfg.amp)
         self.channels_last = cfg.channels_last
@@ -67,7 +69,7 @@ class Trainer:
                     if cfg.ema_decay > 0 else None)
         self.sampler = EpochSampler(len(train_items), cfg.seed, ctx)
         self.loader = make_loader(train_items, model.config, True, cfg.batch_size // ctx.world_size,
-                                  cfg.num_workers, self.sampler)
+                                  cfg.num_workers, self.sampler, skip_bad)
         self.optimizer = make_optimizer(self.model, cfg)
         iters = len(self.loader)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda it: lr_factor(it, iters, cfg))
@@ -115,11 +117,11 @@ class Trainer:
         start = time.perf_counter()
         bar = tqdm(self.loader, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", unit="batch", leave=False,
                    disable=not (self.progress and self.ctx.is_main), mininterval=1.0, dynamic_ncols=True)
-        for step, (images, targets) in enumerate(bar):
-            images = images.to(self.device, non_blocking=True)
-            if self.channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            targets = targets.to(self.device, non_blocking=True)
+        for step, batch in enumerate(bar):
+            if batch is None:  # every image of the batch skipped as unreadable
+                continue
+            images = prepare_batch(batch[0], self.model.config, self.device, self.channels_last)
+            targets = batch[1].to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                                 enabled=self.amp_dtype is not None):
                 logits = self.net(images)
@@ -141,6 +143,8 @@ class Trainer:
                 rate = count * self.ctx.world_size / (time.perf_counter() - start)
                 bar.set_postfix(loss=f"{total / count:.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}", refresh=False)
         bar.close()
+        if any_rank(count == 0, self.ctx, self.device):
+            raise CSRAError(f"epoch {self.epoch + 1}: none of the training images could be read")
         broadcast_buffers(self.model, self.ctx)
         if self.ema is not None:
             broadcast_buffers(self.ema, self.ctx)
@@ -150,7 +154,7 @@ class Trainer:
     def validate(self) -> tuple[np.ndarray, np.ndarray]:
         cfg = self.cfg
         return predict(self.eval_model, self.val_items, self.model.config, cfg.batch_size, cfg.num_workers,
-                       self.device, self.ctx, self.channels_last, self.amp_dtype)
+                       self.device, self.ctx, self.channels_last, self.amp_dtype, self.skip_bad)
 
     def fit(self, on_epoch: Callable[[dict, Trainer, tuple[np.ndarray, np.ndarray]], None] | None = None) -> None:
         """Train from self.epoch to cfg.epochs. After each epoch (on the main process) on_epoch(row, self, val
@@ -170,7 +174,8 @@ class Trainer:
 
 
 def start_trainer(model: CSRAModel, train_items: list[dict], val_items: list[dict], cfg: TrainConfig,
-                  label_format: str, ctx: DistContext = SINGLE, progress: bool = False) -> Trainer:
+                  label_format: str, ctx: DistContext = SINGLE, progress: bool = False,
+                  skip_bad: bool = False) -> Trainer:
     """A Trainer with every RNG seeded from cfg.seed first."""
     seed_everything(cfg.seed)
-    return Trainer(model, train_items, val_items, cfg, label_format, ctx, progress)
+    return Trainer(model, train_items, val_items, cfg, label_format, ctx, progress, skip_bad)

@@ -7,8 +7,10 @@ from typing import Annotated
 
 import typer
 
+from csra.data.check import check_prepared
 from csra.data.sources import SOURCES, get_source, prepare_dataset
 from csra.data.synthetic import SyntheticSpec
+from csra.errors import CSRAError
 from stages.common import DEFAULT_PARAMS_PATH, ParamsOption, user_errors
 from stages.params import Params
 
@@ -27,6 +29,8 @@ def prepare(
     dataset: Annotated[str | None, typer.Argument(help=f"One of {', '.join(SOURCES)} (default data.dataset).")] = None,
     data_path: Annotated[Path | None, typer.Option(help="Raw dataset folder (default data.raw_path).")] = None,
     out_dir: Annotated[Path | None, typer.Option(help="Output folder (default data.prepared_dir).")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Then open every image and check the written files; "
+                                                        "exit 1 on missing or unreadable images.")] = False,
     params_file: ParamsOption = DEFAULT_PARAMS_PATH,
 ) -> None:
     """Convert a dataset to the official CSRA annotation JSON; `synthetic` generates the built-in one first."""
@@ -41,3 +45,10 @@ def prepare(
     spec = synthetic_spec(params) if name == "synthetic" else None
     classes = prepare_dataset(name, out, raw_path=raw, synthetic=spec)
     typer.echo(f"{name}: {len(classes)} classes → {out / source.train_file}, {out / source.test_file}")
+    if check:
+        found = check_prepared(out, source.train_file, source.test_file, source.label_format)
+        for warning in found.warnings:
+            typer.echo(f"warning: {warning}", err=True)
+        if found.errors:
+            raise CSRAError("; ".join(found.errors))
+        typer.echo("check: every image readable, targets and class counts consistent")

@@ -20,6 +20,8 @@ import typer
 
 from csra.checkpoints import save_checkpoint
 from csra.data.annotations import CLASSES_FILE, read_annotations, read_classes
+from csra.data.check import Findings, check_items
+from csra.data.classes import DATASET_CLASSES
 from csra.data.sources import get_source
 from csra.distributed import DistContext, init_distributed, shutdown
 from csra.engine import TrainConfig, resolve_device, seed_everything
@@ -33,6 +35,7 @@ from stages.common import DEFAULT_PARAMS_PATH, ParamsOption, user_errors
 from stages.params import Params, config_from
 
 CHECKPOINT, BEST, RUN_FILE, METRICS, HISTORY = "model.pt", "best.pt", "run.json", "metrics.json", "history.csv"
+BAD_IMAGES = ("skip", "fail")  # data.bad_images: an unreadable or missing image is left out, or ends the run
 STATE = "train_state.pt"  # not a DVC output: it survives a crash so that the next run resumes from it
 LOGGED_GROUPS = ["data", "prepare", "train", "tracking"]
 # Settings that may change between an interrupted run and its resume (they do not change its trajectory).
@@ -46,6 +49,21 @@ def write_history(path: Path, history: list[dict]) -> None:
     writer.writeheader()
     writer.writerows({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()} for row in history)
     write_text(path, buffer.getvalue())
+
+
+def usable_items(prepared: Path, files: dict[str, list[dict]], classes: list[str], skip: bool) -> list[list[dict]]:
+    """The cheap check on start (class counts, image files present): missing images end the run, or with skip
+    are reported and their items left out."""
+    found = Findings()
+    for name, items in files.items():
+        found.extend(check_items(prepared / name, items, classes, decode=False))
+    for warning in found.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    if found.errors and not skip:
+        raise CSRAError("; ".join(found.errors) + " (data.bad_images: skip leaves them out)")
+    for error in found.errors:
+        typer.echo(f"warning: {error}; skipped (data.bad_images: skip)", err=True)
+    return [[item for item in items if item["img_path"] not in found.bad_paths] for items in files.values()]
 
 
 def dist_context() -> DistContext:
@@ -124,9 +142,18 @@ def train(
     config_args = {k: params.get(f"train.{k}", t) for k, t in (("num_heads", int), ("lam", float), ("img_size", int))}
     out = Path(params.get("train.out_dir", str))
     prepared = Path(params.get("data.prepared_dir", str))
-    classes = read_classes(prepared / CLASSES_FILE)
-    train_items = read_annotations(prepared / source.train_file, len(classes), "binary")
-    val_items = read_annotations(prepared / source.test_file, len(classes), source.label_format)
+    bad_images = params.get("data.bad_images", str)
+    if bad_images not in BAD_IMAGES:
+        raise CSRAError(f"{params.source}: data.bad_images must be {' or '.join(BAD_IMAGES)}, got {bad_images!r}")
+    classes_file = prepared / CLASSES_FILE
+    if classes_file.is_file() or source.name not in DATASET_CLASSES:
+        classes = read_classes(classes_file)
+    else:  # annotation files made by the official scripts come without a class list
+        classes = list(DATASET_CLASSES[source.name])
+    train_items = read_annotations(prepared / source.train_file, label_format="binary")
+    val_items = read_annotations(prepared / source.test_file, label_format=source.label_format)
+    train_items, val_items = usable_items(prepared, {source.train_file: train_items, source.test_file: val_items},
+                                          classes, skip=bad_images == "skip")
     config = ModelConfig.create(params.get("train.model", str), len(classes), **config_args)
     flat = params.flat(LOGGED_GROUPS)
     state = resume_state(out / STATE, flat, "always" if resume else params.get("train.resume", str), ctx)
@@ -134,7 +161,8 @@ def train(
     try:
         seed_everything(cfg.seed)  # the initial weights too
         net = build_model(config, "none" if state else params.get("train.pretrained", str))
-        trainer = start_trainer(net, train_items, val_items, cfg, source.label_format, ctx, sys.stderr.isatty())
+        trainer = start_trainer(net, train_items, val_items, cfg, source.label_format, ctx, sys.stderr.isatty(),
+                                skip_bad=bad_images == "skip")
         if state is not None:
             trainer.load_state_dict(state)
             if not (out / BEST).is_file() and trainer.best["epoch"]:

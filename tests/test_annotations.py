@@ -29,6 +29,8 @@ def test_round_trip_official_format(tmp_path):
         ([{"img_path": "a.jpg", "target": [1, 0]}, {"img_path": "b.jpg", "target": [1]}],
          "item 1 has 1 classes in 'target', expected 2"),
         ([{"img_path": "a.jpg", "target": [1, 99]}], "item 0 has label code 99; voc07 files allow -1, 0, 1"),
+        ([{"img_path": "a.jpg", "bbox": [1, 2, 0, 4], "target": [1]}],
+         r"item 0 \('bbox'\) is not \[x, y, w, h\] with a positive width and height"),
     ],
 )
 def test_bad_annotation_files_name_file_and_item(tmp_path, content, message):

@@ -90,7 +90,9 @@ def test_unreadable_training_image_in_a_loader_worker(tiny_params):
     broken = sorted((tiny_params.parent / "data/prepared/synthetic/VOC2007/JPEGImages").glob("*.jpg"))
     for path in broken:
         path.write_bytes(b"broken")
-    edit_params(tiny_params, **{"train.num_workers": 1})
+    edit_params(tiny_params, **{"train.num_workers": 1, "data.bad_images": "fail"})
     code, output = run("train")
     assert_one_line_error(code, output, "cannot read image")
     assert output.split("error: ")[1].startswith("data/prepared/synthetic/VOC2007/JPEGImages/0")
+    edit_params(tiny_params, **{"data.bad_images": "skip", "train.num_workers": 0})  # all skipped: nothing left
+    assert_one_line_error(*run("train"), "epoch 1: none of the training images could be read")

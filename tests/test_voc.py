@@ -70,3 +70,13 @@ def test_listed_image_without_annotation(tmp_path):
 def test_missing_voc_folder(tmp_path):
     with pytest.raises(CSRAError, match="no VOC2007 folder"):
         convert_voc07(tmp_path, CLASSES)
+
+
+def test_image_without_objects_dropped_as_the_official_script_or_kept(tmp_path):
+    root = write_voc(tmp_path, {"000001": [("cat", 0)], "000002": []},
+                     {"train": ["000001", "000002"], "val": [], "test": ["000002"]})
+    trainval, test = convert_voc07(root, CLASSES, keep_unlabelled=False)
+    assert [item["img_path"][-10:] for item in trainval] == ["000001.jpg"] and test == []
+    trainval, test = convert_voc07(root, CLASSES)
+    assert [item["target"] for item in trainval] == [[1, 0, 0], [0, 0, 0]]
+    assert test == [{"target": [-1, -1, -1], "img_path": f"{root}/VOC2007/JPEGImages/000002.jpg"}]

@@ -48,6 +48,10 @@ def read_annotations(path: str | Path, num_classes: int | None = None, label_for
             expected = len(target)
         if len(target) != expected:
             raise CSRAError(f"{path}: item {i} has {len(target)} classes in 'target', expected {expected}")
+        bbox = item.get("bbox")
+        if bbox is not None and (not isinstance(bbox, list) or len(bbox) != 4
+                                 or not all(isinstance(v, (int, float)) for v in bbox) or min(bbox[2:]) <= 0):
+            raise CSRAError(f"{path}: item {i} ('bbox') is not [x, y, w, h] with a positive width and height")
         bad = set(target) - codes
         if bad:
             allowed = ", ".join(map(str, sorted(codes)))

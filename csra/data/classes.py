@@ -29,8 +29,10 @@ WIDER_ATTRIBUTES = [
 
 DATASET_CLASSES = {"voc07": VOC_CLASSES, "coco": COCO_CLASSES, "wider": WIDER_ATTRIBUTES}
 
-# Label codes of each dataset's test file (see csra.data.annotations.LABEL_CODES); synthetic is VOC-made.
-LABEL_FORMATS = {"synthetic": "voc07", "voc07": "voc07", "coco": "coco", "wider": "wider"}
+# Label codes of each dataset's test file (see csra.data.annotations.LABEL_CODES); synthetic is VOC-made, and
+# custom data keeps the codes of its layout (a CSV is 0/1 like COCO).
+LABEL_FORMATS = {"synthetic": "voc07", "voc07": "voc07", "coco": "coco", "wider": "wider",
+                 "custom_voc": "voc07", "custom_coco": "coco", "custom_csv": "coco"}
 
 
 def label_format_of(dataset: str) -> str:

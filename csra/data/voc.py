@@ -1,4 +1,4 @@
-"""Pascal VOC2007 layout → official annotation JSON (label codes of the official prepare_voc script)."""
+"""Pascal VOC layout → official annotation JSON (label codes of the official prepare_voc script)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from csra.data.classes import VOC_CLASSES
 from csra.errors import CSRAError
 
 
-def parse_objects(xml_path: Path) -> list[tuple[str, bool]]:
-    """(class name, difficult) for every <object> of a VOC annotation file."""
+def parse_annotation(xml_path: Path) -> tuple[str | None, list[tuple[str, bool]]]:
+    """(<filename> or None, [(class name, difficult)] for every <object>) of a VOC annotation file."""
     try:
         root = ET.parse(xml_path).getroot()
     except (ET.ParseError, OSError) as e:
@@ -23,7 +23,8 @@ def parse_objects(xml_path: Path) -> list[tuple[str, bool]]:
         if not name or difficult not in ("0", "1"):
             raise CSRAError(f"{xml_path}: <object> needs a <name> and <difficult> of 0 or 1")
         objects.append((name, difficult == "1"))
-    return objects
+    filename = (root.findtext("filename") or "").strip()
+    return filename or None, objects
 
 
 def voc_target(objects: list[tuple[str, bool]], classes: list[str], source: Path) -> list[int]:
@@ -38,37 +39,58 @@ def voc_target(objects: list[tuple[str, bool]], classes: list[str], source: Path
     return target
 
 
-def _read_ids(path: Path) -> list[str]:
+def read_ids(path: Path, required: bool = True) -> list[str]:
+    """Image ids of an ImageSets/Main file; an optional file that is absent gives none."""
     if not path.is_file():
+        if not required:
+            return []
         raise CSRAError(f"{path}: image set file not found")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
 
 
-def convert_voc07(
-    data_path: str | Path, classes: list[str] = VOC_CLASSES, path_prefix: str | Path | None = None
+def convert_voc_folder(
+    voc: Path, classes: list[str], img_dir: str, trainval_ids: set[str], test_ids: set[str], use_filename: bool,
+    keep_unlabelled: bool = True,
 ) -> tuple[list[dict], list[dict]]:
-    """(trainval, test) items from a VOCdevkit-style folder holding VOC2007/.
+    """(trainval, test) items of a VOC year folder (Annotations/, JPEGImages/), sorted by image id.
 
-    trainval = train.txt + val.txt with -1 turned into 0; test keeps 1/0/-1. Items are sorted by image id;
-    img_path is data_path (or path_prefix, where the folder will live) joined with VOC2007/JPEGImages/<id>.jpg,
-    as the official script writes it.
+    trainval turns -1 into 0; test keeps 1/0/-1. img_path is img_dir joined with <id>.jpg, or with the XML's
+    <filename> when use_filename is set and the file names one. Without keep_unlabelled an image whose XML has
+    no <object> gives no item, as in the official script.
     """
-    voc = Path(data_path) / "VOC2007"
-    if not voc.is_dir():
-        raise CSRAError(f"{data_path}: no VOC2007 folder inside (expected the VOCdevkit folder)")
-    sets = voc / "ImageSets" / "Main"
-    trainval_ids = set(_read_ids(sets / "train.txt") + _read_ids(sets / "val.txt"))
-    test_ids = set(_read_ids(sets / "test.txt"))
-    img_dir = os.path.join(str(path_prefix or data_path), "VOC2007/JPEGImages/")
     trainval, test = [], []
     for image_id in sorted(trainval_ids | test_ids):
         xml_path = voc / "Annotations" / f"{image_id}.xml"
         if not xml_path.is_file():
             raise CSRAError(f"{xml_path}: image {image_id} is listed in ImageSets/Main but has no annotation")
-        target = voc_target(parse_objects(xml_path), classes, xml_path)
-        img_path = os.path.join(img_dir, f"{image_id}.jpg")
+        filename, objects = parse_annotation(xml_path)
+        if not objects and not keep_unlabelled:
+            continue
+        target = voc_target(objects, classes, xml_path)
+        img_path = os.path.join(img_dir, filename if use_filename and filename else f"{image_id}.jpg")
         if image_id in trainval_ids:
             trainval.append({"target": [max(t, 0) for t in target], "img_path": img_path})
         if image_id in test_ids:
             test.append({"target": target, "img_path": img_path})
     return trainval, test
+
+
+def convert_voc07(
+    data_path: str | Path, classes: list[str] = VOC_CLASSES, path_prefix: str | Path | None = None,
+    keep_unlabelled: bool = True,
+) -> tuple[list[dict], list[dict]]:
+    """(trainval, test) items from a VOCdevkit-style folder holding VOC2007/.
+
+    trainval = train.txt + val.txt with -1 turned into 0; test keeps 1/0/-1. Items are sorted by image id;
+    img_path is data_path (or path_prefix, where the folder will live) joined with VOC2007/JPEGImages/<id>.jpg,
+    as the official script writes it. keep_unlabelled=False drops images without objects, as that script does
+    (real VOC2007 has none; the built-in dataset keeps them as images of no class).
+    """
+    voc = Path(data_path) / "VOC2007"
+    if not voc.is_dir():
+        raise CSRAError(f"{data_path}: no VOC2007 folder inside (expected the VOCdevkit folder)")
+    sets = voc / "ImageSets" / "Main"
+    trainval_ids = set(read_ids(sets / "train.txt") + read_ids(sets / "val.txt"))
+    test_ids = set(read_ids(sets / "test.txt"))
+    img_dir = os.path.join(str(path_prefix or data_path), "VOC2007/JPEGImages/")
+    return convert_voc_folder(voc, classes, img_dir, trainval_ids, test_ids, False, keep_unlabelled)
