@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-import pytest
-import yaml
+# Tiny models gain nothing from several threads, and OpenMP threads that wait for a busy core slow every step
+# tenfold on a shared machine: one thread per process, also in the DVC and torchrun subprocesses.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import yaml  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

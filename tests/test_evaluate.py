@@ -57,7 +57,7 @@ def test_official_checkpoint_through_evaluate_and_demo(tiny_params, tmp_path):
     from official import official_resnet18_state, resnet18_reference
     from PIL import Image
 
-    from csra.data.datasets import build_transform, load_image
+    from csra.data.datasets import build_transform, load_image, normalize_batch
     from csra.model import ModelConfig
 
     rng = np.random.default_rng(0)
@@ -78,8 +78,9 @@ def test_official_checkpoint_through_evaluate_and_demo(tiny_params, tmp_path):
     assert code == 0, output
     scores = json.loads((tmp_path / "eval/scores.json").read_text())
     assert [s["file_name"] for s in scores] == ["000000", "000001", "000002"]
-    transform = build_transform(ModelConfig.create("resnet18", 20, 2, 0.1, 64), train=False)
-    images = torch.stack([transform(load_image(item["img_path"])) for item in items])
+    config = ModelConfig.create("resnet18", 20, 2, 0.1, 64)
+    transform = build_transform(config, train=False)
+    images = normalize_batch(torch.stack([transform(load_image(item["img_path"])) for item in items]), config)
     expected = torch.sigmoid(resnet18_reference(state, images, 2, 0.1))
     np.testing.assert_allclose([s["scores"] for s in scores], expected.numpy(), atol=1e-5)
 
