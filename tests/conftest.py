@@ -52,3 +52,16 @@ def tiny_data(tmp_path_factory):
     root = generate_synthetic(tmp_path_factory.mktemp("tiny") / "synthetic", SyntheticSpec(16, 8, 0, 64, 48, 0))
     trainval, test = convert_voc07(root, CLASSES)
     return CLASSES, trainval, test
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path) -> Path:
+    """A randomly initialised ResNet-18 at 32 px with 2 heads and 3 classes, saved as our checkpoint."""
+    import torch
+
+    from csra.checkpoints import save_checkpoint
+    from csra.model import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.create("resnet18", 3, num_heads=2, lam=0.1, img_size=32)).eval()
+    return save_checkpoint(tmp_path / "ckpt" / "model.pt", model, ["circle", "square", "triangle"], {})
