@@ -24,14 +24,14 @@ class ScoringModel(nn.Module):
         super().__init__()
         self.model = model
         self.img_size = model.config.img_size
-        self.register_buffer("mean", torch.tensor(model.config.mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(model.config.std, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("pixel_mean", torch.tensor(model.config.mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("pixel_std", torch.tensor(model.config.std, dtype=torch.float32).view(1, 3, 1, 1))
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (B, 3, H, W) → normalised float (B, 3, img_size, img_size), the model's input."""
         size = (self.img_size, self.img_size)
         x = F.interpolate(images.float() / 255.0, size=size, mode="bilinear", align_corners=False, antialias=True)
-        return (x - self.mean) / self.std
+        return (x - self.pixel_mean) / self.pixel_std
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.model(self.preprocess(images)))

@@ -54,8 +54,7 @@ def tiny_data(tmp_path_factory):
     return CLASSES, trainval, test
 
 
-@pytest.fixture
-def tiny_checkpoint(tmp_path) -> Path:
+def make_tiny_checkpoint(path: Path) -> Path:
     """A randomly initialised ResNet-18 at 32 px with 2 heads and 3 classes, saved as our checkpoint."""
     import torch
 
@@ -64,4 +63,9 @@ def tiny_checkpoint(tmp_path) -> Path:
 
     torch.manual_seed(0)
     model = build_model(ModelConfig.create("resnet18", 3, num_heads=2, lam=0.1, img_size=32)).eval()
-    return save_checkpoint(tmp_path / "ckpt" / "model.pt", model, ["circle", "square", "triangle"], {})
+    return save_checkpoint(path, model, ["circle", "square", "triangle"], {})
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path) -> Path:
+    return make_tiny_checkpoint(tmp_path / "ckpt" / "model.pt")
