@@ -9,11 +9,13 @@ from typing import Any
 import torch
 from torch.export import Dim, ExportedProgram
 
+from csra.errors import CSRAError
 from csra.fileio import atomic_write
 from csra.inference import ScoringModel
 
 PARITY_TOLERANCE = 1e-4
 INPUT_NAME, OUTPUT_NAME = "images", "scores"
+PROGRAM_FILE, ONNX_FILE = "model.pt2", "model.onnx"
 # Batch, height and width stay free; the exporter specialises a dimension only where the model needs it to.
 DYNAMIC_SHAPES = ({0: Dim.AUTO, 2: Dim.AUTO, 3: Dim.AUTO},)
 
@@ -77,6 +79,26 @@ def max_difference(
 ) -> float:
     """The largest absolute score difference between two scorers over the batches."""
     return max(float((reference(x) - candidate(x)).abs().max()) for x in batches)
+
+
+def write_exports(scoring: ScoringModel, folder: Path, seed: int, onnx: bool) -> dict[str, float]:
+    """Write model.pt2 (and model.onnx) to folder; returns each file's largest score difference from the eager
+    scoring module on fresh random images, and raises a CSRAError if one exceeds PARITY_TOLERANCE."""
+    img_size = scoring.model.config.img_size
+    program = export_program(scoring, example_images(img_size, seed))
+    batches = parity_images(img_size, seed)
+    runners = {PROGRAM_FILE: load_program(save_program(program, folder / PROGRAM_FILE))}
+    if onnx:
+        runners[ONNX_FILE] = onnx_runner(export_onnx(program, folder / ONNX_FILE))
+    return check_parity({name: max_difference(scoring, runner, batches) for name, runner in runners.items()})
+
+
+def check_parity(parity: dict[str, float]) -> dict[str, float]:
+    """The differences unchanged, or a CSRAError naming the first form beyond PARITY_TOLERANCE."""
+    for name, error in parity.items():
+        if error > PARITY_TOLERANCE:
+            raise CSRAError(f"{name}: scores differ from the eager model by {error:.2e} > {PARITY_TOLERANCE}")
+    return parity
 
 
 def input_contract(scoring: ScoringModel, classes: list[str]) -> dict[str, Any]:

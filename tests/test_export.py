@@ -18,7 +18,8 @@ from test_cli import run
 
 from csra.checkpoints import load_model
 from csra.data.datasets import load_image
-from csra.export import PARITY_TOLERANCE, load_program, max_difference, onnx_runner, parity_images
+from csra.errors import CSRAError
+from csra.export import PARITY_TOLERANCE, check_parity, load_program, max_difference, onnx_runner, parity_images
 from csra.inference import ScoringModel
 from stages import tracking
 
@@ -60,6 +61,12 @@ def test_torch_export_and_onnx_match_the_eager_model_on_fresh_images(exported):
     recorded = json.loads((out / "export.json").read_text())["parity"]["max_abs_difference"]
     assert set(recorded) == {"model.pt2", "model.onnx"} and max(recorded.values()) <= PARITY_TOLERANCE
     assert "model.onnx: max |score - eager score|" in output
+
+
+def test_a_form_beyond_the_tolerance_is_refused():
+    assert check_parity({"model.pt2": 0.0, "model.onnx": 9e-5}) == {"model.pt2": 0.0, "model.onnx": 9e-5}
+    with pytest.raises(CSRAError, match=r"model.onnx: scores differ from the eager model by 2.00e-04 > 0.0001"):
+        check_parity({"model.pt2": 0.0, "model.onnx": 2e-4})
 
 
 def test_export_json_states_the_input_contract_and_the_registered_version(exported):
