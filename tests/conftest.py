@@ -13,6 +13,7 @@ TINY = {
     "prepare": {"synthetic": {"num_trainval": 24, "num_test": 16, "num_demo": 3, "width": 64, "height": 48}},
     "train": {"img_size": 32, "epochs": 2, "batch_size": 8, "num_workers": 0, "device": "cpu"},
     "evaluate": {"batch_size": 16, "num_workers": 0, "device": "cpu"},
+    "export": {"onnx": False},  # the pipeline tests skip the slowest export; test_export covers ONNX
 }
 
 

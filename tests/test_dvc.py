@@ -50,7 +50,7 @@ def test_repro_noop_and_experiment(project):
     assert (project / "results/demo/predictions.json").is_file()
     assert len(list((project / "results/demo/heatmaps").glob("demo_*.png"))) == 3
     assert {p.name for p in (project / "results/export").iterdir()} == {
-        "model.pt2", "model.onnx", "export.json", "mlflow_model.json"}
+        "model.pt2", "export.json", "mlflow_model.json"}
 
     again = dvc("repro", cwd=project)
     assert "Running stage" not in again
