@@ -1,4 +1,4 @@
-"""The `csra` entry point: prepare, train, evaluate and demo, one command per DVC stage."""
+"""The `csra` entry point: prepare, train, evaluate, demo and export, one command per DVC stage."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import typer
 
 from stages.demo import demo
 from stages.evaluate import evaluate
+from stages.export import export
 from stages.prepare import prepare
 from stages.train import train
 
@@ -19,6 +20,7 @@ app.command()(prepare)
 app.command()(train)
 app.command()(evaluate)
 app.command()(demo)
+app.command()(export)
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""`csra demo`: predictions on a folder of images, the official line per image and predictions.json."""
+"""`csra demo`: predictions on a folder of images, the official line per image, predictions.json and heatmaps."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from csra.data.datasets import list_images
 from csra.engine import resolve_device
 from csra.errors import CSRAError
 from csra.fileio import write_json, write_text
-from csra.inference import demo_line, predict_files
+from csra.heatmaps import write_heatmaps
+from csra.inference import check_class_count, demo_line, predict_files
 from stages import tracking
 from stages.common import (
     DEFAULT_PARAMS_PATH,
@@ -26,7 +27,7 @@ from stages.evaluate import default_checkpoint, load_for_inference
 from stages.params import Params
 from stages.train import RUN_FILE
 
-PREDICTIONS_JSON, PREDICTIONS_TXT = "predictions.json", "predictions.txt"
+PREDICTIONS_JSON, PREDICTIONS_TXT, HEATMAPS = "predictions.json", "predictions.txt", "heatmaps"
 
 
 def class_thresholds(
@@ -58,7 +59,8 @@ def demo(
     img_size: ImgSizeOption = None,
     params_file: ParamsOption = DEFAULT_PARAMS_PATH,
 ) -> None:
-    """Predict the labels of every image in a folder; unreadable images are reported and skipped."""
+    """Predict the labels of every image in a folder, with a heatmap per predicted class; unreadable images are
+    reported and skipped."""
     params = Params.load(params_file).override(
         demo__images=str(images) if images else None, evaluate__threshold=threshold, demo__thresholds=thresholds,
         demo__out_dir=str(out_dir) if out_dir else None, data__dataset=dataset,
@@ -68,6 +70,7 @@ def demo(
     out = Path(params.get("demo.out_dir", str))
     net, saved = load_for_inference(ckpt, params, dataset is not None, model, num_heads, lam, img_size)
     classes = saved["classes"]
+    check_class_count(net, classes, ckpt)
     per_class = class_thresholds(params.get("demo.thresholds", str), threshold, saved.get("thresholds"),
                                  len(classes), ckpt)
     device = resolve_device(params.get("evaluate.device", str))
@@ -86,6 +89,9 @@ def demo(
     write_text(out / PREDICTIONS_TXT, "".join(f"{line}\n" for line in lines))
     write_json(out / PREDICTIONS_JSON, predictions, indent=2)
     typer.echo("\n".join(lines))
+    labelled = [(path, scores, item["labels"]) for (path, scores), item in zip(results, predictions)]
+    sheets = write_heatmaps(net, labelled, classes, out / HEATMAPS)
+    typer.echo(f"heatmaps: {len(sheets)} contact sheets and one map per predicted class in {out / HEATMAPS}")
 
     run_file = ckpt.parent / RUN_FILE
     if run_file.is_file():

@@ -133,3 +133,28 @@ def continue_pipeline_run(run_file: Path, params: dict[str, Any]) -> Iterator[An
             print(f"warning: MLflow run already has {key}={existing[key]}; new value {value} logged as a tag")
             mlflow.set_tag(f"changed.{key}", str(value))
         yield mlflow
+
+
+def log_scoring_model(
+    mlflow: Any, scoring: Any, example: Any, num_classes: int, registered_model: str, metadata: dict[str, Any]
+) -> dict[str, str]:
+    """Log the scoring module (uint8 images in, scores out) to the active run as an MLflow PyTorch model in the
+    'pt2' format (a torch.export program: no pickled code), with its signature and input example, and register it
+    under `registered_model`. Returns {name, version, model_uri} of the registered version."""
+    import numpy as np
+    import torch
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, 3, -1, -1))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes))]),
+    )
+    requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}",
+                    f"numpy=={np.__version__}"]
+    info = mlflow.pytorch.log_model(
+        scoring, name="model", signature=signature, input_example=example, serialization_format="pt2",
+        registered_model_name=registered_model, pip_requirements=requirements, metadata=metadata,
+    )
+    version = str(info.registered_model_version)
+    return {"name": registered_model, "version": version, "model_uri": f"models:/{registered_model}/{version}"}

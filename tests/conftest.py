@@ -18,6 +18,7 @@ TINY = {
     "prepare": {"synthetic": {"num_trainval": 24, "num_test": 16, "num_demo": 3, "width": 64, "height": 48}},
     "train": {"img_size": 32, "epochs": 2, "batch_size": 8, "num_workers": 0, "device": "cpu"},
     "evaluate": {"batch_size": 16, "num_workers": 0, "device": "cpu"},
+    "export": {"onnx": False},  # the pipeline tests skip the slowest export; test_export covers ONNX
 }
 
 
@@ -57,3 +58,20 @@ def tiny_data(tmp_path_factory):
     root = generate_synthetic(tmp_path_factory.mktemp("tiny") / "synthetic", SyntheticSpec(16, 8, 0, 64, 48, 0))
     trainval, test = convert_voc07(root, CLASSES)
     return CLASSES, trainval, test
+
+
+def make_tiny_checkpoint(path: Path) -> Path:
+    """A randomly initialised ResNet-18 at 32 px with 2 heads and 3 classes, saved as our checkpoint."""
+    import torch
+
+    from csra.checkpoints import save_checkpoint
+    from csra.model import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.create("resnet18", 3, num_heads=2, lam=0.1, img_size=32)).eval()
+    return save_checkpoint(path, model, ["circle", "square", "triangle"], {})
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path) -> Path:
+    return make_tiny_checkpoint(tmp_path / "ckpt" / "model.pt")

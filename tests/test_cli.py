@@ -37,10 +37,10 @@ def edit_params(path, **changes):
     path.write_text(yaml.safe_dump(params))
 
 
-def test_help_lists_the_four_stages():
+def test_help_lists_the_five_stages():
     code, output = run("--help")
     assert code == 0
-    for name in ("prepare", "train", "evaluate", "demo"):
+    for name in ("prepare", "train", "evaluate", "demo", "export"):
         assert name in output
 
 

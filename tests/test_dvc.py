@@ -44,10 +44,13 @@ def dvc(*args, cwd):
 
 def test_repro_noop_and_experiment(project):
     first = dvc("repro", cwd=project)
-    for stage in ("prepare", "train", "evaluate", "demo"):
+    for stage in ("prepare", "train", "evaluate", "demo", "export"):
         assert f"Running stage '{stage}'" in first
     assert json.loads((project / "results/evaluate/metrics.json").read_text())["mAP"] >= 0
     assert (project / "results/demo/predictions.json").is_file()
+    assert len(list((project / "results/demo/heatmaps").glob("demo_*.png"))) == 3
+    assert {p.name for p in (project / "results/export").iterdir()} == {
+        "model.pt2", "export.json", "mlflow_model.json"}
 
     again = dvc("repro", cwd=project)
     assert "Running stage" not in again
@@ -56,7 +59,7 @@ def test_repro_noop_and_experiment(project):
     sh("git", "commit", "-qm", "pipeline outputs", cwd=project)
     exp = dvc("exp", "run", "-S", "train.lam=0.3", cwd=project)
     assert "Running stage 'prepare'" not in exp
-    for stage in ("train", "evaluate", "demo"):
+    for stage in ("train", "evaluate", "demo", "export"):
         assert f"Running stage '{stage}'" in exp
     shown = json.loads(dvc("exp", "show", "--json", cwd=project))
     experiments = [e for row in shown for e in (row.get("experiments") or [])]

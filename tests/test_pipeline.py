@@ -55,6 +55,11 @@ def test_chain_writes_every_output(pipeline):
     assert all(re.fullmatch(r"\S+demo_\d\d\.(jpg|png) prediction: ([a-z]+,)*", line) for line in lines)
     predictions = json.loads((root / "results/demo/predictions.json").read_text())
     assert len(predictions[0]["scores"]) == 10
+    heatmaps = root / "results/demo/heatmaps"
+    assert sorted(p.name for p in heatmaps.glob("*.png")) == ["demo_00.png", "demo_01.png", "demo_02.png"]
+    for item in predictions:
+        stem = Path(item["image"]).stem
+        assert sorted(p.stem for p in (heatmaps / stem).glob("*.png")) == sorted(item["labels"])
 
 
 def test_one_mlflow_run_with_params_curves_metrics_and_checkpoint(pipeline):
@@ -75,7 +80,8 @@ def test_one_mlflow_run_with_params_curves_metrics_and_checkpoint(pipeline):
     assert run.data.tags["best_epoch"] == str(best["best_epoch"]) and best["best_epoch"] in (1, 2)
     assert run.data.metrics["best_val_mAP"] == pytest.approx(best["best_val_mAP"])
     assert not (root / "results/train/train_state.pt").exists()  # only while a run is unfinished
-    assert {a.path for a in client.list_artifacts(run_id, "demo")} >= {"demo/predictions.json"}
+    assert {a.path for a in client.list_artifacts(run_id, "demo")} >= {"demo/predictions.json", "demo/heatmaps"}
+    assert {a.path for a in client.list_artifacts(run_id, "demo/heatmaps")} >= {"demo/heatmaps/demo_00.png"}
     assert {a.path for a in client.list_artifacts(run_id, "evaluate")} >= {
         "evaluate/metrics.json", "evaluate/per_class.csv", "evaluate/pr_curves.png", "evaluate/ap_per_class.png"}
 
