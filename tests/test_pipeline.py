@@ -7,6 +7,8 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import yaml
+from conftest import REPO, TINY, merge
 from mlflow.tracking import MlflowClient
 from PIL import Image
 from typer.testing import CliRunner
@@ -22,11 +24,27 @@ def ok(*args):
     return result.output
 
 
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """The chain run once for this module, in its own folder and MLflow store: (root, store, stage outputs).
+    Tests that run a stage again write to their own out-dir, so the chain's outputs stay as they were."""
+    root = tmp_path_factory.mktemp("pipeline")
+    (root / "params.yaml").write_text(yaml.safe_dump(merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY)))
+    store = f"sqlite:///{root / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.setenv("MLFLOW_TRACKING_URI", store)
+        outputs = {stage: ok(stage) for stage in ("prepare", "train", "evaluate", "demo")}
+    return root, store, outputs
+
+
 @pytest.fixture
-def pipeline(tiny_params, mlflow_store):
-    outputs = {stage: ok(stage) for stage in ("prepare", "train", "evaluate", "demo")}
-    mlflow.set_tracking_uri(mlflow_store)
-    return Path.cwd(), outputs
+def pipeline(chain, monkeypatch):
+    root, store, outputs = chain
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    mlflow.set_tracking_uri(store)
+    return root, outputs
 
 
 def test_chain_writes_every_output(pipeline):
@@ -88,7 +106,7 @@ def test_one_mlflow_run_with_params_curves_metrics_and_checkpoint(pipeline):
 
 def test_evaluate_rerun_with_new_threshold_is_recorded(pipeline):
     root, _ = pipeline
-    output = ok("evaluate", "--threshold", "0.3")
+    output = ok("evaluate", "--threshold", "0.3", "--out-dir", "results/evaluate_0.3")
     assert "evaluate.threshold=0.5" in output
     run_id = json.loads((root / "results/train/run.json").read_text())["run_id"]
     assert mlflow.get_run(run_id).data.tags["changed.evaluate.threshold"] == "0.3"
