@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from csra.errors import CSRAError
 from csra.fileio import write_json, write_text
@@ -19,14 +20,19 @@ LABEL_CODES: dict[str, frozenset[int]] = {
 CLASSES_FILE = "classes.txt"
 
 
-def _read_json_list(path: Path, kind: str, entry: str) -> list:
-    """A non-empty JSON list from path; kind names the file and entry its items in the error messages."""
+def read_json(path: Path, kind: str) -> Any:
+    """The parsed JSON file at path; kind names the file in the error messages (missing file, invalid JSON)."""
     if not path.is_file():
         raise CSRAError(f"{path}: {kind} file not found")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CSRAError(f"{path}: not valid JSON ({e})") from None
+
+
+def _read_json_list(path: Path, kind: str, entry: str) -> list:
+    """A non-empty JSON list from path; kind names the file and entry its items in the error messages."""
+    data = read_json(path, kind)
     if not isinstance(data, list) or not data:
         raise CSRAError(f"{path}: expected a non-empty JSON list of {entry} items")
     return data

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 from pathlib import Path
 
 from pycocotools.coco import COCO
 
+from csra.data.annotations import read_json
 from csra.data.classes import COCO_CLASSES
 from csra.errors import CSRAError
 
@@ -18,12 +18,7 @@ COCO_SPLITS = ("train", "val")
 
 def load_coco(ann_file: Path) -> COCO:
     """A pycocotools index of a COCO-format JSON, its structure checked first (pycocotools prints and asserts)."""
-    if not ann_file.is_file():
-        raise CSRAError(f"{ann_file}: COCO annotation file not found")
-    try:
-        data = json.loads(ann_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CSRAError(f"{ann_file}: not valid JSON ({e})") from None
+    data = read_json(ann_file, "COCO annotation")
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations",
                                                                                      "categories")):
         raise CSRAError(f"{ann_file}: expected a COCO object with 'images', 'annotations' and 'categories' lists")

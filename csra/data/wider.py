@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
+from csra.data.annotations import read_json
 from csra.data.classes import WIDER_ATTRIBUTES
 from csra.errors import CSRAError
 
@@ -16,12 +16,7 @@ WIDER_SPLITS = {"trainval": 0, "test": 99}
 
 def wider_items(ann_file: Path, img_dir: str, unspecified: int) -> list[dict]:
     """Items {"img_path", "bbox" [x, y, w, h], "target"} in file order: images, then their persons."""
-    if not ann_file.is_file():
-        raise CSRAError(f"{ann_file}: WIDER-Attribute annotation file not found")
-    try:
-        data = json.loads(ann_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CSRAError(f"{ann_file}: not valid JSON ({e})") from None
+    data = read_json(ann_file, "WIDER-Attribute annotation")
     images = data.get("images") if isinstance(data, dict) else None
     if not isinstance(images, list):
         raise CSRAError(f"{ann_file}: expected an object with an 'images' list")
