@@ -99,25 +99,28 @@ def create_backbone(name: str) -> ResNetBackbone | ViTBackbone:
     return ViTBackbone(VITS[name][0](weights=None))
 
 
+def imagenet_weights(name: str) -> models.WeightsEnum:
+    """torchvision's ImageNet weights entry of this backbone."""
+    name = canonical_name(name)
+    return (RESNETS[name] if name in RESNETS else VITS[name])[1]
+
+
 def imagenet_weights_file(name: str) -> Path:
     """Where torchvision's weights API caches the ImageNet weights of this backbone (under TORCH_HOME)."""
-    name = canonical_name(name)
-    weights = (RESNETS.get(name) or VITS[name])[1]
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(imagenet_weights(name).url).name
 
 
-def load_initial_weights(backbone: nn.Module, name: str, pretrained: str) -> str:
+def load_initial_weights(backbone: nn.Module, name: str, pretrained: str) -> None:
     """Fill backbone from `pretrained`: 'imagenet' (torchvision's weights, from the TORCH_HOME cache), 'none', or a
-    path to a ResNet (torchvision / CutMix, maybe `module.`-prefixed) or timm/JAX ViT state dict. Returns a
-    description of the source. The file must fit exactly (classifier layers dropped)."""
+    path to a ResNet (torchvision / CutMix, maybe `module.`-prefixed) or timm/JAX ViT state dict. The file must fit
+    exactly (classifier layers dropped)."""
     if pretrained == "none":
-        return "random initial weights"
+        return
     if pretrained == "imagenet":
         path = imagenet_weights_file(name)
         if not path.is_file():
-            weights = (RESNETS.get(canonical_name(name)) or VITS[canonical_name(name)])[1]
-            raise CSRAError(f"ImageNet weights of {name} not found: put {path.name} (from {weights.url}) in "
-                            f"{path.parent} (set TORCH_HOME to use another cache folder)")
+            raise CSRAError(f"ImageNet weights of {name} not found: put {path.name} (from {imagenet_weights(name).url})"
+                            f" in {path.parent} (set TORCH_HOME to use another cache folder)")
     else:
         path = Path(pretrained)
         if not path.is_file():
@@ -128,4 +131,3 @@ def load_initial_weights(backbone: nn.Module, name: str, pretrained: str) -> str
         side = int(round((backbone.encoder.pos_embedding.shape[1] - 1) ** 0.5))
         state["encoder.pos_embedding"] = resize_pos_embedding(pos, (side, side))
     load_strict(backbone, state, str(path))
-    return f"{path}"

@@ -95,6 +95,9 @@ def load_model(path: str | Path, options: ModelOptions | None = None) -> tuple[C
     payload = load_weights_only(path, "checkpoint")
     if isinstance(payload, dict) and payload.get("format") == FORMAT:
         config = ModelConfig.from_dict(payload["model_config"])
+        if len(payload["classes"]) != config.num_classes:
+            raise CSRAError(f"{path}: {len(payload['classes'])} class names, but the model has {config.num_classes} "
+                            "classes")
         _check_agrees(path, config, payload["classes"], options)
         if options.img_size is not None:
             config = replace(config, img_size=options.img_size).checked()

@@ -60,12 +60,6 @@ def predict_files(
     return results, errors
 
 
-def check_class_count(model: CSRAModel, classes: list[str], source: Path | str) -> None:
-    """A CSRAError unless there is one class name per model output."""
-    if len(classes) != model.config.num_classes:
-        raise CSRAError(f"{source}: {len(classes)} class names, but the model has {model.config.num_classes} classes")
-
-
 def demo_line(path: Path | str, scores: list[float], classes: list[str], thresholds: list[float]) -> str:
     """The official demo output: 'path prediction: cls,cls,' with every class scoring at least its threshold."""
     return f"{path} prediction: " + "".join(f"{c}," for c, s, t in zip(classes, scores, thresholds) if s >= t)

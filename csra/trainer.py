@@ -139,7 +139,7 @@ class Trainer:
                 self.ema.update_parameters(self.model)
             total += loss.item() * len(images)
             count += len(images)
-            if bar.disable is False:
+            if not bar.disable:
                 rate = count * self.ctx.world_size / (time.perf_counter() - start)
                 bar.set_postfix(loss=f"{total / count:.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.0f}", refresh=False)
         bar.close()

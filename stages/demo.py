@@ -12,7 +12,7 @@ from csra.engine import resolve_device
 from csra.errors import CSRAError
 from csra.fileio import write_json, write_text
 from csra.heatmaps import write_heatmaps
-from csra.inference import check_class_count, demo_line, predict_files
+from csra.inference import demo_line, predict_files
 from stages import tracking
 from stages.common import (
     DEFAULT_PARAMS_PATH,
@@ -70,7 +70,6 @@ def demo(
     out = Path(params.get("demo.out_dir", str))
     net, saved = load_for_inference(ckpt, params, dataset is not None, model, num_heads, lam, img_size)
     classes = saved["classes"]
-    check_class_count(net, classes, ckpt)
     per_class = class_thresholds(params.get("demo.thresholds", str), threshold, saved.get("thresholds"),
                                  len(classes), ckpt)
     device = resolve_device(params.get("evaluate.device", str))

@@ -11,7 +11,7 @@ import typer
 from csra.checkpoints import load_model
 from csra.export import PARITY_TOLERANCE, example_images, input_contract, write_exports
 from csra.fileio import atomic_dir, write_json
-from csra.inference import ScoringModel, check_class_count
+from csra.inference import ScoringModel
 from stages import tracking
 from stages.common import DEFAULT_PARAMS_PATH, ParamsOption, user_errors
 from stages.evaluate import default_checkpoint
@@ -38,7 +38,6 @@ def export(
     out = Path(params.get("export.out_dir", str))
     seed = params.get("export.seed", int)
     model, saved = load_model(ckpt)
-    check_class_count(model, saved["classes"], ckpt)
     scoring = ScoringModel(model).eval()
     contract = input_contract(scoring, saved["classes"])
     with atomic_dir(out) as tmp:
