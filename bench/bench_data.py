@@ -19,14 +19,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from csra.engine import make_loader
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from csra.data.datasets import normalize_batch
-from csra.distributed import SINGLE, EpochSampler
-from csra.engine import make_loader
-from csra.model import ModelConfig
+from csra.data.loading import normalize_batch
+from csra.model.network import ModelConfig
+from csra.train.distributed import SINGLE, EpochSampler
 
 
 class PlainDataset(Dataset):

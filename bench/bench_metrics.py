@@ -17,7 +17,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from csra.metrics import evaluate_scores, per_class_table  # noqa: E402
+from csra.evaluate.metrics import evaluate_scores, per_class_table  # noqa: E402
 
 
 def best_of(repeat: int, fn) -> float:

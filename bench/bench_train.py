@@ -12,10 +12,10 @@ import time
 
 import torch
 import torch.nn.functional as F
-
 from csra.engine import TrainConfig, make_optimizer, resolve_device
-from csra.model import ModelConfig, build_model
-from csra.trainer import amp_dtype_for
+
+from csra.model.network import ModelConfig, build_model
+from csra.train.loop import amp_dtype_for
 
 PAPER = TrainConfig(  # the paper's optimiser; the schedule does not matter for throughput
     optimizer="sgd", epochs=30, batch_size=16, lr=0.01, classifier_lr_mult=10.0, momentum=0.9, weight_decay=1e-4,

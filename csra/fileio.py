@@ -1,20 +1,15 @@
-"""Atomic writes (every output appears whole, temp file or folder + rename, or not at all) and safe torch loads."""
+"""Atomic writes: every output appears whole (a temp file or folder, then a rename) or not at all."""
 
 from __future__ import annotations
 
 import json
 import os
-import pickle
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-import torch
-
-from csra.errors import CSRAError
 
 
 def _umask() -> int:
@@ -66,18 +61,3 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def load_weights_only(path: str | Path, kind: str) -> Any:
-    """torch.load without unpickling arbitrary objects; a missing, unsafe or unreadable file is a CSRAError."""
-    path = Path(path)
-    if not path.is_file():
-        raise CSRAError(f"{path}: {kind} not found")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).splitlines()[0] if str(e) else "unsafe content"
-        raise CSRAError(f"{path}: refused, it holds objects a weights-only load does not allow ({first})") from None
-    except Exception as e:  # torch.load fails on garbage with many exception types
-        reason = f"{type(e).__name__}: {str(e).splitlines()[0]}" if str(e) else type(e).__name__
-        raise CSRAError(f"{path}: not a readable torch file ({reason})") from None

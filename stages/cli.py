@@ -1,4 +1,5 @@
-"""The `csra` entry point: prepare, train, evaluate, demo and export, one command per DVC stage."""
+"""The `csra` entry point: prepare, train, evaluate, demo and export, one command per DVC stage. Importing it loads
+Typer and the command signatures only: each command imports what it needs when it runs."""
 
 from __future__ import annotations
 

@@ -1,8 +1,10 @@
-"""Shared by the stage commands: the user-error wrapper and typed option aliases."""
+"""Shared by the stage commands: the user-error wrapper, the library's warnings on stderr, typed option aliases."""
 
 from __future__ import annotations
 
 import functools
+import logging
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,17 +12,26 @@ from typing import Annotated, Any
 import typer
 
 from csra.errors import CSRAError
-from stages.params import DEFAULT_PARAMS
 
+DEFAULT_PARAMS_PATH = Path("params.yaml")
+BEST, RUN_FILE = "best.pt", "run.json"  # train's outputs that evaluate, demo and export read
 ParamsOption = Annotated[Path, typer.Option("--params", help="The params file every default is read from.")]
-DEFAULT_PARAMS_PATH = Path(DEFAULT_PARAMS)
 
-# Model options of evaluate and demo: needed for an official state dict, checked against one of our checkpoints.
-ModelOption = Annotated[str | None, typer.Option("--model", help="Backbone of an official state dict.")]
-NumHeadsOption = Annotated[int | None, typer.Option(help="CSRA heads (read from the weights; checked).")]
-LamOption = Annotated[float | None, typer.Option(help="λ of an official state dict.")]
-ImgSizeOption = Annotated[int | None, typer.Option(help="Input size (default: the checkpoint's, or 448 for "
-                                                        "ResNets and 224 for ViTs).")]
+
+class _Stderr(logging.Handler):
+    """Writes each record's message to the current sys.stderr (which a test runner may have replaced)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stderr)
+
+
+def show_library_warnings() -> None:
+    """The library reports through the 'csra' logger ('warning: …' lines); print them on stderr, once."""
+    logger = logging.getLogger("csra")
+    if not any(isinstance(h, _Stderr) for h in logger.handlers):
+        logger.addHandler(_Stderr())
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 def one_line(error: CSRAError) -> str:
@@ -38,6 +49,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        show_library_warnings()
         try:
             return fn(*args, **kwargs)
         except CSRAError as e:
@@ -45,3 +57,4 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(1) from None
 
     return wrapper
+

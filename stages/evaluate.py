@@ -1,5 +1,5 @@
 """`csra evaluate`: a checkpoint (or an official scores file) on an annotation file → metrics.json, scores.json,
-per_class.csv, and the metrics logged to the pipeline's MLflow run."""
+per_class.csv and plots/, and the metrics in the pipeline's MLflow run."""
 
 from __future__ import annotations
 
@@ -7,39 +7,26 @@ import csv
 import io
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-import numpy as np
 import typer
 
-from csra.checkpoints import ModelOptions, load_model
-from csra.data.annotations import CLASSES_FILE, image_stem, read_annotations, read_classes, read_scores
-from csra.data.classes import DATASET_CLASSES, LABEL_FORMATS, label_format_of
-from csra.data.sources import SOURCES, get_source
-from csra.engine import predict, resolve_device
-from csra.errors import CSRAError
-from csra.fileio import write_json, write_text
-from csra.metrics import evaluate_scores, per_class_table
-from csra.model import CSRAModel
-from csra.reports import plot_ap_bars, plot_pr_curves
-from stages import tracking
-from stages.common import (
-    DEFAULT_PARAMS_PATH,
+from csra.data.registry import DATASETS
+from stages.common import BEST, DEFAULT_PARAMS_PATH, RUN_FILE, ParamsOption, user_errors
+from stages.inference import (
+    CheckpointOption,
     ImgSizeOption,
     LamOption,
     ModelOption,
     NumHeadsOption,
-    ParamsOption,
-    user_errors,
+    load_for_inference,
 )
-from stages.params import Params
-from stages.train import BEST, RUN_FILE
 
 METRICS, SCORES, PER_CLASS = "metrics.json", "scores.json", "per_class.csv"
 PLOTS, PR_CURVES, AP_BARS = "plots", "pr_curves.png", "ap_per_class.png"
 
 
-def per_class_csv(classes: list[str], aps: np.ndarray, table: dict[str, np.ndarray]) -> str:
+def per_class_csv(classes: list[str], aps: Any, table: dict[str, Any]) -> str:
     """One row per class: AP, precision, recall, F1 (percent, empty where undefined) and support."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -51,35 +38,10 @@ def per_class_csv(classes: list[str], aps: np.ndarray, table: dict[str, np.ndarr
     return buffer.getvalue()
 
 
-def default_checkpoint(params: Params) -> Path:
-    return Path(params.get("train.out_dir", str)) / BEST
+def summary(metrics: dict[str, float], classes: list[str], aps: Any, ann: Path) -> list[str]:
+    """The console report: the metrics, their top-3 forms, classes left out, and the three lowest APs."""
+    import numpy as np
 
-
-def dataset_classes(name: str, params: Params) -> list[str]:
-    """Class names of a dataset: the public ones are fixed; prepared ones come from classes.txt."""
-    if name in DATASET_CLASSES:
-        return DATASET_CLASSES[name]
-    return read_classes(Path(params.get("data.prepared_dir", str)) / CLASSES_FILE)
-
-
-def load_for_inference(
-    ckpt: Path, params: Params, explicit_dataset: bool, model: str | None, num_heads: int | None, lam: float | None,
-    img_size: int | None,
-) -> tuple[CSRAModel, dict]:
-    """Our checkpoint (options must agree with it) or an official state dict (options + the dataset's classes
-    describe it). The dataset's classes come from data.dataset; when --dataset was not given and they are not
-    known, our checkpoint's own classes are used unchecked."""
-    try:
-        classes = dataset_classes(params.get("data.dataset", str), params)
-    except CSRAError:
-        if explicit_dataset:
-            raise
-        classes = None
-    options = ModelOptions(backbone=model, num_heads=num_heads, lam=lam, img_size=img_size, classes=classes)
-    return load_model(ckpt, options)
-
-
-def summary(metrics: dict[str, float], classes: list[str], aps: np.ndarray, ann: Path) -> list[str]:
     lines = ["  ".join(f"{k} {v:.2f}" for k, v in metrics.items() if not k.endswith("_top3")),
              "top-3: " + "  ".join(f"{k[:-5]} {v:.2f}" for k, v in metrics.items() if k.endswith("_top3"))]
     missing = [c for c, ap in zip(classes, aps) if math.isnan(ap)]
@@ -92,10 +54,10 @@ def summary(metrics: dict[str, float], classes: list[str], aps: np.ndarray, ann:
 
 @user_errors
 def evaluate(
-    checkpoint: Annotated[Path | None, typer.Option(help="Checkpoint (default train.out_dir/best.pt).")] = None,
+    checkpoint: CheckpointOption = None,
     scores: Annotated[Path | None, typer.Option(help="Score an official result file instead of a model.")] = None,
     annotations: Annotated[Path | None, typer.Option(help="Annotation JSON (default: the prepared test file).")] = None,
-    dataset: Annotated[str | None, typer.Option(help=f"Label codes and classes: {', '.join(LABEL_FORMATS)} "
+    dataset: Annotated[str | None, typer.Option(help=f"Label codes and classes: {', '.join(DATASETS)} "
                                                      "(data.dataset).")] = None,
     threshold: Annotated[float | None, typer.Option(help="Score threshold (evaluate.threshold).")] = None,
     out_dir: Annotated[Path | None, typer.Option(help="Output folder (evaluate.out_dir).")] = None,
@@ -106,40 +68,49 @@ def evaluate(
     params_file: ParamsOption = DEFAULT_PARAMS_PATH,
 ) -> None:
     """Score a checkpoint, or an official scores file, with the official metrics; log them to the pipeline run."""
-    params = Params.load(params_file).override(
-        data__dataset=dataset, evaluate__threshold=threshold, evaluate__out_dir=str(out_dir) if out_dir else None
-    )
-    name = params.get("data.dataset", str)
-    label_format = label_format_of(name)
-    if annotations is None and name not in SOURCES:
-        raise CSRAError(f"dataset {name}: pass --annotations (no prepared annotation file is known for it)")
-    ann = annotations or Path(params.get("data.prepared_dir", str)) / get_source(name).test_file
-    threshold = params.get("evaluate.threshold", float)
-    out = Path(params.get("evaluate.out_dir", str))
+    from stages.params import load_params
+
+    params = load_params(params_file, data__dataset=dataset, evaluate__threshold=threshold,
+                         evaluate__out_dir=str(out_dir) if out_dir else None)
+    import numpy as np
+
+    from csra.data.formats import image_stem, read_annotations, read_scores
+    from csra.data.registry import get_dataset, resolve_classes
+    from csra.errors import CSRAError
+    from csra.evaluate.metrics import evaluate_scores, per_class_table
+    from csra.evaluate.predict import predict, resolve_device
+    from csra.evaluate.reports import plot_ap_bars, plot_pr_curves
+    from csra.fileio import write_json, write_text
+    from stages import tracking
+
+    entry = get_dataset(params.data.dataset)
+    ann = annotations or Path(params.data.prepared_dir) / entry.test_file
+    threshold, out = params.evaluate.threshold, Path(params.evaluate.out_dir)
     if scores is not None and checkpoint is not None:
         raise CSRAError("give --checkpoint or --scores, not both")
-    if scores is not None:
-        classes, ckpt = dataset_classes(name, params), None
-    else:
-        ckpt = checkpoint or default_checkpoint(params)
-        net, saved = load_for_inference(ckpt, params, dataset is not None, model, num_heads, lam, img_size)
+    ckpt = None if scores is not None else checkpoint or Path(params.train.out_dir) / BEST
+    if ckpt is None:
+        classes = resolve_classes(entry, params.data.prepared_dir)
+    else:  # the classes are checked when the user names the dataset or the prepared test file is scored
+        net, saved = load_for_inference(ckpt, entry.name, params.data.prepared_dir,
+                                        dataset is not None or annotations is None, model, num_heads, lam, img_size)
         classes = saved["classes"]
-    items = read_annotations(ann, label_format=label_format)
-    if scores is not None:
-        values = np.array(read_scores(scores, items, len(classes)), dtype=np.float64)
+    items = read_annotations(ann, label_format=entry.label_format)
     if len(items[0]["target"]) != len(classes):
-        owner = ckpt if ckpt is not None else f"dataset {name}"
+        owner = ckpt if ckpt is not None else f"dataset {entry.name}"
         raise CSRAError(f"{ann}: {len(items[0]['target'])} classes per target, but {owner} has {len(classes)}")
-    if ckpt is not None:
-        values, _ = predict(net, items, net.config, params.get("evaluate.batch_size", int),
-                            params.get("evaluate.num_workers", int), resolve_device(params.get("evaluate.device", str)))
+    if ckpt is None:
+        values = np.array(read_scores(scores, items, len(classes)), dtype=np.float64)
+    else:
+        values, _ = predict(net, items, net.config, params.evaluate.batch_size, params.evaluate.num_workers,
+                            resolve_device(params.evaluate.device))
         write_json(out / SCORES, [{"file_name": image_stem(it["img_path"]), "scores": s}
                                   for it, s in zip(items, values.tolist())])
     targets = np.array([item["target"] for item in items])
-    metrics, aps = evaluate_scores(values, targets, label_format, threshold)
-    table = per_class_table(values, targets, label_format, threshold)
+    metrics, aps = evaluate_scores(values, targets, entry.label_format, threshold)
+    table = per_class_table(values, targets, entry.label_format, threshold)
     write_text(out / PER_CLASS, per_class_csv(classes, aps, table))
-    plot_pr_curves(values, targets, label_format, classes, aps, out / PLOTS / PR_CURVES)
+    plot_pr_curves(values, targets, entry.label_format, classes, aps, out / PLOTS / PR_CURVES)
     plot_ap_bars(classes, aps, out / PLOTS / AP_BARS)
     write_json(out / METRICS, metrics, indent=2)
     typer.echo("\n".join(summary(metrics, classes, aps, ann)))
@@ -148,7 +119,7 @@ def evaluate(
     if run_file is None or not run_file.is_file():
         typer.echo("no MLflow run recorded next to the checkpoint: metrics not logged to MLflow")
         return
-    with tracking.continue_pipeline_run(run_file, params.flat(["evaluate"])) as mlflow:
-        mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if not math.isnan(v)})
+    with tracking.continued_run(run_file, params.flat(["evaluate"])) as recorder:
+        recorder.metrics({f"test_{k}": v for k, v in metrics.items()})
         for file_name in (METRICS, PER_CLASS, f"{PLOTS}/{PR_CURVES}", f"{PLOTS}/{AP_BARS}"):
-            mlflow.log_artifact(str(out / file_name), "evaluate")
+            recorder.artifact(out / file_name, "evaluate")

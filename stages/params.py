@@ -1,100 +1,128 @@
-"""Reading params.yaml: typed access by dotted key, overrides from CLI options, flattening for MLflow."""
+"""The params file's schema, one settings dataclass per group, checked whole before a stage does any work:
+unknown keys (with the closest known one), types, ranges and nulls are one-line errors naming the key. Command-line
+options override single keys first; MLflow gets the flattened values."""
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from csra.data.registry import DATASETS
+from csra.data.synthetic import SyntheticSpec
 from csra.errors import CSRAError
+from csra.settings import check_fields, from_mapping, setting, to_flat
+from csra.train.config import DEVICE_PATTERN, TrainConfig
 
 DEFAULT_PARAMS = "params.yaml"
+BAD_IMAGES = ("skip", "fail")  # a missing or unreadable training image is left out, or ends the run
+RESUME = ("auto", "never")
+THRESHOLDS = ("global", "per_class")
 
 
+class Group:
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+@dataclass(frozen=True)
+class DataParams(Group):
+    dataset: str = setting(choices=tuple(DATASETS))
+    raw_path: str | None = setting()
+    prepared_dir: str = setting()
+    bad_images: str = setting(choices=BAD_IMAGES)
+
+
+@dataclass(frozen=True)
+class PrepareParams(Group):
+    synthetic: SyntheticSpec = setting()
+
+
+@dataclass(frozen=True)
+class TrainParams(TrainConfig):
+    """The recipe and run settings (TrainConfig) plus what only the stage uses."""
+
+    recipe: str = setting(pattern=r".+", help="a recipe name")
+    out_dir: str = setting()
+    resume: str = setting(choices=RESUME)
+
+    def config(self) -> TrainConfig:
+        return TrainConfig(**{name: getattr(self, name) for name in TrainConfig.names()})
+
+
+@dataclass(frozen=True)
+class EvaluateParams(Group):
+    out_dir: str = setting()
+    threshold: float = setting(min=0, max=1)
+    batch_size: int = setting(min=1)
+    num_workers: int = setting(min=0)
+    device: str = setting(pattern=DEVICE_PATTERN, help="auto, cpu, cuda or cuda:N")
+
+
+@dataclass(frozen=True)
+class DemoParams(Group):
+    images: str = setting()
+    out_dir: str = setting()
+    thresholds: str = setting(choices=THRESHOLDS)
+
+
+@dataclass(frozen=True)
+class ExportParams(Group):
+    out_dir: str = setting()
+    onnx: bool = setting()
+    registered_model: str = setting(pattern=r"[A-Za-z0-9_.\-]+", help="a model name (letters, digits, _ . -)")
+    seed: int = setting(min=0)
+
+
+@dataclass(frozen=True)
+class TrackingParams(Group):
+    experiment: str = setting(pattern=r".+", help="an experiment name")
+
+
+@dataclass(frozen=True)
 class Params:
-    """The parsed params file; `get` checks each value's type and names the file and key when it is wrong."""
+    data: DataParams
+    prepare: PrepareParams
+    train: TrainParams
+    evaluate: EvaluateParams
+    demo: DemoParams
+    export: ExportParams
+    tracking: TrackingParams
 
-    def __init__(self, data: dict, source: str):
-        self.data = data
-        self.source = source
+    def flat(self, groups: list[str] | None = None) -> dict[str, Any]:
+        """{'train.lam': 0.1, …} of the given groups (default: all), as MLflow params."""
+        names = groups or [f.name for f in fields(self)]
+        return {k: v for name in names for k, v in to_flat(getattr(self, name), f"{name}.").items()}
 
-    @classmethod
-    def load(cls, path: str | Path = DEFAULT_PARAMS) -> Params:
-        path = Path(path)
-        if not path.is_file():
-            raise CSRAError(f"{path}: params file not found (run from the repository root or pass --params)")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise CSRAError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise CSRAError(f"{path}: expected a mapping of parameter groups")
-        return cls(data, str(path))
 
-    def get(self, key: str, kind: type) -> Any:
-        node: Any = self.data
-        for part in key.split("."):
-            if not isinstance(node, dict) or part not in node:
-                raise CSRAError(f"{self.source}: missing key {key}")
-            node = node[part]
-        if kind is float and isinstance(node, int) and not isinstance(node, bool):
-            node = float(node)
-        if kind is str and node is None:
-            return None
-        if not isinstance(node, kind) or (kind is int and isinstance(node, bool)):
-            raise CSRAError(f"{self.source}: {key} must be {kind.__name__}, got {node!r}")
-        return node
+def read_params_file(path: Path) -> dict:
+    if not path.is_file():
+        raise CSRAError(f"{path}: params file not found (run from the repository root or pass --params)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise CSRAError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except yaml.YAMLError as e:
+        raise CSRAError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise CSRAError(f"{path}: expected a mapping of parameter groups")
+    return data
 
-    def override(self, **values: Any) -> Params:
-        """Set dotted keys (given with '__' for '.') whose value is not None, as CLI options do."""
-        for name, value in values.items():
-            if value is None:
-                continue
-            node = self.data
-            *parents, last = name.split("__")
-            for part in parents:
-                node = node.setdefault(part, {})
+
+def load_params(path: str | Path = DEFAULT_PARAMS, **overrides: Any) -> Params:
+    """The checked params of the file at path, after overrides: dotted keys written with '__' for '.'
+    (train__lam=0.3), as the CLI options give them; None means not given."""
+    path = Path(path)
+    data = read_params_file(path)
+    for name, value in overrides.items():
+        if value is None:
+            continue
+        node = data
+        *parents, last = name.split("__")
+        for part in parents:
+            node = node.setdefault(part, {}) if isinstance(node, dict) else node
+        if isinstance(node, dict):
             node[last] = value
-        return self
-
-    def apply_preset(self, group: str, presets: str, auto: str) -> str:
-        """Fill the keys of `group` that are null (or absent) from `presets.<group.preset>`; preset `auto` means
-        the value of the key `auto` (the dataset). Returns the preset's name. Keys set in the group win."""
-        name = self.get(f"{group}.preset", str)
-        if name == "auto":
-            name = self.get(auto, str)
-        table = self.data.get(presets)
-        if not isinstance(table, dict) or not isinstance(table.get(name), dict):
-            known = ", ".join(table) if isinstance(table, dict) else "none"
-            raise CSRAError(f"{self.source}: {group}.preset {name!r} has no entry under {presets} (known: {known})")
-        target = self.data.setdefault(group, {})
-        for key, value in table[name].items():
-            if target.get(key) is None:
-                target[key] = value
-        return name
-
-    def flat(self, groups: list[str]) -> dict[str, Any]:
-        """{'train.lam': 0.1, …} for the given top-level groups, as MLflow params."""
-        out: dict[str, Any] = {}
-
-        def walk(prefix: str, node: Any) -> None:
-            if isinstance(node, dict):
-                for k, v in node.items():
-                    walk(f"{prefix}.{k}", v)
-            else:
-                out[prefix] = node
-
-        for group in groups:
-            walk(group, self.data.get(group, {}))
-        return out
-
-
-_KINDS = {"int": int, "float": float, "str": str, "bool": bool}
-
-
-def config_from(params: Params, cls: type, group: str) -> Any:
-    """Build a dataclass from the params group whose keys are its field names, checking each type."""
-    kinds = {f.name: f.type if isinstance(f.type, type) else _KINDS[f.type] for f in fields(cls)}
-    return cls(**{name: params.get(f"{group}.{name}", kind) for name, kind in kinds.items()})
+    return from_mapping(Params, data, str(path))

@@ -9,6 +9,7 @@ overrides it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import warnings
@@ -79,29 +80,48 @@ def _run_tags() -> dict[str, str]:
     return tags
 
 
+class Recorder:
+    """The active MLflow run, through the few calls the stages make."""
+
+    def __init__(self, mlflow: Any, run_id: str):
+        self.mlflow, self.run_id = mlflow, run_id
+
+    def metrics(self, values: dict[str, float], step: int | None = None) -> None:
+        """Log metrics; NaN values (an undefined metric) are left out."""
+        self.mlflow.log_metrics({k: v for k, v in values.items() if not math.isnan(v)}, step=step)
+
+    def tag(self, key: str, value: str) -> None:
+        self.mlflow.set_tag(key, value)
+
+    def artifact(self, path: Path, folder: str | None = None) -> None:
+        self.mlflow.log_artifact(str(path), folder)
+
+    def artifacts(self, path: Path, folder: str) -> None:
+        self.mlflow.log_artifacts(str(path), folder)
+
+
 @contextmanager
-def start_pipeline_run(
-    experiment: str, params: dict[str, Any], run_file: Path, run_id: str | None = None
-) -> Iterator[Any]:
-    """Open the pipeline's run (train), log params and tags, record its id in run_file; yields mlflow.
+def training_run(experiment: str, params: dict[str, Any], run_file: Path, run_id: str | None = None
+                 ) -> Iterator[Recorder]:
+    """Open the pipeline's run (train), log params and tags, record its id in run_file; yields its Recorder.
     With run_id (a resumed training), that run is reopened: its params are already logged."""
     mlflow = _mlflow()
     experiment_id = _experiment_id(mlflow, experiment)
     if run_id is not None:
         with mlflow.start_run(run_id=run_id) as run:
             write_json(run_file, {"run_id": run.info.run_id, "experiment": experiment}, indent=2)
-            yield mlflow
+            yield Recorder(mlflow, run.info.run_id)
         return
     with mlflow.start_run(experiment_id=experiment_id, run_name=os.environ.get("DVC_EXP_NAME")) as run:
         mlflow.set_tags(_run_tags())
         mlflow.log_params(params)
         write_json(run_file, {"run_id": run.info.run_id, "experiment": experiment}, indent=2)
-        yield mlflow
+        yield Recorder(mlflow, run.info.run_id)
 
 
 @contextmanager
-def continue_pipeline_run(run_file: Path, params: dict[str, Any]) -> Iterator[Any]:
-    """Log into the run that train recorded in run_file (evaluate, demo); yields mlflow.
+def continued_run(run_file: Path, params: dict[str, Any]) -> Iterator[Recorder]:
+    """Log into the run that train recorded in run_file (evaluate, demo, export); yields its Recorder.
 
     A param that the run already holds with another value (a stage re-run with new settings) cannot be changed
     in MLflow: its new value is recorded as a tag 'changed.<key>' and a warning says so.
@@ -120,10 +140,10 @@ def continue_pipeline_run(run_file: Path, params: dict[str, Any]) -> Iterator[An
         existing = mlflow.get_run(run_id).data.params
     except MlflowException:
         print(f"warning: MLflow run {run_id} is not in {tracking_uri()}; logging to a new run")
-        with mlflow.start_run(experiment_id=_experiment_id(mlflow, experiment)):
+        with mlflow.start_run(experiment_id=_experiment_id(mlflow, experiment)) as run:
             mlflow.set_tags(_run_tags())
             mlflow.log_params(params)
-            yield mlflow
+            yield Recorder(mlflow, run.info.run_id)
         return
     with mlflow.start_run(run_id=run_id):
         fresh = {k: v for k, v in params.items() if k not in existing}
@@ -132,11 +152,11 @@ def continue_pipeline_run(run_file: Path, params: dict[str, Any]) -> Iterator[An
         for key, value in changed.items():
             print(f"warning: MLflow run already has {key}={existing[key]}; new value {value} logged as a tag")
             mlflow.set_tag(f"changed.{key}", str(value))
-        yield mlflow
+        yield Recorder(mlflow, run_id)
 
 
 def log_scoring_model(
-    mlflow: Any, scoring: Any, example: Any, num_classes: int, registered_model: str, metadata: dict[str, Any]
+    recorder: Recorder, scoring: Any, example: Any, num_classes: int, registered_model: str, metadata: dict[str, Any]
 ) -> dict[str, str]:
     """Log the scoring module (uint8 images in, scores out) to the active run as an MLflow PyTorch model in the
     'pt2' format (a torch.export program: no pickled code), with its signature and input example, and register it
@@ -144,6 +164,8 @@ def log_scoring_model(
     import numpy as np
     import torch
     from mlflow.models import ModelSignature
+
+    mlflow = recorder.mlflow
     from mlflow.types.schema import Schema, TensorSpec
 
     signature = ModelSignature(

@@ -55,7 +55,8 @@ def tiny_data(tmp_path_factory):
     from csra.data.synthetic import CLASSES, SyntheticSpec, generate_synthetic
     from csra.data.voc import convert_voc07
 
-    root = generate_synthetic(tmp_path_factory.mktemp("tiny") / "synthetic", SyntheticSpec(16, 8, 0, 64, 48, 0))
+    spec = SyntheticSpec(seed=0, num_trainval=16, num_test=8, num_demo=0, width=64, height=48)
+    root = generate_synthetic(tmp_path_factory.mktemp("tiny") / "synthetic", spec)
     trainval, test = convert_voc07(root, CLASSES)
     return CLASSES, trainval, test
 
@@ -64,8 +65,8 @@ def make_tiny_checkpoint(path: Path) -> Path:
     """A randomly initialised ResNet-18 at 32 px with 2 heads and 3 classes, saved as our checkpoint."""
     import torch
 
-    from csra.checkpoints import save_checkpoint
-    from csra.model import ModelConfig, build_model
+    from csra.model.checkpoints import save_checkpoint
+    from csra.model.network import ModelConfig, build_model
 
     torch.manual_seed(0)
     model = build_model(ModelConfig.create("resnet18", 3, num_heads=2, lam=0.1, img_size=32)).eval()

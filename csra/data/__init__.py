@@ -1,1 +1,1 @@
-"""Datasets: the official annotation JSON, converters from raw layouts, and the torch Dataset."""
+"""Datasets: the registry, the official annotation JSON, converters from raw layouts, checks and loading."""

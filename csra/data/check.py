@@ -10,7 +10,7 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from csra.data.annotations import CLASSES_FILE, read_annotations, read_classes
+from csra.data.formats import CLASSES_FILE, read_annotations, read_classes
 from csra.errors import CSRAError
 
 LISTED = 3  # paths named per finding; the count gives the rest

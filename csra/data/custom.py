@@ -10,8 +10,8 @@ import csv
 import os
 from pathlib import Path
 
-from csra.data.annotations import CLASSES_FILE, read_classes
 from csra.data.coco import coco_classes, coco_items, load_coco
+from csra.data.formats import CLASSES_FILE, read_classes
 from csra.data.voc import convert_voc_folder, parse_annotation, read_ids
 from csra.errors import CSRAError
 

@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from csra.data.annotations import CLASSES_FILE, write_classes
+from csra.data.formats import CLASSES_FILE, write_classes
+from csra.data.registry import SYNTHETIC_CLASSES as CLASSES
 from csra.fileio import atomic_dir
+from csra.settings import check_fields, setting
 
-CLASSES = ["circle", "square", "triangle", "diamond", "star", "cross", "ring", "hexagon", "arrow", "crescent"]
 DIFFICULT_SIZE = 10  # px: an instance whose visible box is smaller on both sides is difficult
 DIFFICULT_VISIBLE = 0.3  # an instance with less of its area visible is difficult
 HIDDEN_VISIBLE = 0.05  # an instance with less visible is not annotated at all
@@ -26,12 +27,17 @@ HIDDEN_VISIBLE = 0.05  # an instance with less visible is not annotated at all
 
 @dataclass(frozen=True)
 class SyntheticSpec:
-    num_trainval: int
-    num_test: int
-    num_demo: int
-    width: int
-    height: int
-    seed: int
+    """How much of the built-in dataset to generate, at what image size, from which seed."""
+
+    seed: int = setting(min=0)
+    num_trainval: int = setting(min=2)
+    num_test: int = setting(min=1)
+    num_demo: int = setting(min=0)
+    width: int = setting(min=16)
+    height: int = setting(min=16)
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 def _polygon(kind: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:

@@ -6,7 +6,7 @@ import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from csra.data.classes import VOC_CLASSES
+from csra.data.registry import VOC_CLASSES
 from csra.errors import CSRAError
 
 
@@ -94,3 +94,8 @@ def convert_voc07(
     test_ids = set(read_ids(sets / "test.txt"))
     img_dir = os.path.join(str(path_prefix or data_path), "VOC2007/JPEGImages/")
     return convert_voc_folder(voc, classes, img_dir, trainval_ids, test_ids, False, keep_unlabelled)
+
+
+def convert_voc2007(data_path: str) -> tuple[list[dict], list[dict], list[str]]:
+    """(trainval, test, class names) of real VOC2007, exactly as the official prepare_voc script writes them."""
+    return *convert_voc07(data_path, VOC_CLASSES, keep_unlabelled=False), list(VOC_CLASSES)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from csra.data.annotations import read_json
-from csra.data.classes import WIDER_ATTRIBUTES
+from csra.data.formats import read_json
+from csra.data.registry import WIDER_ATTRIBUTES
 from csra.errors import CSRAError
 
 # Raw attribute values: 1 present, -1 absent, 0 unspecified. Unspecified is 0 in trainval and 99 (ignored by
@@ -41,11 +41,11 @@ def wider_items(ann_file: Path, img_dir: str, unspecified: int) -> list[dict]:
     return items
 
 
-def convert_wider(data_path: str | Path) -> tuple[list[dict], list[dict]]:
-    """(trainval, test) items from a WIDER-Attribute folder: Annotations/wider_attribute_{trainval,test}.json
-    and Image/, img_path written as the official prepare_wider script does."""
+def convert_wider(data_path: str | Path) -> tuple[list[dict], list[dict], list[str]]:
+    """(trainval, test, attribute names) from a WIDER-Attribute folder: Annotations/wider_attribute_{trainval,
+    test}.json and Image/, img_path written as the official prepare_wider script does."""
     img_dir = os.path.join(str(data_path), "Image")
     ann_dir = Path(data_path) / "Annotations"
     trainval, test = (wider_items(ann_dir / f"wider_attribute_{tag}.json", img_dir, unspecified)
                       for tag, unspecified in WIDER_SPLITS.items())
-    return trainval, test
+    return trainval, test, list(WIDER_ATTRIBUTES)

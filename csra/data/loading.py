@@ -1,0 +1,178 @@
+"""Loading annotation items for the model: image decoding (JPEG downscale-on-decode, WIDER person crops), the
+official transforms on uint8 images, seeded per-image augmentation, loaders, and the one float conversion per batch."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+from torchvision.transforms import v2
+
+from csra.errors import CSRAError
+from csra.model.network import ModelConfig
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# RandomResizedCrop keeps at least 70 % of the area at an aspect ratio of 3/4 to 4/3, so a crop of an image
+# decoded at 1.4 x img_size on both sides still has about img_size pixels across: no crop is upsampled more.
+TRAIN_DECODE_FACTOR = 1.4
+log = logging.getLogger(__name__)
+
+
+def load_image(path: str | Path, box: tuple[float, ...] | None = None, min_size: int | None = None) -> torch.Tensor:
+    """Decode an image file to a uint8 RGB tensor (3, H, W); an unreadable file is a CSRAError naming it.
+
+    The tensor is a view of the decoded (H, W, 3) pixels: no transposing copy, and torch's uint8 resize is
+    fastest on this channels-last layout (and gives the same values as on a contiguous one).
+
+    box (x0, y0, x1, y1) crops it as PIL does (zeros outside the image). With min_size, a JPEG is decoded at
+    the smallest scale (1/2, 1/4, 1/8) that keeps the image, or the box, at least min_size on both sides.
+    """
+    try:
+        with Image.open(path) as image:
+            scale = 1.0
+            if min_size is not None:
+                width, height = image.size
+                box_w, box_h = (box[2] - box[0], box[3] - box[1]) if box else (width, height)
+                request = (math.ceil(min_size * width / max(box_w, 1)), math.ceil(min_size * height / max(box_h, 1)))
+                drafted = image.draft(None, request)
+                scale = drafted[1][2] / width if drafted else 1.0
+            if image.mode != "RGB":
+                image = image.convert("RGB")
+            if box is not None:
+                image = image.crop(tuple(c * scale for c in box))
+            pixels = np.array(image)  # a writable copy, so torch may share it
+    except UnidentifiedImageError:
+        raise CSRAError(f"{path}: cannot read image (not a JPEG, PNG or other format PIL decodes)") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CSRAError(f"{path}: cannot read image ({reason})") from None
+    return torch.from_numpy(pixels).permute(2, 0, 1)
+
+
+def person_box(bbox: list[float]) -> tuple[float, float, float, float]:
+    """WIDER's [x, y, w, h] → the (x0, y0, x1, y1) crop box of the official dataset code."""
+    x, y, w, h = bbox
+    return x, y, x + w, y + h
+
+
+def build_transform(config: ModelConfig, train: bool, person_crops: bool = False) -> v2.Compose:
+    """The official geometry on uint8 images (normalize_batch converts to float after collation).
+
+    train: random horizontal flip + RandomResizedCrop(img_size, scale 0.7–1.0); train on WIDER person crops:
+    flip + resize to img_size²; test: resize to img_size².
+    """
+    size = config.img_size
+    resize = v2.Resize((size, size), antialias=True)
+    if not train:
+        return v2.Compose([resize])
+    if person_crops:
+        return v2.Compose([v2.RandomHorizontalFlip(), resize])
+    return v2.Compose([v2.RandomHorizontalFlip(), v2.RandomResizedCrop(size, scale=(0.7, 1.0), antialias=True)])
+
+
+def normalize_batch(images: torch.Tensor, config: ModelConfig) -> torch.Tensor:
+    """uint8 images (B, 3, H, W) → float32 in [0, 1] normalised by the backbone's mean and std, on their device:
+    torchvision's ToDtype(scale=True) + Normalize, done once per batch instead of once per image. A mean of 0 and
+    a std of 1 (the official ResNet setting) are skipped: the same values, two passes fewer over the batch."""
+    batch = images.to(torch.float32).mul_(1.0 / 255)
+    if any(config.mean):
+        batch.sub_(torch.tensor(config.mean, dtype=torch.float32, device=images.device).view(-1, 1, 1))
+    if any(s != 1 for s in config.std):
+        batch.div_(torch.tensor(config.std, dtype=torch.float32, device=images.device).view(-1, 1, 1))
+    return batch
+
+
+class MultiLabelDataset(Dataset):
+    """Items of an annotation file → (uint8 image tensor, target float tensor); the target keeps its label codes.
+
+    Items with a "bbox" (WIDER) are person crops. With skip_bad, an unreadable image is logged once and its
+    item dropped from the batch (see collate_readable) instead of raising.
+    """
+
+    def __init__(self, items: list[dict], config: ModelConfig, train: bool, skip_bad: bool = False):
+        self.items = items
+        self.config = config
+        self.person_crops = "bbox" in items[0] if items else False
+        self.transform = build_transform(config, train, self.person_crops)
+        train_crop = train and not self.person_crops
+        self.min_size = math.ceil(config.img_size * TRAIN_DECODE_FACTOR) if train_crop else config.img_size
+        self.skip_bad = skip_bad
+        self.reported: set[str] = set()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        item = self.items[index]
+        box = person_box(item["bbox"]) if self.person_crops else None
+        try:
+            image = load_image(item["img_path"], box, self.min_size)
+        except CSRAError as e:
+            if not self.skip_bad:
+                raise
+            if item["img_path"] not in self.reported:
+                self.reported.add(item["img_path"])
+                log.warning("warning: %s; skipped", e)
+            return None
+        return self.transform(image), torch.tensor(item["target"], dtype=torch.float32)
+
+
+def collate_readable(batch: list) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """default_collate over the readable samples; None when none of the batch could be read."""
+    readable = [sample for sample in batch if sample is not None]
+    return default_collate(readable) if readable else None
+
+
+class SeededDataset(Dataset):
+    """Takes (seed, index) keys from EpochSampler and seeds torch before the random augmentation of that image,
+    so an image's crop and flip depend only on (seed, epoch, index); plain int keys pass through. Samples come
+    out as (image, target, index), or None for an image skipped as unreadable."""
+
+    def __init__(self, dataset: MultiLabelDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+        if isinstance(key, tuple):
+            seed, key = key
+            torch.manual_seed(seed)
+        sample = self.dataset[key]
+        return None if sample is None else (*sample, key)
+
+
+def make_loader(
+    items: list[dict], config: ModelConfig, train: bool, batch_size: int, num_workers: int,
+    sampler: Sampler | None = None, skip_bad: bool = False,
+) -> DataLoader:
+    """Batches of (uint8 images, targets, item indices) with the official train or test transform, in item order
+    unless a sampler says; skip_bad drops unreadable images (a batch of none is None). normalize_batch converts
+    the images to float on the device."""
+    dataset = SeededDataset(MultiLabelDataset(items, config, train, skip_bad))
+    return DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate_readable,
+        pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0, drop_last=False,
+    )
+
+
+def prepare_batch(images: torch.Tensor, config: ModelConfig, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """uint8 images from a loader → normalised float on the device (NHWC in memory with channels_last)."""
+    images = normalize_batch(images.to(device, non_blocking=True), config)
+    return images.contiguous(memory_format=torch.channels_last) if channels_last else images
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files (JPEG/PNG) directly in a folder, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CSRAError(f"{folder}: image folder not found")
+    images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not images:
+        raise CSRAError(f"{folder}: no JPEG or PNG images in this folder")
+    return images

@@ -1,0 +1,107 @@
+"""The datasets the pipeline knows, one entry each: its converter, class names, label codes and file names, and
+the one rule that gives the class names of a prepared folder."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from csra.data.formats import CLASSES_FILE, read_classes
+from csra.errors import CSRAError
+
+VOC_CLASSES = [
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+]  # fmt: skip
+
+# COCO 2014's 80 categories in the order of their category ids.
+COCO_CLASSES = [
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic_light",
+    "fire_hydrant", "stop_sign", "parking_meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports_ball", "kite", "baseball_bat", "baseball_glove", "skateboard", "surfboard",
+    "tennis_racket", "bottle", "wine_glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot_dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted_plant", "bed", "dining_table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell_phone",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors", "teddy_bear",
+    "hair_drier", "toothbrush",
+]  # fmt: skip
+
+WIDER_ATTRIBUTES = [
+    "Male", "longHair", "sunglass", "Hat", "Tshirt", "longSleeve", "formal", "shorts", "jeans", "longPants",
+    "skirt", "faceMask", "logo", "stripe",
+]  # fmt: skip
+
+# The built-in dataset's classes (csra.data.synthetic draws one shape per class).
+SYNTHETIC_CLASSES = ["circle", "square", "triangle", "diamond", "star", "cross", "ring", "hexagon", "arrow", "crescent"]
+
+Converter = Callable[[str], tuple[list[dict], list[dict], list[str]]]
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """One dataset: its two annotation files, the label codes of its test file (voc07 | coco | wider), its class
+    names when they are fixed (else classes.txt holds them), and its converter as 'module:function' (raw folder →
+    train items, test items, class names; imported only by prepare), or None for the generated built-in one."""
+
+    name: str
+    train_file: str
+    test_file: str
+    label_format: str
+    classes: tuple[str, ...] | None
+    converter: str | None
+    layout: str = ""
+
+    def convert(self, raw: str) -> tuple[list[dict], list[dict], list[str]]:
+        module, function = self.converter.split(":")
+        return getattr(importlib.import_module(module), function)(raw)
+
+
+DATASETS: dict[str, DatasetEntry] = {entry.name: entry for entry in (
+    DatasetEntry("synthetic", "trainval_voc07.json", "test_voc07.json", "voc07", tuple(SYNTHETIC_CLASSES), None),
+    DatasetEntry("voc07", "trainval_voc07.json", "test_voc07.json", "voc07", tuple(VOC_CLASSES),
+                 "csra.data.voc:convert_voc2007", "the VOCdevkit folder"),
+    DatasetEntry("coco", "train_coco2014.json", "val_coco2014.json", "coco", tuple(COCO_CLASSES),
+                 "csra.data.coco:convert_coco2014", "the COCO2014 folder with annotations/ and images/"),
+    DatasetEntry("wider", "trainval_wider.json", "test_wider.json", "wider", tuple(WIDER_ATTRIBUTES),
+                 "csra.data.wider:convert_wider", "the WIDER-Attribute folder with Annotations/ and Image/"),
+    DatasetEntry("custom_voc", "train_custom.json", "test_custom.json", "voc07", None,
+                 "csra.data.custom:convert_custom_voc", "a folder with Annotations/, JPEGImages/ and ImageSets/Main/"),
+    DatasetEntry("custom_coco", "train_custom.json", "test_custom.json", "coco", None,
+                 "csra.data.custom:convert_custom_coco", "a folder with train.json, test.json and images/"),
+    DatasetEntry("custom_csv", "train_custom.json", "test_custom.json", "coco", None,
+                 "csra.data.custom:convert_custom_csv", "a folder with train.csv and test.csv"),
+)}
+
+
+def get_dataset(name: str) -> DatasetEntry:
+    if name not in DATASETS:
+        raise CSRAError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+def resolve_classes(entry: DatasetEntry, prepared_dir: str | Path) -> list[str]:
+    """The class names of a dataset, in index order. The one rule: classes.txt in the prepared folder when it is
+    there (for a dataset with fixed names it must list exactly those), else the dataset's fixed names (annotation
+    files of the official scripts come without a list); a dataset without fixed names needs classes.txt."""
+    path = Path(prepared_dir) / CLASSES_FILE
+    fixed = list(entry.classes) if entry.classes is not None else None
+    if path.is_file():
+        names = read_classes(path)
+        if fixed is not None and names != fixed:
+            raise CSRAError(f"{path}: not the classes of dataset {entry.name}: {describe_difference(names, fixed)}")
+        return names
+    if fixed is None:
+        raise CSRAError(f"{path}: class list not found (dataset {entry.name} names its classes there; run csra "
+                        "prepare)")
+    return fixed
+
+
+def describe_difference(names: list[str], expected: list[str]) -> str:
+    """How two class lists differ, the first way found: their lengths, or the first name that differs."""
+    if len(names) != len(expected):
+        return f"{len(names)} class names, not {len(expected)}"
+    i = next(i for i, (a, b) in enumerate(zip(names, expected)) if a != b)
+    return f"class {i} is {names[i]!r}, not {expected[i]!r}"

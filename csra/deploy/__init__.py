@@ -1,0 +1,1 @@
+"""Deployment: scoring raw images, class attention heatmaps and exported models."""

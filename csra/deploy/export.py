@@ -1,0 +1,115 @@
+"""Deployable forms of a model, raw uint8 images in and class scores out: a torch.export program and ONNX."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.export import Dim, ExportedProgram
+
+from csra.deploy.scoring import ScoringModel
+from csra.errors import CSRAError
+from csra.fileio import atomic_write
+
+PARITY_TOLERANCE = 1e-4
+INPUT_NAME, OUTPUT_NAME = "images", "scores"
+PROGRAM_FILE, ONNX_FILE = "model.pt2", "model.onnx"
+# Batch, height and width stay free; the exporter specialises a dimension only where the model needs it to.
+DYNAMIC_SHAPES = ({0: Dim.AUTO, 2: Dim.AUTO, 3: Dim.AUTO},)
+
+
+def example_images(img_size: int, seed: int) -> torch.Tensor:
+    """Random uint8 images (2, 3, img_size, img_size + 8) to trace with: batch > 1 and H ≠ W keep those dims free."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (2, 3, img_size, img_size + 8), dtype=torch.uint8, generator=generator)
+
+
+def parity_images(img_size: int, seed: int) -> list[torch.Tensor]:
+    """Fresh random uint8 batches of other sizes than the traced example: one image, and three non-square ones."""
+    generator = torch.Generator().manual_seed(seed + 1)
+    shapes = [(1, 3, img_size, img_size), (3, 3, img_size + 13, 2 * img_size - 5)]
+    return [torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator) for shape in shapes]
+
+
+def export_program(scoring: ScoringModel, example: torch.Tensor) -> ExportedProgram:
+    """The scoring module (preprocessing included) as a torch.export program."""
+    return torch.export.export(scoring.eval(), (example,), dynamic_shapes=DYNAMIC_SHAPES)
+
+
+def save_program(program: ExportedProgram, path: Path) -> Path:
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as f:  # a file object: torch.export.save warns on a path not ending in .pt2
+            torch.export.save(program, f)
+
+    return atomic_write(path, write)
+
+
+def load_program(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A callable over uint8 image batches from a saved .pt2 file."""
+    return torch.export.load(path).module()
+
+
+def export_onnx(program: ExportedProgram, path: Path) -> Path:
+    """An exported program as an ONNX file (torch's dynamo exporter), input 'images', output 'scores'."""
+    onnx_program = torch.onnx.export(
+        program, dynamo=True, verbose=False, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME]
+    )
+    return atomic_write(path, lambda tmp: onnx_program.save(str(tmp)))
+
+
+def onnx_runner(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A callable over uint8 image batches that runs an ONNX file with onnxruntime on the CPU."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def run(images: torch.Tensor) -> torch.Tensor:
+        (scores,) = session.run([OUTPUT_NAME], {INPUT_NAME: images.numpy()})
+        return torch.from_numpy(scores)
+
+    return run
+
+
+@torch.no_grad()
+def max_difference(
+    reference: Callable[[torch.Tensor], torch.Tensor], candidate: Callable[[torch.Tensor], torch.Tensor],
+    batches: list[torch.Tensor],
+) -> float:
+    """The largest absolute score difference between two scorers over the batches."""
+    return max(float((reference(x) - candidate(x)).abs().max()) for x in batches)
+
+
+def write_exports(scoring: ScoringModel, folder: Path, seed: int, onnx: bool) -> dict[str, float]:
+    """Write model.pt2 (and model.onnx) to folder; returns each file's largest score difference from the eager
+    scoring module on fresh random images, and raises a CSRAError if one exceeds PARITY_TOLERANCE."""
+    img_size = scoring.model.config.img_size
+    program = export_program(scoring, example_images(img_size, seed))
+    batches = parity_images(img_size, seed)
+    runners = {PROGRAM_FILE: load_program(save_program(program, folder / PROGRAM_FILE))}
+    if onnx:
+        runners[ONNX_FILE] = onnx_runner(export_onnx(program, folder / ONNX_FILE))
+    return check_parity({name: max_difference(scoring, runner, batches) for name, runner in runners.items()})
+
+
+def check_parity(parity: dict[str, float]) -> dict[str, float]:
+    """The differences unchanged, or a CSRAError naming the first form beyond PARITY_TOLERANCE."""
+    for name, error in parity.items():
+        if error > PARITY_TOLERANCE:
+            raise CSRAError(f"{name}: scores differ from the eager model by {error:.2e} > {PARITY_TOLERANCE}")
+    return parity
+
+
+def input_contract(scoring: ScoringModel, classes: list[str]) -> dict[str, Any]:
+    """What a consumer of an exported form sends and gets back, written next to it."""
+    config = scoring.model.config
+    return {
+        "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": ["batch", 3, "height", "width"],
+                  "layout": "RGB channels first, values 0-255, any height and width"},
+        "preprocessing": {"resize": [config.img_size, config.img_size], "interpolation": "bilinear, antialiased",
+                          "scale": "1/255", "mean": list(config.mean), "std": list(config.std)},
+        "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", len(classes)],
+                   "meaning": "sigmoid score per class", "classes": list(classes)},
+    }
+

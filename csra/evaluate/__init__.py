@@ -1,0 +1,1 @@
+"""Evaluation: the one prediction path, the official metrics and the report files."""

@@ -1,0 +1,57 @@
+"""The one prediction path over annotation items: a model's sigmoid scores for every item, in item order, sharded
+over the processes under torchrun; and the device a command runs on."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from csra.data.loading import make_loader, prepare_batch
+from csra.errors import CSRAError
+from csra.model.network import ModelConfig
+from csra.train.distributed import SINGLE, DistContext, ShardSampler, gather_rows
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """'auto' → this process's GPU when there is one, else the CPU; otherwise a torch device such as 'cuda:1'."""
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise CSRAError(f"device {name!r} is not a torch device (use auto, cpu, cuda or cuda:N)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CSRAError(f"device {name!r} asked for but no CUDA GPU is available")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device(f"cuda:{local_rank}")
+    return device
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module, items: list[dict], config: ModelConfig, batch_size: int, num_workers: int,
+    device: torch.device, ctx: DistContext = SINGLE, channels_last: bool = False,
+    amp_dtype: torch.dtype | None = None, skip_bad: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(sigmoid scores, targets) of every item, in item order (with skip_bad, of every readable item); under
+    torchrun each rank scores its own share and the shares are gathered (no item twice, none left out)."""
+    loader = make_loader(items, config, False, batch_size, num_workers, ShardSampler(len(items), ctx), skip_bad)
+    model.eval()
+    scores, targets, indices = [], [], []
+    for batch in loader:
+        if batch is None:
+            continue
+        images = prepare_batch(batch[0], config, device, channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            logits = model(images)
+        scores.append(torch.sigmoid(logits.float()).cpu())
+        targets.append(batch[1])
+        indices.extend(batch[2].tolist())
+    k = config.num_classes
+    local = torch.cat(scores).numpy().astype(np.float64) if scores else np.zeros((0, k))
+    local_targets = torch.cat(targets).numpy() if targets else np.zeros((0, k), dtype=np.float32)
+    _, rows = gather_rows(np.concatenate([local, local_targets], axis=1), indices, ctx)
+    if len(rows) == 0:
+        raise CSRAError("none of the images to score could be read")
+    return rows[:, :k], rows[:, k:].astype(np.float32)

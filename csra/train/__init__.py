@@ -1,0 +1,1 @@
+"""Training: the recipe, optimisation, losses, the loop that owns a run, resumable state and DDP."""

@@ -1,0 +1,61 @@
+"""The training recipe and run settings as one validated dataclass: the paper's hyper-parameters, the loss, the
+speed settings and the machine. Every field states its allowed values; a wrong one is a one-line error."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from csra.model.zoo import HEAD_COUNTS, canonical_name, check_img_size
+from csra.settings import check_fields, setting
+
+OPTIMIZERS = ("sgd", "adamw")
+LOSSES = ("bce", "asl")
+DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"
+# Settings that may change between an interrupted run and its resume: they do not change its trajectory.
+RESUMABLE_CHANGES = ("epochs", "num_workers", "device", "compile")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The recipe (the paper's: resnet101 at 448 px, sgd, lr 0.01 with the heads at ×10, batch 16, 30 epochs,
+    warm-up 2, ×0.1 every 4 or 5 epochs) and the run's settings. batch_size is the global batch: each of N
+    processes takes batch_size / N. amp, channels_last and compile change the speed, not the recipe."""
+
+    model: str = setting()
+    pretrained: str = setting(pattern=r".+", help="imagenet, none or a path to a state dict")
+    num_heads: int = setting(choices=HEAD_COUNTS)
+    lam: float = setting()
+    img_size: int = setting()
+    optimizer: str = setting(choices=OPTIMIZERS)
+    epochs: int = setting(min=1)
+    batch_size: int = setting(min=1)
+    lr: float = setting(above=0)
+    classifier_lr_mult: float = setting(above=0)
+    momentum: float = setting(min=0, below=1)
+    weight_decay: float = setting(min=0)
+    warmup_epochs: int = setting(min=0)
+    step_size: int = setting(min=1)
+    gamma: float = setting(above=0)
+    loss: str = setting(choices=LOSSES)
+    label_smoothing: float = setting(min=0, below=1)
+    asl_gamma_neg: float = setting(min=0)
+    asl_gamma_pos: float = setting(min=0)
+    asl_clip: float = setting(min=0, below=1)
+    ema_decay: float = setting(min=0, below=1)
+    amp: bool = setting()
+    channels_last: bool = setting()
+    compile: bool = setting()
+    sync_bn: bool = setting()
+    num_workers: int = setting(min=0)
+    device: str = setting(pattern=DEVICE_PATTERN, help="auto, cpu, cuda or cuda:N")
+    seed: int = setting(min=0)
+    tune_thresholds: bool = setting()
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        object.__setattr__(self, "model", canonical_name(self.model))
+        check_img_size(self.model, self.img_size)
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]

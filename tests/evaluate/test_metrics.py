@@ -1,0 +1,125 @@
+import math
+
+import numpy as np
+import pytest
+from official import loop_ap, loop_threshold_metrics
+
+from csra.evaluate.metrics import (
+    average_precision,
+    evaluate_scores,
+    per_class_table,
+    threshold_metrics,
+    top_k,
+    tune_thresholds,
+)
+
+
+def test_ap_hand_computed():
+    scores = np.array([[0.9], [0.8], [0.7], [0.6]])
+    assert average_precision(scores, np.array([[1], [0], [1], [0]]))[0] == pytest.approx((1 + 2 / 3) / 2)
+
+
+def test_voc07_ignores_difficult_and_reads_minus_one_as_negative():
+    scores = np.array([[0.5], [0.9], [0.8], [0.7]])
+    targets = np.array([[1], [0], [-1], [1]])
+    # without the difficult image: 0.8 (neg), 0.7 (pos), 0.5 (pos) → (1/2 + 2/3) / 2
+    assert average_precision(scores, targets, "voc07")[0] == pytest.approx((1 / 2 + 2 / 3) / 2)
+
+
+def test_wider_ignores_99_for_ap_but_counts_it_negative_for_thresholds():
+    scores = np.array([[0.9], [0.8], [0.3]])
+    targets = np.array([[99], [1], [0]])
+    assert average_precision(scores, targets, "wider")[0] == pytest.approx(1.0)
+    m = threshold_metrics(scores, targets, "wider")
+    assert m["OP"] == pytest.approx(1 / 2) and m["OR"] == pytest.approx(1.0)
+
+
+def test_threshold_metrics_hand_computed():
+    scores = np.array([[0.9, 0.2], [0.6, 0.7], [0.3, 0.5]])
+    targets = np.array([[1, 0], [0, 1], [1, 0]])
+    m = threshold_metrics(scores, targets, "coco", 0.5)
+    # class 0: 2 predicted, 2 positives, 1 hit; class 1: 2 predicted (0.5 counts), 1 positive, 1 hit
+    assert m["CP"] == pytest.approx(0.5) and m["CR"] == pytest.approx(0.75)
+    assert m["CF1"] == pytest.approx(2 * 0.5 * 0.75 / 1.25)
+    assert m["OP"] == pytest.approx(2 / 4) and m["OR"] == pytest.approx(2 / 3)
+    assert m["OF1"] == pytest.approx(2 * 0.5 * (2 / 3) / (0.5 + 2 / 3))
+
+
+def test_class_without_prediction_counts_as_zero_precision():
+    scores = np.array([[0.9, 0.1], [0.2, 0.2]])
+    targets = np.array([[1, 1], [0, 0]])
+    m = threshold_metrics(scores, targets, "coco")
+    assert m["CP"] == pytest.approx((1 + 0) / 2) and m["CR"] == pytest.approx((1 + 0) / 2)
+
+
+@pytest.mark.parametrize("label_format", ["coco", "voc07", "wider"])
+def test_ap_equals_loop_reference_with_ties(label_format):
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 10, size=(60, 5)) / 10  # many ties
+    codes = {"coco": [0, 1], "voc07": [-1, 0, 1], "wider": [0, 1, 99]}[label_format]
+    targets = rng.choice(codes, size=(60, 5))
+    targets[0] = 1
+    got = average_precision(scores, targets, label_format)
+    for c in range(5):
+        assert got[c] == pytest.approx(loop_ap(scores[:, c], targets[:, c], label_format), abs=1e-12)
+
+
+def test_class_without_positive_is_nan_and_left_out_of_means():
+    scores = np.array([[0.9, 0.8], [0.1, 0.7]])
+    targets = np.array([[1, -1], [-1, -1]])
+    metrics, aps = evaluate_scores(scores, targets, "voc07", 0.5)
+    assert aps[0] == 1.0 and math.isnan(aps[1])
+    assert metrics["mAP"] == pytest.approx(100.0)
+    assert metrics["CR"] == pytest.approx(100.0)  # only class 0 counts
+
+
+@pytest.mark.parametrize("label_format", ["coco", "voc07", "wider"])
+def test_threshold_metrics_equal_loop_reference(label_format):
+    rng = np.random.default_rng(1)
+    scores = rng.integers(0, 20, size=(80, 6)) / 20  # scores exactly on the threshold too
+    codes = {"coco": [0, 1], "voc07": [-1, 0, 1], "wider": [0, 1, 99]}[label_format]
+    targets = rng.choice(codes, size=(80, 6))
+    targets[:2] = 1
+    got = threshold_metrics(scores, targets, label_format, 0.5)
+    expected = loop_threshold_metrics(scores, targets, label_format, 0.5)
+    for key, value in expected.items():
+        assert got[key] == pytest.approx(value, abs=1e-12), key
+
+
+def test_top3_keeps_three_highest_per_image_then_thresholds():
+    scores = np.array([[0.9, 0.8, 0.7, 0.6, 0.55], [0.1, 0.2, 0.3, 0.95, 0.6]])
+    assert top_k(scores, 3).tolist() == [[0.9, 0.8, 0.7, 0.0, 0.0], [0.0, 0.0, 0.3, 0.95, 0.6]]
+    targets = np.array([[1, 0, 0, 1, 1], [0, 0, 0, 1, 1]])
+    metrics, _ = evaluate_scores(scores, targets, "coco", 0.5)
+    # top-3 predictions: image 0 → classes 0, 1, 2; image 1 → classes 3, 4: 3 hits of 5 predictions, 5 positives
+    assert metrics["OP_top3"] == pytest.approx(100 * 3 / 5) and metrics["OR_top3"] == pytest.approx(100 * 3 / 5)
+    # all of them: 7 predictions, 5 hits
+    assert metrics["OP"] == pytest.approx(100 * 5 / 7) and metrics["OR"] == pytest.approx(100.0)
+
+
+def test_top3_ties_follow_argsort_order_of_each_row():
+    rng = np.random.default_rng(2)
+    scores = rng.integers(0, 3, size=(50, 8)) / 2
+    for row, kept in zip(scores, top_k(scores, 3)):
+        keep = np.argsort(-row)[:3]
+        assert np.array_equal(np.flatnonzero(kept), np.sort(keep[row[keep] > 0]))
+
+
+def test_per_class_table():
+    scores = np.array([[0.9, 0.2, 0.1], [0.6, 0.7, 0.2], [0.3, 0.5, 0.9]])
+    targets = np.array([[1, 0, -1], [-1, 1, -1], [1, -1, 0]])
+    table = per_class_table(scores, targets, "voc07", 0.5)
+    assert table["precision"].tolist() == [0.5, 0.5, 0.0]  # class 2: its only prediction is on a difficult image
+    assert table["recall"][:2].tolist() == [0.5, 1.0] and math.isnan(table["recall"][2])
+    assert table["support"].tolist() == [2, 1, 0]
+
+
+def test_tuned_thresholds_maximise_f1_per_class():
+    scores = np.array([[0.9, 0.4, 0.2], [0.8, 0.3, 0.1], [0.35, 0.3, 0.3], [0.1, 0.6, 0.05]])
+    targets = np.array([[1, 1, 0], [1, 1, 0], [0, 1, 0], [0, 0, 0]])
+    thresholds = tune_thresholds(scores, targets, "coco")
+    # class 0: cutting at 0.8 catches both positives and nothing else (F1 1)
+    # class 1: 0.3 (tied pair kept together) → 3 hits of 4 predictions, F1 6/7 beats 0.4 (F1 2/5) and 0.6 (0)
+    assert thresholds[0] == 0.8 and thresholds[1] == 0.3 and math.isnan(thresholds[2])
+    f1 = per_class_table(scores, targets, "coco", np.nan_to_num(thresholds, nan=0.5))["F1"]
+    assert f1[0] == 1.0 and f1[1] == pytest.approx(6 / 7)

@@ -1,0 +1,48 @@
+import pytest
+import torch
+
+from csra.errors import CSRAError
+from csra.model.network import ModelConfig, build_model
+from csra.model.zoo import normalization_for
+
+
+def test_resnet_feature_map_and_logits_shape():
+    model = build_model(ModelConfig.create("resnet18", num_classes=7, num_heads=2, lam=0.2, img_size=64)).eval()
+    x = torch.rand(2, 3, 64, 64)
+    assert model.backbone(x).shape == (2, 512, 2, 2)
+    assert model(x).shape == (2, 7)
+
+
+def test_official_resnet_normalisation_is_identity():
+    assert normalization_for("resnet101") == ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+
+
+def test_config_round_trip_through_plain_dict():
+    config = ModelConfig.create("resnet34", 20, 4, 0.5, 448)
+    assert ModelConfig.from_dict(config.to_dict()) == config
+
+
+def test_unknown_backbone_is_a_clear_error():
+    with pytest.raises(CSRAError, match="model must be one of resnet18.*, got 'resnet7'"):
+        build_model(ModelConfig("resnet7", 3, 1, 0.1, 32, (0, 0, 0), (1, 1, 1)))
+
+
+def test_backbone_keys_match_torchvision():
+    import torchvision
+
+    keys = set(build_model(ModelConfig.create("resnet18", 3, 1, 0.1, 32)).backbone.state_dict())
+    reference = {k for k in torchvision.models.resnet18().state_dict() if not k.startswith("fc.")}
+    assert keys == reference
+
+
+def test_vit_preprocessing_and_input_size_rules():
+    config = ModelConfig.create("vit_L16_224", 14, 1, 0.3, 448)
+    assert config.backbone == "vit_l16_224" and config.mean == (0.5, 0.5, 0.5) and config.std == (0.5, 0.5, 0.5)
+    with pytest.raises(CSRAError, match="img_size of vit_b16_224 must be a multiple of 16, got 200"):
+        ModelConfig.create("vit_b16_224", 14, 1, 0.3, 200)
+
+
+@pytest.mark.parametrize("heads", [0, 3, 5])
+def test_unsupported_head_count_lists_the_allowed_ones(heads):
+    with pytest.raises(CSRAError, match=f"num_heads must be one of 1, 2, 4, 6, 8, got {heads}"):
+        build_model(ModelConfig.create("resnet18", 3, heads, 0.1, 32))

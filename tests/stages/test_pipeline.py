@@ -1,0 +1,152 @@
+"""The whole chain on a tiny built-in dataset through the CLI: files written and the one MLflow run."""
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+from conftest import REPO, TINY, merge
+from mlflow.tracking import MlflowClient
+from PIL import Image
+from typer.testing import CliRunner
+
+from stages.cli import app
+
+runner = CliRunner()
+
+
+def ok(*args):
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """The chain run once for this module, in its own folder and MLflow store: (root, store, stage outputs).
+    Tests that run a stage again write to their own out-dir, so the chain's outputs stay as they were."""
+    root = tmp_path_factory.mktemp("pipeline")
+    (root / "params.yaml").write_text(yaml.safe_dump(merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY)))
+    store = f"sqlite:///{root / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.setenv("MLFLOW_TRACKING_URI", store)
+        outputs = {stage: ok(stage) for stage in ("prepare", "train", "evaluate", "demo")}
+    return root, store, outputs
+
+
+@pytest.fixture
+def pipeline(chain, monkeypatch):
+    root, store, outputs = chain
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    mlflow.set_tracking_uri(store)
+    return root, outputs
+
+
+def test_chain_writes_every_output(pipeline):
+    root, outputs = pipeline
+    prepared = root / "data" / "prepared"
+    test_items = json.loads((prepared / "test_voc07.json").read_text())
+    assert len(json.loads((prepared / "trainval_voc07.json").read_text())) == 24 and len(test_items) == 16
+    assert all(Path(item["img_path"]).is_file() for item in test_items)
+
+    history = list(csv.DictReader((root / "results/train/history.csv").open()))
+    assert [row["epoch"] for row in history] == ["1", "2"]
+    assert (root / "results/train/model.pt").is_file()
+
+    metrics = json.loads((root / "results/evaluate/metrics.json").read_text())
+    six = ["CP", "CR", "CF1", "OP", "OR", "OF1"]
+    assert set(metrics) == {"mAP", *six, *(f"{k}_top3" for k in six)}
+    assert all(0 <= v <= 100 for v in metrics.values())
+    scores = json.loads((root / "results/evaluate/scores.json").read_text())
+    assert [s["file_name"] for s in scores] == [Path(i["img_path"]).stem for i in test_items]
+    assert all(len(s["scores"]) == 10 and all(0 <= x <= 1 for x in s["scores"]) for s in scores)
+    assert "mAP" in outputs["evaluate"] and "lowest AP" in outputs["evaluate"]
+    assert sorted(p.name for p in (root / "results/evaluate/plots").iterdir()) == ["ap_per_class.png", "pr_curves.png"]
+
+    lines = (root / "results/demo/predictions.txt").read_text().splitlines()
+    assert len(lines) == 3
+    assert all(re.fullmatch(r"\S+demo_\d\d\.(jpg|png) prediction: ([a-z]+,)*", line) for line in lines)
+    predictions = json.loads((root / "results/demo/predictions.json").read_text())
+    assert len(predictions[0]["scores"]) == 10
+    heatmaps = root / "results/demo/heatmaps"
+    assert sorted(p.name for p in heatmaps.glob("*.png")) == ["demo_00.png", "demo_01.png", "demo_02.png"]
+    for item in predictions:
+        stem = Path(item["image"]).stem
+        assert sorted(p.stem for p in (heatmaps / stem).glob("*.png")) == sorted(item["labels"])
+
+
+def test_one_mlflow_run_with_params_curves_metrics_and_checkpoint(pipeline):
+    root, _ = pipeline
+    run_id = json.loads((root / "results/train/run.json").read_text())["run_id"]
+    experiment = mlflow.get_experiment_by_name("csra")
+    assert len(mlflow.search_runs([experiment.experiment_id])) == 1
+    run = mlflow.get_run(run_id)
+    assert run.data.params["train.lam"] == "0.1" and run.data.params["evaluate.threshold"] == "0.5"
+    assert run.data.params["demo.out_dir"] == "results/demo"
+    client = MlflowClient()
+    curve = client.get_metric_history(run_id, "val_mAP")
+    assert [m.step for m in curve] == [1, 2]
+    assert "test_mAP" in run.data.metrics and "train_loss" in run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(run_id, "checkpoints")}
+    assert artifacts == {"checkpoints/model.pt", "checkpoints/best.pt"}
+    best = json.loads((root / "results/train/metrics.json").read_text())
+    assert run.data.tags["best_epoch"] == str(best["best_epoch"]) and best["best_epoch"] in (1, 2)
+    assert run.data.metrics["best_val_mAP"] == pytest.approx(best["best_val_mAP"])
+    assert not (root / "results/train/train_state.pt").exists()  # only while a run is unfinished
+    assert {a.path for a in client.list_artifacts(run_id, "demo")} >= {"demo/predictions.json", "demo/heatmaps"}
+    assert {a.path for a in client.list_artifacts(run_id, "demo/heatmaps")} >= {"demo/heatmaps/demo_00.png"}
+    assert {a.path for a in client.list_artifacts(run_id, "evaluate")} >= {
+        "evaluate/metrics.json", "evaluate/per_class.csv", "evaluate/pr_curves.png", "evaluate/ap_per_class.png"}
+
+
+def test_evaluate_rerun_with_new_threshold_is_recorded(pipeline):
+    root, _ = pipeline
+    output = ok("evaluate", "--threshold", "0.3", "--out-dir", "results/evaluate_0.3")
+    assert "evaluate.threshold=0.5" in output
+    run_id = json.loads((root / "results/train/run.json").read_text())["run_id"]
+    assert mlflow.get_run(run_id).data.tags["changed.evaluate.threshold"] == "0.3"
+
+
+def test_class_count_mismatch_and_unreadable_demo_image(pipeline, tmp_path):
+    ann = tmp_path / "three.json"
+    ann.write_text(json.dumps([{"target": [1, 0, -1], "img_path": "x.jpg"}]))
+    result = runner.invoke(app, ["evaluate", "--annotations", str(ann)])
+    assert result.exit_code == 1 and "3 classes per target, but results/train/best.pt has 10" in result.output
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.new("RGB", (40, 30), "red").save(images / "good.png")
+    (images / "broken.jpg").write_bytes(b"not a jpeg")
+    result = runner.invoke(app, ["demo", "--images", str(images), "--out-dir", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "broken.jpg: cannot read image" in result.output
+    assert (tmp_path / "out/predictions.txt").read_text().startswith(f"{images / 'good.png'} prediction: ")
+
+
+def test_written_scores_rescore_to_the_same_metrics(pipeline, tmp_path):
+    root, _ = pipeline
+    ok("evaluate", "--scores", "results/evaluate/scores.json", "--out-dir", str(tmp_path / "again"))
+    again = json.loads((tmp_path / "again/metrics.json").read_text())
+    assert again == json.loads((root / "results/evaluate/metrics.json").read_text())
+
+
+def test_per_class_thresholds_travel_in_the_checkpoint_to_demo(pipeline, tmp_path):
+    from csra.model.checkpoints import load_checkpoint
+
+    root, outputs = pipeline
+    thresholds = load_checkpoint(root / "results/train/best.pt")["thresholds"]
+    assert len(thresholds) == 10 and all(t is None or 0 <= t <= 1 for t in thresholds)
+    ok("demo", "--thresholds", "per_class", "--out-dir", str(tmp_path / "pc"))
+    predictions = json.loads((tmp_path / "pc/predictions.json").read_text())
+    for item in predictions:
+        expected = [c for i, (c, s) in enumerate(item["scores"].items())
+                    if s >= (0.5 if thresholds[i] is None else thresholds[i])]
+        assert item["labels"] == expected
+    result = runner.invoke(app, ["demo", "--thresholds", "best"])
+    expected = "params.yaml: demo.thresholds must be one of global, per_class, got 'best'"
+    assert result.exit_code == 1 and expected in result.output

@@ -1,0 +1,104 @@
+"""`csra train`: a run killed mid-epoch and resumed, the NaN stop, and 2 processes under torchrun."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from helpers import assert_one_line_error, run
+
+from csra.data import loading as datasets
+from csra.evaluate.metrics import average_precision, mean_average_precision
+from csra.evaluate.predict import predict
+from csra.model.checkpoints import load_model
+
+
+def history(path):
+    return [{k: v for k, v in row.items() if k != "images_per_s"} for row in csv.DictReader(path.open())]
+
+
+def test_killed_mid_epoch_and_resumed_ends_like_an_uninterrupted_run(tiny_params, monkeypatch, mlflow_store):
+    assert run("prepare")[0] == 0
+    code, output = run("train", "--epochs", "3", "--out-dir", "straight")
+    assert code == 0, output
+
+    calls = {"n": 0}
+    original = datasets.MultiLabelDataset.__getitem__
+
+    def dies_in_epoch_3(self, index):
+        calls["n"] += 1
+        if calls["n"] == 2 * (24 + 16) + 10:  # 24 train + 16 val images per epoch: 10 images into epoch 3
+            raise RuntimeError("killed")
+        return original(self, index)
+
+    monkeypatch.setattr(datasets.MultiLabelDataset, "__getitem__", dies_in_epoch_3)
+    code, _ = run("train", "--epochs", "3", "--out-dir", "resumed")
+    assert code != 0 and (tiny_params.parent / "resumed/train_state.pt").is_file()
+    run_id = json.loads((tiny_params.parent / "resumed/run.json").read_text())["run_id"]
+    monkeypatch.setattr(datasets.MultiLabelDataset, "__getitem__", original)
+    code, output = run("train", "--epochs", "3", "--out-dir", "resumed", "--resume")
+    assert code == 0 and "resuming after epoch 2" in output, output
+
+    root = tiny_params.parent
+    assert history(root / "resumed/history.csv") == history(root / "straight/history.csv")
+    assert json.loads((root / "resumed/metrics.json").read_text()) == json.loads(
+        (root / "straight/metrics.json").read_text())
+    assert json.loads((root / "resumed/run.json").read_text())["run_id"] == run_id  # the same MLflow run
+    mlflow.set_tracking_uri(mlflow_store)
+    steps = [m.step for m in mlflow.tracking.MlflowClient().get_metric_history(run_id, "val_mAP")]
+    assert sorted(set(steps)) == [1, 2, 3]
+    assert not (root / "resumed/train_state.pt").exists()
+    assert_one_line_error(*run("train", "--out-dir", "resumed", "--resume"), "no interrupted run to resume")
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_state(tiny_params, monkeypatch):
+    from csra.train import loop as trainer
+
+    assert run("prepare")[0] == 0
+    real = trainer.make_criterion
+
+    def nan_after_epoch_1(cfg):
+        criterion, calls = real(cfg), {"n": 0}
+
+        def wrapped(logits, targets):
+            calls["n"] += 1
+            loss = criterion(logits, targets)
+            return loss * float("nan") if calls["n"] > 3 else loss  # 3 steps per epoch
+
+        return wrapped
+
+    monkeypatch.setattr(trainer, "make_criterion", nan_after_epoch_1)
+    code, output = run("train")
+    assert_one_line_error(code, output, "training loss is nan at epoch 2, step 0",
+                          "the last good state (epoch 1) stays in results/train/train_state.pt")
+    state = torch.load(tiny_params.parent / "results/train/train_state.pt", weights_only=True)
+    assert state["epoch"] == 1 and (tiny_params.parent / "results/train/best.pt").is_file()
+
+
+def test_two_processes_with_gloo_one_run_one_set_of_outputs(tiny_params, mlflow_store):
+    assert run("prepare")[0] == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "stages.cli", "train"], cwd=tiny_params.parent, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("× 2 processes") == 1 and result.stdout.count("epoch   2/2") == 1
+    mlflow.set_tracking_uri(mlflow_store)
+    runs = mlflow.search_runs(experiment_names=["csra"])
+    assert len(runs) == 1
+    root = tiny_params.parent / "results/train"
+    assert sorted(p.name for p in root.iterdir()) == ["best.pt", "history.csv", "metrics.json", "model.pt",
+                                                      "run.json"]
+    # the validation mAP logged for the last epoch is the model's mAP on the whole validation set
+    model, _ = load_model(root / "model.pt")
+    items = json.loads((tiny_params.parent / "data/prepared/test_voc07.json").read_text())
+    scores, targets = predict(model, items, model.config, 16, 0, torch.device("cpu"))
+    expected = 100 * mean_average_precision(average_precision(scores, targets, "voc07"))
+    last = list(csv.DictReader((root / "history.csv").open()))[-1]
+    assert float(last["val_mAP"]) == pytest.approx(expected, abs=1e-4)
+    assert np.isclose(runs["metrics.val_mAP"].iloc[0], expected, atol=1e-4)
