@@ -1,4 +1,5 @@
-"""The DVC pipeline itself, in a scratch git repository: repro, no-op repro, an experiment with -S, plots."""
+"""The DVC pipeline itself, in a scratch git repository with Hydra composition on: repro, no-op repro, what
+`dvc exp show` sees, what a code change makes stale, experiments with -S (a value, a recipe), plots."""
 
 import json
 import os
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO, TINY, merge
+from dvc.utils.hydra import compose_and_dump
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@example.com"}
@@ -22,16 +24,29 @@ def sh(*args, cwd):
     return result.stdout + result.stderr
 
 
+def tiny_conf(conf: Path) -> None:
+    """Shrink the copied conf/ to the test's tiny sizes, and add a second recipe to switch to."""
+    config = yaml.safe_load((conf / "config.yaml").read_text())
+    recipe = yaml.safe_load((conf / "train" / "synthetic.yaml").read_text())
+    merge(config, {group: values for group, values in TINY.items() if group != "train"})
+    for key, value in TINY["train"].items():
+        (recipe if key in recipe else config["train"])[key] = value
+    (conf / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (conf / "train" / "synthetic.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    heads = {"defaults": ["synthetic", "_self_"], "recipe": "two_heads", "num_heads": 2, "lam": 0.5}
+    (conf / "train" / "two_heads.yaml").write_text(yaml.safe_dump(heads, sort_keys=False))
+
+
 @pytest.fixture
 def project(tmp_path):
     root = tmp_path / "project"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "tmp")
-    for name in ("csra", "stages", ".dvc"):
+    for name in ("csra", "stages", "conf", ".dvc"):
         shutil.copytree(REPO / name, root / name, ignore=ignore)
     for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(REPO / name, root / name)
-    params = merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    tiny_conf(root / "conf")
+    compose_and_dump(root / "params.yaml", str(root / "conf"), None, "config", str(root), [])
     sh("git", "init", "-q", cwd=root)
     sh("git", "add", "-A", cwd=root)
     sh("git", "commit", "-qm", "init", cwd=root)
@@ -40,6 +55,20 @@ def project(tmp_path):
 
 def dvc(*args, cwd):
     return sh(sys.executable, "-m", "dvc", *args, cwd=cwd)
+
+
+def leaves(node, prefix=""):
+    return [k for key, v in node.items() for k in (leaves(v, f"{prefix}{key}.") if isinstance(v, dict)
+                                                   else [f"{prefix}{key}"])]
+
+
+def data_of(entry):
+    """The data of a row of `dvc exp show --json`: the workspace's, or an experiment's."""
+    return entry["revs"][0]["data"] if "revs" in entry else entry["data"]
+
+
+def params_of(entry):
+    return data_of(entry)["params"]["params.yaml"]["data"]
 
 
 def test_repro_noop_and_experiment(project):
@@ -51,28 +80,44 @@ def test_repro_noop_and_experiment(project):
     assert len(list((project / "results/demo/heatmaps").glob("demo_*.png"))) == 3
     assert {p.name for p in (project / "results/export").iterdir()} == {
         "model.pt2", "export.json", "mlflow_model.json"}
-
-    again = dvc("repro", cwd=project)
-    assert "Running stage" not in again
-
+    assert "Running stage" not in dvc("repro", cwd=project)
     sh("git", "add", "-A", cwd=project)
     sh("git", "commit", "-qm", "pipeline outputs", cwd=project)
+
+    # dvc exp show sees the effective recipe, and few params
+    shown = json.loads(dvc("exp", "show", "--json", cwd=project))
+    params = params_of(shown[0])
+    assert params["train"]["lam"] == 0.1 and params["train"]["recipe"] == "synthetic"
+    assert len(leaves(params)) < 80
+
+    # an unused recipe or the demo's heatmap code leave train and evaluate up to date
+    (project / "conf/train/coco.yaml").write_text("defaults: [paper, _self_]\nrecipe: coco\nnum_heads: 8\n")
+    assert "up to date" in dvc("status", cwd=project)
+    with (project / "csra/deploy/heatmaps.py").open("a") as f:
+        f.write("\n# edited\n")
+    stale = dvc("status", cwd=project)
+    assert "demo:" in stale and "train:" not in stale and "evaluate:" not in stale
+    sh("git", "checkout", "csra", "conf", cwd=project)
+
     # a new λ re-runs train, not prepare (a dry run; the stages after train depend on its best.pt)
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["train"]["lam"] = 0.3
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    data = yaml.safe_load((project / "params.yaml").read_text())
+    data["train"]["lam"] = 0.3
+    (project / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     dry = dvc("repro", "--dry", cwd=project)
     assert "Running stage 'train'" in dry and "Running stage 'prepare'" not in dry
     sh("git", "checkout", "params.yaml", cwd=project)
 
+    # an experiment composes params.yaml from conf/ exactly: only the changed value's stages run
     exp = dvc("exp", "run", "-S", "evaluate.threshold=0.3", cwd=project)
     assert "Running stage 'evaluate'" in exp and "Running stage 'train'" not in exp
+    # switching recipe and overriding one of its values compose too (queued, not run)
+    dvc("exp", "run", "--queue", "-S", "train=two_heads", "-S", "train.lam=0.3", "--name", "heads", cwd=project)
     shown = json.loads(dvc("exp", "show", "--json", cwd=project))
-    experiments = [e for row in shown for e in (row.get("experiments") or [])]
-    assert any(
-        run["revs"][0]["data"]["params"]["params.yaml"]["data"]["evaluate"]["threshold"] == 0.3
-        and "OF1" in run["revs"][0]["data"]["metrics"]["results/evaluate/metrics.json"]["data"]
-        for run in experiments
-    )
+    experiments = {e.get("name"): e for row in shown for e in (row.get("experiments") or [])}
+    ran = [e for e in experiments.values() if params_of(e)["evaluate"]["threshold"] == 0.3]
+    assert ran and "OF1" in data_of(ran[0])["metrics"]["results/evaluate/metrics.json"]["data"]
+    queued = params_of(experiments["heads"])["train"]
+    assert queued["recipe"] == "two_heads" and queued["num_heads"] == 2 and queued["lam"] == 0.3
+    dvc("queue", "remove", "--all", cwd=project)
     dvc("plots", "show", "-o", "plots", cwd=project)
     assert (project / "plots" / "index.html").is_file()
