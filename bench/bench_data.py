@@ -25,8 +25,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from csra.data.loading import normalize_batch
+from csra.distributed import SINGLE, EpochSampler
 from csra.model.network import ModelConfig
-from csra.train.distributed import SINGLE, EpochSampler
 
 
 class PlainDataset(Dataset):

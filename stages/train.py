@@ -25,7 +25,7 @@ LOGGED_GROUPS = ["data", "prepare", "train", "tracking"]
 
 def dist_context():
     """This process's rank, world size and local rank from torchrun's environment (one process without it)."""
-    from csra.train.distributed import DistContext
+    from csra.distributed import DistContext
 
     env = os.environ
     return DistContext(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))

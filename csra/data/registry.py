@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from csra.data.formats import CLASSES_FILE, read_classes
-from csra.errors import CSRAError
+from csra.errors import CSRAError, describe_difference
 
 VOC_CLASSES = [
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -98,10 +98,3 @@ def resolve_classes(entry: DatasetEntry, prepared_dir: str | Path) -> list[str]:
                         "prepare)")
     return fixed
 
-
-def describe_difference(names: list[str], expected: list[str]) -> str:
-    """How two class lists differ, the first way found: their lengths, or the first name that differs."""
-    if len(names) != len(expected):
-        return f"{len(names)} class names, not {len(expected)}"
-    i = next(i for i, (a, b) in enumerate(zip(names, expected)) if a != b)
-    return f"class {i} is {names[i]!r}, not {expected[i]!r}"

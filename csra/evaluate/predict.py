@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from csra.data.loading import make_loader, prepare_batch
+from csra.distributed import SINGLE, DistContext, ShardSampler, gather_rows
 from csra.errors import CSRAError
 from csra.model.network import ModelConfig
-from csra.train.distributed import SINGLE, DistContext, ShardSampler, gather_rows
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:

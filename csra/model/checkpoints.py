@@ -9,8 +9,7 @@ from typing import Any
 
 import torch
 
-from csra.data.registry import describe_difference
-from csra.errors import CSRAError
+from csra.errors import CSRAError, describe_difference
 from csra.fileio import atomic_write
 from csra.model.network import CSRAModel, ModelConfig, build_model
 from csra.model.weights import as_state_dict, head_count, load_strict, load_weights_only, official_to_ours

@@ -16,12 +16,12 @@ from tqdm import tqdm
 
 from csra.data.loading import make_loader, prepare_batch
 from csra.data.prepared import TrainData
+from csra.distributed import SINGLE, DistContext, EpochSampler, all_sum, any_rank, broadcast_buffers
 from csra.errors import CSRAError
 from csra.evaluate.metrics import average_precision, mean_average_precision
 from csra.evaluate.predict import predict, resolve_device
 from csra.model.network import CSRAModel
 from csra.train.config import TrainConfig
-from csra.train.distributed import SINGLE, DistContext, EpochSampler, all_sum, any_rank, broadcast_buffers
 from csra.train.losses import make_criterion
 from csra.train.optim import make_optimizer, make_scheduler
 from csra.train.state import STATE_FORMAT, rng_state, set_rng_state

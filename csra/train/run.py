@@ -13,13 +13,13 @@ from typing import Any
 import numpy as np
 
 from csra.data.prepared import TrainData
+from csra.distributed import SINGLE, DistContext, init_distributed, shutdown
 from csra.errors import CSRAError
 from csra.evaluate.metrics import tune_thresholds
 from csra.evaluate.predict import resolve_device
 from csra.model.checkpoints import save_checkpoint
 from csra.model.network import CSRAModel, ModelConfig, build_model
 from csra.train.config import TrainConfig
-from csra.train.distributed import SINGLE, DistContext, init_distributed, shutdown
 from csra.train.loop import NonFiniteLoss, Trainer
 from csra.train.state import fingerprint, save_state, seed_everything
 

@@ -7,8 +7,8 @@ import torch
 from helpers import train_config
 
 from csra.data.prepared import TrainData
+from csra.distributed import SINGLE
 from csra.model.network import ModelConfig, build_model
-from csra.train.distributed import SINGLE
 from csra.train.loop import NonFiniteLoss, Trainer
 from csra.train.run import build_trainer
 

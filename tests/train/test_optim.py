@@ -4,8 +4,8 @@ import pytest
 from helpers import train_config
 
 from csra.data.prepared import TrainData
+from csra.distributed import SINGLE
 from csra.model.network import ModelConfig, build_model
-from csra.train.distributed import SINGLE
 from csra.train.optim import lr_factor, make_optimizer
 from csra.train.run import build_trainer
 
