@@ -23,14 +23,18 @@ def assert_one_line_error(code, output, *needles):
         assert needle in errors[0]
 
 
+DELETE = object()
+
+
 def edit_params(path, **changes):
+    """Set dotted keys of a params file: None writes null, DELETE removes the key."""
     params = yaml.safe_load(path.read_text())
     for dotted, value in changes.items():
         node = params
         *parents, last = dotted.split(".")
         for part in parents:
             node = node[part]
-        if value is None:
+        if value is DELETE:
             del node[last]
         else:
             node[last] = value

@@ -1,6 +1,6 @@
 """The CLI's contract for bad input: one 'error:' line naming the file or key, exit status 1, no traceback."""
 
-from helpers import assert_one_line_error, edit_params, run
+from helpers import DELETE, assert_one_line_error, edit_params, run
 
 
 def test_help_lists_the_five_stages():
@@ -22,7 +22,7 @@ def test_unknown_dataset(tiny_params):
 def test_wrong_type_and_missing_key(tiny_params):
     edit_params(tiny_params, **{"train.epochs": "ten"})
     assert_one_line_error(*run("train"), "params.yaml: train.epochs must be an integer, got 'ten'")
-    edit_params(tiny_params, **{"train.epochs": 1, "train.seed": None})
+    edit_params(tiny_params, **{"train.epochs": 1, "train.seed": DELETE})
     run("prepare")
     assert_one_line_error(*run("train"), "params.yaml: missing key train.seed")
 

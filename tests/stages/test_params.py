@@ -7,22 +7,10 @@ import mlflow
 import pytest
 import yaml
 from conftest import REPO
-from helpers import assert_one_line_error, edit_params, run
+from helpers import DELETE, assert_one_line_error, edit_params, run
 
 from csra.errors import CSRAError
 from stages.params import load_params
-
-
-def write(path, **changes):
-    """Set dotted keys of a params file (None writes null)."""
-    data = yaml.safe_load(path.read_text())
-    for dotted, value in changes.items():
-        *parents, last = dotted.split(".")
-        node = data
-        for part in parents:
-            node = node[part]
-        node[last] = value
-    path.write_text(yaml.safe_dump(data))
 
 
 @pytest.mark.parametrize("key, value, message", [
@@ -67,14 +55,14 @@ def write(path, **changes):
     ("tracking.experiment", "", "tracking.experiment must be an experiment name, got ''"),
 ])
 def test_each_rule_names_the_key_and_what_is_allowed(tiny_params, key, value, message):
-    write(tiny_params, **{key: value})
+    edit_params(tiny_params, **{key: value})
     with pytest.raises(CSRAError) as info:
         load_params(tiny_params)
     assert str(info.value) == f"{tiny_params}: {message}"
 
 
 def test_a_vit_needs_a_multiple_of_16(tiny_params):
-    write(tiny_params, **{"train.model": "vit_b16_224", "train.img_size": 200})
+    edit_params(tiny_params, **{"train.model": "vit_b16_224", "train.img_size": 200})
     assert_one_line_error(*run("train"), "train.img_size of vit_b16_224 must be a multiple of 16, got 200")
 
 
@@ -101,7 +89,7 @@ def test_bad_values_stop_before_any_work_or_mlflow_run(tiny_params, mlflow_store
 
 
 def test_missing_key_and_not_a_mapping(tiny_params):
-    edit_params(tiny_params, **{"train.seed": None})  # deletes the key
+    edit_params(tiny_params, **{"train.seed": DELETE})
     assert_one_line_error(*run("train"), "params.yaml: missing key train.seed")
     data = yaml.safe_load(tiny_params.read_text())
     data["train"] = [1, 2]
