@@ -39,11 +39,8 @@ class Classifier:
               batch_size: int = 16) -> list[Prediction]:
         """Score image files; an unreadable one is a CSRAError naming it."""
         from csra.deploy.scoring import predict_files, predicted_labels
-        from csra.errors import CSRAError
 
-        results, errors = predict_files(self.model, [Path(p) for p in images], self.device, batch_size)
-        if errors:
-            raise CSRAError(errors[0])
+        results = predict_files(self.model, [Path(p) for p in images], self.device, batch_size, skip_bad=False)
         limits = self.thresholds(threshold)
         return [Prediction(path, dict(zip(self.classes, scores)), predicted_labels(scores, self.classes, limits))
                 for path, scores in results]

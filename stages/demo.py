@@ -46,7 +46,6 @@ def demo(
     from csra.data.loading import list_images
     from csra.deploy.heatmaps import write_heatmaps
     from csra.deploy.scoring import class_thresholds, demo_line, predict_files, predicted_labels
-    from csra.errors import CSRAError
     from csra.evaluate.predict import resolve_device
     from csra.fileio import write_json, write_text
     from stages import tracking
@@ -58,12 +57,8 @@ def demo(
     classes = saved["classes"]
     per_class = class_thresholds(len(classes), params.evaluate.threshold, saved.get("thresholds"),
                                  params.demo.thresholds == "per_class", str(ckpt))
-    results, errors = predict_files(net, list_images(params.demo.images), resolve_device(params.evaluate.device),
-                                    params.evaluate.batch_size)
-    for message in errors:
-        typer.echo(f"warning: skipped {message}", err=True)
-    if not results:
-        raise CSRAError(f"{params.demo.images}: none of the images could be read")
+    results = predict_files(net, list_images(params.demo.images), resolve_device(params.evaluate.device),
+                            params.evaluate.batch_size)
     lines = [demo_line(path, scores, classes, per_class) for path, scores in results]
     predictions = [{"image": str(path), "labels": predicted_labels(scores, classes, per_class),
                     "scores": dict(zip(classes, scores))} for path, scores in results]

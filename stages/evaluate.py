@@ -102,8 +102,8 @@ def evaluate(
     if ckpt is None:
         values = np.array(read_scores(scores, items, len(classes)), dtype=np.float64)
     else:
-        values, _ = predict(net, items, net.config, params.evaluate.batch_size, params.evaluate.num_workers,
-                            resolve_device(params.evaluate.device))
+        values = predict(net, items, net.config, params.evaluate.batch_size, params.evaluate.num_workers,
+                            resolve_device(params.evaluate.device)).scores
         write_json(out / SCORES, [{"file_name": image_stem(it["img_path"]), "scores": s}
                                   for it, s in zip(items, values.tolist())])
     targets = np.array([item["target"] for item in items])

@@ -37,11 +37,11 @@ def csra_logits(feat: torch.Tensor, state: dict[str, torch.Tensor], num_heads: i
     return logits
 
 
-def official_resnet18_state(num_heads: int, num_classes: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    """What ResNet_CSRA(depth=18).state_dict() holds: torchvision ResNet keys without fc, plus the heads.
+def official_resnet18_state(num_heads: int, num_classes: int, seed: int = 0, depth: int = 18) -> dict:
+    """What ResNet_CSRA(depth).state_dict() holds: torchvision ResNet keys without fc, plus the heads.
     Batch-norm statistics are randomised so that eval-mode normalisation is exercised."""
     gen = torch.Generator().manual_seed(seed)
-    net = torchvision.models.resnet18()
+    net = getattr(torchvision.models, f"resnet{depth}")()
     state = {}
     for key, value in net.state_dict().items():
         if key.startswith("fc."):
@@ -50,11 +50,11 @@ def official_resnet18_state(num_heads: int, num_classes: int, seed: int = 0) -> 
             value = torch.rand(value.shape, generator=gen) + 0.5 if "running_var" in key else \
                 torch.randn(value.shape, generator=gen) * 0.1
         state[key] = value
-    return {**state, **head_weights(num_heads, num_classes, 512, gen)}
+    return {**state, **head_weights(num_heads, num_classes, net.fc.in_features, gen)}
 
 
-def resnet18_reference(state: dict[str, torch.Tensor], x: torch.Tensor, num_heads: int, lam: float) -> torch.Tensor:
-    net = torchvision.models.resnet18()
+def resnet18_reference(state: dict, x: torch.Tensor, num_heads: int, lam: float, depth: int = 18) -> torch.Tensor:
+    net = getattr(torchvision.models, f"resnet{depth}")()
     net.load_state_dict({k: v for k, v in state.items() if not k.startswith("classifier.")}, strict=False)
     net.eval()
     with torch.no_grad():
@@ -145,3 +145,21 @@ def loop_threshold_metrics(scores, targets, label_format, threshold=0.5):
     cr = sum(t / g for t, g in zip(tp, gt)) / n
     op, orr = sum(tp) / sum(predicted), sum(tp) / sum(gt)
     return {"CP": cp, "CR": cr, "CF1": 2 * cp * cr / (cp + cr), "OP": op, "OR": orr, "OF1": 2 * op * orr / (op + orr)}
+
+
+def official_test_images(paths, size: int, mean, std, boxes=None) -> torch.Tensor:
+    """The official evaluation's input: PIL image, RGB, (person crop), torchvision's (v1) Resize((size, size)) on
+    the PIL image, ToTensor, Normalize — written from the official code, without any csra code."""
+    from PIL import Image
+    from torchvision import transforms
+
+    transform = transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor(),
+                                    transforms.Normalize(list(mean), list(std))])
+    images = []
+    for i, path in enumerate(paths):
+        image = Image.open(path).convert("RGB")
+        if boxes is not None:
+            x, y, w, h = boxes[i]
+            image = image.crop([x, y, x + w, y + h])
+        images.append(transform(image))
+    return torch.stack(images)

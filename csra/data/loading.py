@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -23,35 +25,57 @@ TRAIN_DECODE_FACTOR = 1.4
 log = logging.getLogger(__name__)
 
 
-def load_image(path: str | Path, box: tuple[float, ...] | None = None, min_size: int | None = None) -> torch.Tensor:
-    """Decode an image file to a uint8 RGB tensor (3, H, W); an unreadable file is a CSRAError naming it.
-
-    The tensor is a view of the decoded (H, W, 3) pixels: no transposing copy, and torch's uint8 resize is
-    fastest on this channels-last layout (and gives the same values as on a contiguous one).
-
-    box (x0, y0, x1, y1) crops it as PIL does (zeros outside the image). With min_size, a JPEG is decoded at
-    the smallest scale (1/2, 1/4, 1/8) that keeps the image, or the box, at least min_size on both sides.
-    """
+@contextmanager
+def _decoding(path: str | Path) -> Iterator[None]:
+    """An image file that cannot be decoded (missing, unknown format, truncated, too large) is a CSRAError naming
+    it."""
     try:
-        with Image.open(path) as image:
-            scale = 1.0
-            if min_size is not None:
-                width, height = image.size
-                box_w, box_h = (box[2] - box[0], box[3] - box[1]) if box else (width, height)
-                request = (math.ceil(min_size * width / max(box_w, 1)), math.ceil(min_size * height / max(box_h, 1)))
-                drafted = image.draft(None, request)
-                scale = drafted[1][2] / width if drafted else 1.0
-            if image.mode != "RGB":
-                image = image.convert("RGB")
-            if box is not None:
-                image = image.crop(tuple(c * scale for c in box))
-            pixels = np.array(image)  # a writable copy, so torch may share it
+        yield
     except UnidentifiedImageError:
         raise CSRAError(f"{path}: cannot read image (not a JPEG, PNG or other format PIL decodes)") from None
     except (OSError, ValueError, Image.DecompressionBombError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CSRAError(f"{path}: cannot read image ({reason})") from None
-    return torch.from_numpy(pixels).permute(2, 0, 1)
+
+
+def _as_tensor(image: Image.Image) -> torch.Tensor:
+    """A view (3, H, W) of the pixels: no transposing copy (torch's uint8 resize is fastest on this layout)."""
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1)  # np.array: a writable copy torch may share
+
+
+def load_image(path: str | Path, box: tuple[float, ...] | None = None, min_size: int | None = None) -> torch.Tensor:
+    """Decode an image file to a uint8 RGB tensor (3, H, W) for training; an unreadable file is a CSRAError.
+
+    box (x0, y0, x1, y1) crops it as PIL does (zeros outside the image). With min_size, a JPEG is decoded at
+    the smallest scale (1/2, 1/4, 1/8) that keeps the image, or the box, at least min_size on both sides.
+    """
+    with _decoding(path), Image.open(path) as image:
+        scale = 1.0
+        if min_size is not None:
+            width, height = image.size
+            box_w, box_h = (box[2] - box[0], box[3] - box[1]) if box else (width, height)
+            request = (math.ceil(min_size * width / max(box_w, 1)), math.ceil(min_size * height / max(box_h, 1)))
+            drafted = image.draft(None, request)
+            scale = drafted[1][2] / width if drafted else 1.0
+        image = image.convert("RGB") if image.mode != "RGB" else image
+        if box is not None:
+            image = image.crop(tuple(c * scale for c in box))
+        return _as_tensor(image)
+
+
+def load_test_image(path: str | Path, size: int, box: tuple[float, ...] | None = None) -> torch.Tensor:
+    """The official test-time pixels, uint8 (3, size, size): the whole image decoded as RGB, cropped to box (WIDER
+    persons), resized with PIL's bilinear filter to size × size — what the official evaluation feeds its
+    ToTensor and Normalize. Validation, evaluate, demo and the heatmaps all read images through this."""
+    with _decoding(path), Image.open(path) as image:
+        return test_pixels(image.convert("RGB"), size, box)
+
+
+def test_pixels(image: Image.Image, size: int, box: tuple[float, ...] | None = None) -> torch.Tensor:
+    """An RGB image's official test-time pixels (see load_test_image), uint8 (3, size, size)."""
+    if box is not None:
+        image = image.crop(box)
+    return _as_tensor(image.resize((size, size), Image.BILINEAR))
 
 
 def person_box(bbox: list[float]) -> tuple[float, float, float, float]:
@@ -60,18 +84,14 @@ def person_box(bbox: list[float]) -> tuple[float, float, float, float]:
     return x, y, x + w, y + h
 
 
-def build_transform(config: ModelConfig, train: bool, person_crops: bool = False) -> v2.Compose:
-    """The official geometry on uint8 images (normalize_batch converts to float after collation).
-
-    train: random horizontal flip + RandomResizedCrop(img_size, scale 0.7–1.0); train on WIDER person crops:
-    flip + resize to img_size²; test: resize to img_size².
+def build_transform(config: ModelConfig, person_crops: bool = False) -> v2.Compose:
+    """The official training geometry on uint8 images (normalize_batch converts to float after collation):
+    random horizontal flip + RandomResizedCrop(img_size, scale 0.7–1.0); train on WIDER person crops:
+    flip + resize to img_size². Test images are resized by load_test_image (PIL, as the official code).
     """
     size = config.img_size
-    resize = v2.Resize((size, size), antialias=True)
-    if not train:
-        return v2.Compose([resize])
     if person_crops:
-        return v2.Compose([v2.RandomHorizontalFlip(), resize])
+        return v2.Compose([v2.RandomHorizontalFlip(), v2.Resize((size, size), antialias=True)])
     return v2.Compose([v2.RandomHorizontalFlip(), v2.RandomResizedCrop(size, scale=(0.7, 1.0), antialias=True)])
 
 
@@ -79,7 +99,7 @@ def normalize_batch(images: torch.Tensor, config: ModelConfig) -> torch.Tensor:
     """uint8 images (B, 3, H, W) → float32 in [0, 1] normalised by the backbone's mean and std, on their device:
     torchvision's ToDtype(scale=True) + Normalize, done once per batch instead of once per image. A mean of 0 and
     a std of 1 (the official ResNet setting) are skipped: the same values, two passes fewer over the batch."""
-    batch = images.to(torch.float32).mul_(1.0 / 255)
+    batch = images.to(torch.float32).div_(255)  # as ToTensor: a division, not a multiplication by 1/255
     if any(config.mean):
         batch.sub_(torch.tensor(config.mean, dtype=torch.float32, device=images.device).view(-1, 1, 1))
     if any(s != 1 for s in config.std):
@@ -97,8 +117,9 @@ class MultiLabelDataset(Dataset):
     def __init__(self, items: list[dict], config: ModelConfig, train: bool, skip_bad: bool = False):
         self.items = items
         self.config = config
+        self.train = train
         self.person_crops = "bbox" in items[0] if items else False
-        self.transform = build_transform(config, train, self.person_crops)
+        self.transform = build_transform(config, self.person_crops) if train else None
         train_crop = train and not self.person_crops
         self.min_size = math.ceil(config.img_size * TRAIN_DECODE_FACTOR) if train_crop else config.img_size
         self.skip_bad = skip_bad
@@ -111,7 +132,10 @@ class MultiLabelDataset(Dataset):
         item = self.items[index]
         box = person_box(item["bbox"]) if self.person_crops else None
         try:
-            image = load_image(item["img_path"], box, self.min_size)
+            if not self.train:
+                image = load_test_image(item["img_path"], self.config.img_size, box)
+            else:
+                image = self.transform(load_image(item["img_path"], box, self.min_size))
         except CSRAError as e:
             if not self.skip_bad:
                 raise
@@ -119,7 +143,7 @@ class MultiLabelDataset(Dataset):
                 self.reported.add(item["img_path"])
                 log.warning("warning: %s; skipped", e)
             return None
-        return self.transform(image), torch.tensor(item["target"], dtype=torch.float32)
+        return image, torch.tensor(item["target"], dtype=torch.float32)
 
 
 def collate_readable(batch: list) -> tuple[torch.Tensor, torch.Tensor] | None:

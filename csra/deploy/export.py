@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 from torch.export import Dim, ExportedProgram
 
+from csra.data.loading import normalize_batch, test_pixels
+from csra.data.synthetic import render_image
 from csra.deploy.scoring import ScoringModel
 from csra.errors import CSRAError
 from csra.fileio import atomic_write
+from csra.model.network import CSRAModel
 
 PARITY_TOLERANCE = 1e-4
 INPUT_NAME, OUTPUT_NAME = "images", "scores"
@@ -26,11 +33,33 @@ def example_images(img_size: int, seed: int) -> torch.Tensor:
     return torch.randint(0, 256, (2, 3, img_size, img_size + 8), dtype=torch.uint8, generator=generator)
 
 
+# Photo-like parity images (height, width): VOC-sized both ways, a large one, a small one (upscaled), a tall one.
+PHOTO_SIZES = ((375, 500), (500, 333), (768, 1024), (48, 64), (900, 240))
+
+
 def parity_images(img_size: int, seed: int) -> list[torch.Tensor]:
-    """Fresh random uint8 batches of other sizes than the traced example: one image, and three non-square ones."""
+    """Fresh uint8 batches of other sizes than the traced example: random noise (one image, and three
+    non-square ones), then one photo-like JPEG per PHOTO_SIZES (the built-in dataset's scenes, JPEG-compressed)."""
     generator = torch.Generator().manual_seed(seed + 1)
     shapes = [(1, 3, img_size, img_size), (3, 3, img_size + 13, 2 * img_size - 5)]
-    return [torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator) for shape in shapes]
+    noise = [torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator) for shape in shapes]
+    return noise + [photo_like(h, w, seed + k)[None] for k, (h, w) in enumerate(PHOTO_SIZES)]
+
+
+def photo_like(height: int, width: int, seed: int) -> torch.Tensor:
+    """A real-looking uint8 image (3, height, width): a scene of the built-in dataset, saved and read as JPEG."""
+    image, _ = render_image(np.random.default_rng(seed), width, height)
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90)
+    return torch.from_numpy(np.array(Image.open(buffer).convert("RGB"))).permute(2, 0, 1).contiguous()
+
+
+@torch.no_grad()
+def eager_scores(model: CSRAModel, images: torch.Tensor) -> torch.Tensor:
+    """Scores of a uint8 batch through the eager test-time path of evaluate and demo (PIL's resize itself)."""
+    pixels = torch.stack([test_pixels(Image.fromarray(x.permute(1, 2, 0).numpy()), model.config.img_size)
+                          for x in images])
+    return torch.sigmoid(model.eval()(normalize_batch(pixels, model.config)))
 
 
 def export_program(scoring: ScoringModel, example: torch.Tensor) -> ExportedProgram:
@@ -83,14 +112,16 @@ def max_difference(
 
 def write_exports(scoring: ScoringModel, folder: Path, seed: int, onnx: bool) -> dict[str, float]:
     """Write model.pt2 (and model.onnx) to folder; returns each file's largest score difference from the eager
-    scoring module on fresh random images, and raises a CSRAError if one exceeds PARITY_TOLERANCE."""
+    path of evaluate and demo (PIL's resize) on fresh noise and photo-like images, and raises a CSRAError if one
+    exceeds PARITY_TOLERANCE."""
     img_size = scoring.model.config.img_size
     program = export_program(scoring, example_images(img_size, seed))
     batches = parity_images(img_size, seed)
     runners = {PROGRAM_FILE: load_program(save_program(program, folder / PROGRAM_FILE))}
     if onnx:
         runners[ONNX_FILE] = onnx_runner(export_onnx(program, folder / ONNX_FILE))
-    return check_parity({name: max_difference(scoring, runner, batches) for name, runner in runners.items()})
+    reference = partial(eager_scores, scoring.model)
+    return check_parity({name: max_difference(reference, runner, batches) for name, runner in runners.items()})
 
 
 def check_parity(parity: dict[str, float]) -> dict[str, float]:
@@ -107,7 +138,8 @@ def input_contract(scoring: ScoringModel, classes: list[str]) -> dict[str, Any]:
     return {
         "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": ["batch", 3, "height", "width"],
                   "layout": "RGB channels first, values 0-255, any height and width"},
-        "preprocessing": {"resize": [config.img_size, config.img_size], "interpolation": "bilinear, antialiased",
+        "preprocessing": {"resize": [config.img_size, config.img_size],
+                          "interpolation": "PIL bilinear (Image.resize), bit for bit",
                           "scale": "1/255", "mean": list(config.mean), "std": list(config.std)},
         "output": {"name": OUTPUT_NAME, "dtype": "float32", "shape": ["batch", len(classes)],
                    "meaning": "sigmoid score per class", "classes": list(classes)},

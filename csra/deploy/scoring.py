@@ -1,23 +1,25 @@
-"""Inference on raw images: the scoring module (preprocessing + model + sigmoid), scores per file, the demo line."""
+"""Scoring raw images: the exported scoring module (preprocessing + model + sigmoid), scores of image files through
+the one prediction path, thresholds and the demo line."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from csra.data.loading import load_image
+from csra.deploy.resize import pil_bilinear_resize
 from csra.errors import CSRAError
+from csra.evaluate.predict import NothingReadable, predict
 from csra.model.network import CSRAModel
 
 
 class ScoringModel(nn.Module):
-    """Raw images in, class scores out: the form the demo runs and every exported model carries.
+    """Raw images in, class scores out: the form every exported model carries.
 
-    Input: uint8 RGB images (B, 3, H, W), any H and W. They are scaled to [0, 1], resized to img_size² (bilinear,
-    antialiased) and normalised with the model config's mean and std. Output: sigmoid scores (B, num_classes).
+    Input: uint8 RGB images (B, 3, H, W), any H and W. Inside: PIL's bilinear resize to img_size², bit for bit
+    (csra.deploy.resize), scaling to [0, 1] and the model's mean and std — the official test-time preprocessing
+    that evaluate and demo apply with PIL itself. Output: sigmoid scores (B, num_classes).
     """
 
     def __init__(self, model: CSRAModel):
@@ -29,35 +31,23 @@ class ScoringModel(nn.Module):
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (B, 3, H, W) → normalised float (B, 3, img_size, img_size), the model's input."""
-        size = (self.img_size, self.img_size)
-        x = F.interpolate(images.float() / 255.0, size=size, mode="bilinear", align_corners=False, antialias=True)
+        x = pil_bilinear_resize(images, self.img_size).to(torch.float32) / 255.0
         return (x - self.pixel_mean) / self.pixel_std
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.model(self.preprocess(images)))
 
 
-@torch.no_grad()
-def predict_files(
-    model: CSRAModel, paths: list[Path], device: torch.device, batch_size: int = 16
-) -> tuple[list[tuple[Path, list[float]]], list[str]]:
-    """([(path, sigmoid score per class)], [one message per unreadable image, which is skipped])."""
-    scoring = ScoringModel(model).eval().to(device)
-    results, errors = [], []
-    for start in range(0, len(paths), batch_size):
-        chunk = []
-        for path in paths[start : start + batch_size]:
-            try:
-                image = load_image(path).unsqueeze(0).to(device)
-            except CSRAError as e:
-                errors.append(str(e))
-                continue
-            chunk.append((path, scoring.preprocess(image)))
-        if chunk:
-            batch = torch.cat([image for _, image in chunk])
-            scores = torch.sigmoid(model(batch)).cpu().tolist()
-            results.extend((path, score) for (path, _), score in zip(chunk, scores))
-    return results, errors
+def predict_files(model: CSRAModel, paths: list[Path], device: torch.device, batch_size: int = 16,
+                  skip_bad: bool = True) -> list[tuple[Path, list[float]]]:
+    """[(path, sigmoid score per class)] of image files through the one prediction path (evaluate's); with
+    skip_bad an unreadable image is reported (a warning) and left out, else it is a CSRAError."""
+    items = [{"img_path": str(path), "target": [0] * model.config.num_classes} for path in paths]
+    try:
+        scored = predict(model, items, model.config, batch_size, 0, device, skip_bad=skip_bad)
+    except NothingReadable:
+        raise CSRAError(f"{paths[0].parent}: none of the {len(paths)} images could be read") from None
+    return [(paths[i], row.tolist()) for i, row in zip(scored.indices, scored.scores)]
 
 
 def demo_line(path: Path | str, scores: list[float], classes: list[str], thresholds: list[float]) -> str:

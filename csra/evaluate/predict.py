@@ -3,6 +3,8 @@ over the processes under torchrun; and the device a command runs on."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 from torch import nn
@@ -28,13 +30,26 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
+class NothingReadable(CSRAError):
+    """Every image to score was unreadable (and skipped)."""
+
+
+class Scores(NamedTuple):
+    """Scores of annotation items: sigmoid scores (N, K) and targets (N, K) in item order, and which items they
+    are (all of them, unless unreadable images were skipped)."""
+
+    scores: np.ndarray
+    targets: np.ndarray
+    indices: np.ndarray
+
+
 @torch.no_grad()
 def predict(
     model: nn.Module, items: list[dict], config: ModelConfig, batch_size: int, num_workers: int,
-    device: torch.device, ctx: DistContext = SINGLE, channels_last: bool = False,
-    amp_dtype: torch.dtype | None = None, skip_bad: bool = False,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(sigmoid scores, targets) of every item, in item order (with skip_bad, of every readable item); under
+    device: torch.device, ctx: DistContext = SINGLE, skip_bad: bool = False,
+) -> Scores:
+    """The sigmoid scores of every item through the official test-time preprocessing (csra.data.loading.
+    load_test_image), in float32 without autocast: validation, evaluate and demo all score this way. Under
     torchrun each rank scores its own share and the shares are gathered (no item twice, none left out)."""
     loader = make_loader(items, config, False, batch_size, num_workers, ShardSampler(len(items), ctx), skip_bad)
     model.eval()
@@ -42,16 +57,14 @@ def predict(
     for batch in loader:
         if batch is None:
             continue
-        images = prepare_batch(batch[0], config, device, channels_last)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = model(images)
+        logits = model(prepare_batch(batch[0], config, device, channels_last=False))
         scores.append(torch.sigmoid(logits.float()).cpu())
         targets.append(batch[1])
         indices.extend(batch[2].tolist())
     k = config.num_classes
     local = torch.cat(scores).numpy().astype(np.float64) if scores else np.zeros((0, k))
     local_targets = torch.cat(targets).numpy() if targets else np.zeros((0, k), dtype=np.float32)
-    _, rows = gather_rows(np.concatenate([local, local_targets], axis=1), indices, ctx)
+    order, rows = gather_rows(np.concatenate([local, local_targets], axis=1), indices, ctx)
     if len(rows) == 0:
-        raise CSRAError("none of the images to score could be read")
-    return rows[:, :k], rows[:, k:].astype(np.float32)
+        raise NothingReadable(f"none of the {len(items)} images to score could be read")
+    return Scores(rows[:, :k], rows[:, k:].astype(np.float32), order)

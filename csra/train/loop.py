@@ -141,9 +141,11 @@ class Trainer:
         return total / count, lr, count / (time.perf_counter() - start)
 
     def validate(self) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, targets) of the validation items: the one prediction path, float32 as evaluate scores."""
         cfg = self.cfg
-        return predict(self.eval_model, self.data.val_items, self.model.config, cfg.batch_size, cfg.num_workers,
-                       self.device, self.ctx, self.channels_last, self.amp_dtype, self.data.skip_bad)
+        scored = predict(self.eval_model, self.data.val_items, self.model.config, cfg.batch_size, cfg.num_workers,
+                         self.device, self.ctx, self.data.skip_bad)
+        return scored.scores, scored.targets
 
     def fit(self, on_epoch: Callable[[dict, Trainer, tuple[np.ndarray, np.ndarray]], None] | None = None) -> None:
         """Train from self.epoch to cfg.epochs. After each epoch (on the main process) on_epoch(row, self, val

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torchvision.transforms import v2
 
 from csra.data.loading import (
     MultiLabelDataset,
@@ -13,7 +12,9 @@ from csra.data.loading import (
     collate_readable,
     list_images,
     load_image,
+    load_test_image,
     normalize_batch,
+    person_box,
 )
 from csra.errors import CSRAError
 from csra.model.network import ModelConfig
@@ -52,13 +53,23 @@ def test_test_transform_resizes_and_batches_scale_to_unit_range(tmp_path):
     assert target.tolist() == [1.0, 0.0, -1.0]
 
 
-@pytest.mark.parametrize("stats", [((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)), ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
-def test_normalize_batch_equals_torchvision_per_image(stats):
-    images = torch.randint(0, 256, (2, 3, 5, 4), dtype=torch.uint8)
+@pytest.mark.parametrize("stats", [((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)), ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
+def test_test_time_pixels_are_the_official_ones_exactly(tmp_path, stats):
+    """Decode, PIL bilinear resize, ToTensor and Normalize of the official code (ResNet and ViT statistics), bit for
+    bit: large, small, non-square images and a WIDER person crop."""
+    from official import official_test_images
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, (w, h) in enumerate([(500, 375), (37, 90), (1200, 900), (64, 64)]):
+        paths.append(tmp_path / f"{i}.jpg")
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(paths[-1], quality=85)
     config = dataclasses.replace(CONFIG, mean=stats[0], std=stats[1])
-    reference = torch.stack([v2.Normalize(list(config.mean), list(config.std))(
-        v2.ToDtype(torch.float32, scale=True)(image)) for image in images])
-    assert torch.equal(normalize_batch(images, config), reference)
+    ours = normalize_batch(torch.stack([load_test_image(p, 48) for p in paths]), config)
+    assert torch.equal(ours, official_test_images(paths, 48, *stats))
+    box = [10.5, 20, 200, 150]  # x, y, w, h as WIDER gives it
+    crop = normalize_batch(load_test_image(paths[0], 48, person_box(box))[None], config)
+    assert torch.equal(crop, official_test_images(paths[:1], 48, *stats, boxes=[box]))
 
 
 def test_person_crop_is_the_box_with_zeros_outside(tmp_path):
@@ -96,7 +107,7 @@ def test_unreadable_images_are_skipped_when_asked(tmp_path, caplog):
 
 def test_train_transform_gives_square_crops(tmp_path):
     torch.manual_seed(0)
-    transform = build_transform(CONFIG, train=True)
+    transform = build_transform(CONFIG)
     image = load_image(jpeg(tmp_path / "a.jpg", size=(120, 40)))
     assert {tuple(transform(image).shape) for _ in range(5)} == {(3, 48, 48)}
 

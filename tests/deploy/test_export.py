@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,16 @@ from helpers import run
 from PIL import Image, ImageDraw
 
 from csra.data.loading import load_image
-from csra.deploy.export import PARITY_TOLERANCE, check_parity, load_program, max_difference, onnx_runner, parity_images
+from csra.deploy.export import (
+    PARITY_TOLERANCE,
+    PHOTO_SIZES,
+    check_parity,
+    eager_scores,
+    load_program,
+    max_difference,
+    onnx_runner,
+    parity_images,
+)
 from csra.deploy.scoring import ScoringModel
 from csra.errors import CSRAError
 from csra.model.checkpoints import load_model
@@ -50,14 +60,15 @@ def test_scoring_model_is_the_eager_model_on_normalised_resized_images(tiny_chec
         assert torch.allclose(ScoringModel(model)(images), expected, atol=1e-6)
 
 
-def test_torch_export_and_onnx_match_the_eager_model_on_fresh_images(exported):
+def test_torch_export_and_onnx_match_the_eager_pil_path_on_fresh_images(exported):
     out, checkpoint, _, output = exported
     model, _ = load_model(checkpoint)
-    eager = ScoringModel(model).eval()
+    eager = partial(eager_scores, model)  # PIL's resize itself, as evaluate and demo
     fresh = parity_images(32, seed=123)
-    assert [tuple(b.shape) for b in fresh] == [(1, 3, 32, 32), (3, 3, 45, 59)]
-    assert max_difference(eager, load_program(out / "model.pt2"), fresh) <= PARITY_TOLERANCE
-    assert max_difference(eager, onnx_runner(out / "model.onnx"), fresh) <= PARITY_TOLERANCE
+    assert [tuple(b.shape) for b in fresh[:2]] == [(1, 3, 32, 32), (3, 3, 45, 59)]
+    assert [tuple(b.shape[2:]) for b in fresh[2:]] == list(PHOTO_SIZES)  # photo-like JPEGs
+    assert max_difference(eager, load_program(out / "model.pt2"), fresh) <= 1e-6  # the same pixels: float noise
+    assert max_difference(eager, onnx_runner(out / "model.onnx"), fresh) <= 1e-6
     recorded = json.loads((out / "export.json").read_text())["parity"]["max_abs_difference"]
     assert set(recorded) == {"model.pt2", "model.onnx"} and max(recorded.values()) <= PARITY_TOLERANCE
     assert "model.onnx: max |score - eager score|" in output

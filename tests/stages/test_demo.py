@@ -2,12 +2,14 @@
 
 import json
 
+import pytest
 import torch
 from helpers import assert_one_line_error, run
 from PIL import Image
 
 from csra.data.loading import load_image
 from csra.deploy.scoring import ScoringModel, predict_files
+from csra.errors import CSRAError
 from csra.model.checkpoints import load_checkpoint, load_model, save_checkpoint
 from csra.model.network import ModelConfig, build_model
 
@@ -40,12 +42,14 @@ def test_demo_scores_are_the_scoring_model_on_the_raw_image(tiny_checkpoint, tmp
     folder = images_folder(tmp_path)
     model, _ = load_model(tiny_checkpoint)
     paths = [folder / "a.png", folder / "broken.jpg", folder / "b.jpg"]
-    results, errors = predict_files(model, paths, torch.device("cpu"), batch_size=2)
-    assert len(errors) == 1 and [path.name for path, _ in results] == ["a.png", "b.jpg"]
+    results = predict_files(model, paths, torch.device("cpu"), batch_size=2)
+    assert [path.name for path, _ in results] == ["a.png", "b.jpg"]  # broken.jpg reported and skipped
     for path, scores in results:
         with torch.no_grad():
-            expected = ScoringModel(model)(load_image(path).unsqueeze(0))[0]
+            expected = ScoringModel(model)(load_image(path).unsqueeze(0))[0]  # the exported form: the same pixels
         assert torch.allclose(torch.tensor(scores), expected, atol=1e-6)
+    with pytest.raises(CSRAError, match="broken.jpg: cannot read image"):
+        predict_files(model, paths, torch.device("cpu"), skip_bad=False)
 
 
 def test_demo_bad_input_is_one_error_line(tiny_params, tiny_checkpoint, tmp_path):
@@ -57,7 +61,7 @@ def test_demo_bad_input_is_one_error_line(tiny_params, tiny_checkpoint, tmp_path
     only_broken.mkdir()
     (only_broken / "x.png").write_bytes(b"")
     assert_one_line_error(*run("demo", "--checkpoint", str(tiny_checkpoint), "--images", str(only_broken)),
-                          "none of the images could be read")
+                          "broken: none of the 1 images could be read")
     payload = load_checkpoint(tiny_checkpoint)
     model = build_model(ModelConfig.from_dict(payload["model_config"]))
     two_names = save_checkpoint(tmp_path / "two.pt", model, ["circle", "square"], {})

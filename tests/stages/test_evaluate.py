@@ -1,6 +1,7 @@
 """`csra evaluate --scores`: any model's official result file scored against an annotation file."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,43 +53,53 @@ def test_scores_file_must_match_the_annotations(voc_case, tmp_path):
     assert_one_line_error(*run(*base, "--checkpoint", "x.pt"), "not both")
 
 
-def test_official_checkpoint_through_evaluate_and_demo(tiny_params, tmp_path):
-    import torch
-    from official import official_resnet18_state, resnet18_reference
+def photos(folder, sizes, seed=0):
+    """Photo-like JPEGs and PNGs (noise on smooth gradients) of the given (width, height) sizes."""
     from PIL import Image
 
-    from csra.data.loading import build_transform, load_image, normalize_batch
-    from csra.model.network import ModelConfig
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, (w, h) in enumerate(sizes):
+        ramp = np.add.outer(np.linspace(0, 200, h), np.linspace(0, 55, w))[..., None] * rng.uniform(0.3, 1, 3)
+        pixels = np.clip(ramp + rng.normal(0, 25, (h, w, 3)), 0, 255).astype(np.uint8)
+        path = folder / f"{i:06d}.{'png' if i % 3 == 2 else 'jpg'}"
+        Image.fromarray(pixels).save(path, quality=90) if path.suffix == ".jpg" else Image.fromarray(pixels).save(path)
+        paths.append(path)
+    return paths
 
-    rng = np.random.default_rng(0)
-    (tmp_path / "images").mkdir()
-    items = []
-    for i in range(3):
-        path = tmp_path / "images" / f"{i:06d}.png"
-        Image.fromarray(rng.integers(0, 255, (30, 40, 3), dtype=np.uint8)).save(path)
-        items.append({"target": [1] + [-1] * 19, "img_path": str(path)})
+
+def test_official_resnet_scores_through_evaluate_and_demo(tiny_params, tmp_path):
+    """A random-weight ResNet in the official layout: evaluate's and demo's scores are the official model's on the
+    official preprocessing (PIL decode, PIL bilinear resize, ToTensor), large and small images included.
+    bench/bench_official_parity.py does the same for ResNet-101 at 448 px and ViT-B/16 at 224 px."""
+    import torch
+    from official import official_resnet18_state, official_test_images, resnet18_reference
+
+    paths = photos(tmp_path / "images", [(1000, 750), (500, 375), (333, 500), (48, 40), (2000, 300)])
+    items = [{"target": [1] + [-1] * 19, "img_path": str(p)} for p in paths]
     (tmp_path / "ann.json").write_text(json.dumps(items))
-    state = official_resnet18_state(num_heads=2, num_classes=20)
+    state = official_resnet18_state(num_heads=1, num_classes=20, depth=18)
     torch.save({f"module.{k}": v for k, v in state.items()}, tmp_path / "voc_official.pth")
-    model_args = ("--checkpoint", str(tmp_path / "voc_official.pth"), "--model", "resnet18", "--num-heads", "2",
-                  "--lam", "0.1", "--img-size", "64")
-
+    model_args = ("--checkpoint", str(tmp_path / "voc_official.pth"), "--model", "resnet18", "--num-heads", "1",
+                  "--lam", "0.1", "--img-size", "96")
     code, output = run("evaluate", *model_args, "--annotations", str(tmp_path / "ann.json"), "--dataset", "voc07",
                        "--out-dir", str(tmp_path / "eval"))
     assert code == 0, output
     scores = json.loads((tmp_path / "eval/scores.json").read_text())
-    assert [s["file_name"] for s in scores] == ["000000", "000001", "000002"]
-    config = ModelConfig.create("resnet18", 20, 2, 0.1, 64)
-    transform = build_transform(config, train=False)
-    images = normalize_batch(torch.stack([transform(load_image(item["img_path"])) for item in items]), config)
-    expected = torch.sigmoid(resnet18_reference(state, images, 2, 0.1))
-    np.testing.assert_allclose([s["scores"] for s in scores], expected.numpy(), atol=1e-5)
+    assert [s["file_name"] for s in scores] == [p.stem for p in paths]
+    expected = torch.sigmoid(resnet18_reference(state, official_test_images(paths, 96, (0, 0, 0), (1, 1, 1)), 1,
+                                                0.1)).numpy()
+    values = np.array([s["scores"] for s in scores])
+    assert np.abs(values - expected).max() <= 5e-4 and 0.05 < np.median(values) < 0.95  # not saturated
 
     code, output = run("demo", *model_args, "--images", str(tmp_path / "images"), "--dataset", "voc07",
                        "--out-dir", str(tmp_path / "demo"))
     assert code == 0, output
     predictions = json.loads((tmp_path / "demo/predictions.json").read_text())
-    assert list(predictions[0]["scores"])[:2] == ["aeroplane", "bicycle"] and len(predictions) == 3
+    assert list(predictions[0]["scores"])[:2] == ["aeroplane", "bicycle"] and len(predictions) == 5
+    by_name = {Path(p["image"]).name: list(p["scores"].values()) for p in predictions}
+    np.testing.assert_array_equal([by_name[p.name] for p in paths], values)  # demo scores = evaluate scores
 
     assert_one_line_error(*run("demo", *model_args, "--images", str(tmp_path / "images"), "--dataset", "coco"),
                           "the state dict has 20 classes, but the dataset has 80")

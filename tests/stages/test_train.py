@@ -97,7 +97,7 @@ def test_two_processes_with_gloo_one_run_one_set_of_outputs(tiny_params, mlflow_
     # the validation mAP logged for the last epoch is the model's mAP on the whole validation set
     model, _ = load_model(root / "model.pt")
     items = json.loads((tiny_params.parent / "data/prepared/test_voc07.json").read_text())
-    scores, targets = predict(model, items, model.config, 16, 0, torch.device("cpu"))
+    scores, targets, _ = predict(model, items, model.config, 16, 0, torch.device("cpu"))
     expected = 100 * mean_average_precision(average_precision(scores, targets, "voc07"))
     last = list(csv.DictReader((root / "history.csv").open()))[-1]
     assert float(last["val_mAP"]) == pytest.approx(expected, abs=1e-4)
