@@ -107,10 +107,11 @@ def test_every_part_of_the_state_round_trips(data):
 def test_a_new_order_every_epoch(data, monkeypatch):
     seen = []
     original = loading.MultiLabelDataset.__getitem__
+    position = {item["img_path"]: i for i, item in enumerate(data.train_items)}  # validation images are others
 
     def record(self, index):
-        if self.items is data.train_items:
-            seen.append(index)
+        if self.items[index]["img_path"] in position:
+            seen.append(position[self.items[index]["img_path"]])
         return original(self, index)
 
     monkeypatch.setattr(loading.MultiLabelDataset, "__getitem__", record)
