@@ -2,6 +2,7 @@
 user-facing cases of each layer — converters, annotation, class and scores files, params, checkpoints, resume,
 images, model settings — with the malformed input each one meets in practice."""
 
+import functools
 import json
 import pickle
 
@@ -481,8 +482,14 @@ def params_nested_group(tmp):
 
 
 # --- checkpoints, official state dicts, training states ------------------------------------------------------------
-def tiny_model(num_heads=1, classes=2):
-    return build_model(ModelConfig.create("resnet18", classes, num_heads, 0.1, 32))
+@functools.cache
+def tiny_model():
+    return build_model(ModelConfig.create("resnet18", 2, 1, 0.1, 32))
+
+
+def heads(num_heads, classes):
+    """An official state dict reduced to its CSRA heads: what the head and class checks read."""
+    return {f"classifier.multi_head.{i}.head.weight": torch.zeros(classes, 512, 1, 1) for i in range(num_heads)}
 
 
 class Payload:
@@ -536,26 +543,26 @@ def checkpoint_other_heads_than_given(tmp):
 
 @case
 def official_state_dict_without_options(tmp):
-    torch.save({k: v for k, v in tiny_model().state_dict().items()}, tmp / "official.pth")
+    torch.save(heads(1, 2), tmp / "official.pth")
     load_model(tmp / "official.pth")
 
 
 @case
 def official_state_dict_other_head_count(tmp):
-    torch.save(tiny_model(num_heads=2).state_dict(), tmp / "official.pth")
+    torch.save(heads(2, 2), tmp / "official.pth")
     load_model(tmp / "official.pth", ModelOptions("resnet18", num_heads=1, lam=0.1, classes=["a", "b"]))
 
 
 @case
 def official_state_dict_other_class_count(tmp):
-    torch.save(tiny_model().state_dict(), tmp / "official.pth")
+    torch.save(heads(1, 2), tmp / "official.pth")
     load_model(tmp / "official.pth", ModelOptions("resnet18", lam=0.1, classes=["a", "b", "c"]))
 
 
 @case
-def official_state_dict_of_another_backbone(tmp):
-    torch.save(tiny_model().state_dict(), tmp / "official.pth")
-    load_model(tmp / "official.pth", ModelOptions("resnet34", lam=0.1, classes=["a", "b"]))
+def official_state_dict_that_does_not_fit(tmp):
+    torch.save(heads(1, 2), tmp / "official.pth")  # no backbone weights
+    load_model(tmp / "official.pth", ModelOptions("resnet18", lam=0.1, classes=["a", "b"]))
 
 
 @case
@@ -658,9 +665,9 @@ def initial_weights_missing(tmp):
 
 
 @case
-def initial_weights_of_another_backbone(tmp):
-    torch.save(tiny_model().backbone.state_dict(), tmp / "resnet18.pth")
-    build_model(ModelConfig.create("resnet34", 2, 1, 0.1, 32), str(tmp / "resnet18.pth"))
+def initial_weights_that_do_not_fit(tmp):
+    torch.save({"conv1.weight": torch.zeros(64, 3, 3, 3)}, tmp / "weights.pth")
+    build_model(ModelConfig.create("resnet18", 2, 1, 0.1, 32), str(tmp / "weights.pth"))
 
 
 @case

@@ -1,5 +1,7 @@
 """The paper's optimisation: the warm-up and step schedule per iteration, and the two lr groups."""
 
+import functools
+
 import pytest
 import torch
 from conftest import REPO
@@ -66,13 +68,18 @@ OPTIMISERS = {
 }
 
 
+@functools.cache
+def shared_model():
+    return tiny_model()  # make_optimizer only reads it
+
+
 @pytest.mark.parametrize("recipe", sorted(OPTIMISERS))
 def test_each_recipe_builds_its_optimiser(tmp_path, recipe):
     kind, backbone_lr, heads_lr, hyper = OPTIMISERS[recipe]
     path = tmp_path / "params.yaml"  # composed by Hydra as `dvc exp run -S train=RECIPE` does
     compose_and_dump(path, str(REPO / "conf"), None, "config", str(REPO), [f"train={recipe}"])
     cfg = load_params(path).train.config()
-    model = tiny_model()
+    model = shared_model()
     opt = make_optimizer(model, cfg)
     assert type(opt) is kind
     backbone, heads = opt.param_groups
