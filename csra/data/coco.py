@@ -27,6 +27,9 @@ def load_coco(ann_file: Path) -> COCO:
         for i, entry in enumerate(data[key]):
             if not isinstance(entry, dict) or any(f not in entry for f in fields):
                 raise CSRAError(f"{ann_file}: {key}[{i}] needs {' and '.join(repr(f) for f in fields)}")
+            bad = [f for f in fields if f in ("id", "image_id", "category_id") and type(entry[f]) is not int]
+            if bad:
+                raise CSRAError(f"{ann_file}: {key}[{i}] has {bad[0]!r} {entry[bad[0]]!r}; COCO ids are integers")
     if not data["categories"]:
         raise CSRAError(f"{ann_file}: 'categories' is empty")
     coco = COCO()

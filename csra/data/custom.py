@@ -69,13 +69,16 @@ def _read_csv(path: Path) -> list[tuple[str, list[str], int]]:
         raise CSRAError(f"{path}: CSV file not found (rows of path,label1;label2)")
     rows = []
     with path.open(newline="", encoding="utf-8") as f:
-        for line, row in enumerate(csv.reader(f), start=1):
-            if not row or (line == 1 and [c.strip() for c in row] == CSV_HEADER):
-                continue
-            if len(row) != 2 or not row[0].strip():
-                raise CSRAError(f"{path}:{line}: expected 'path,label1;label2', got {','.join(row)!r}")
-            labels = [label.strip() for label in row[1].split(";") if label.strip()]
-            rows.append((row[0].strip(), labels, line))
+        try:
+            for line, row in enumerate(csv.reader(f), start=1):
+                if not row or (line == 1 and [c.strip() for c in row] == CSV_HEADER):
+                    continue
+                if len(row) != 2 or not row[0].strip():
+                    raise CSRAError(f"{path}:{line}: expected 'path,label1;label2', got {','.join(row)!r}")
+                labels = [label.strip() for label in row[1].split(";") if label.strip()]
+                rows.append((row[0].strip(), labels, line))
+        except UnicodeDecodeError as e:
+            raise CSRAError(f"{path}: not UTF-8 text ({e.reason})") from None
     if not rows:
         raise CSRAError(f"{path}: no rows")
     return rows

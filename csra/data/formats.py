@@ -74,7 +74,11 @@ def read_classes(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise CSRAError(f"{path}: class list not found (one class name per line)")
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise CSRAError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
     if not names:
         raise CSRAError(f"{path}: class list is empty")
     if len(set(names)) != len(names):

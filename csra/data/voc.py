@@ -45,7 +45,11 @@ def read_ids(path: Path, required: bool = True) -> list[str]:
         if not required:
             return []
         raise CSRAError(f"{path}: image set file not found")
-    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise CSRAError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    return [line.split()[0] for line in text.splitlines() if line.strip()]
 
 
 def convert_voc_folder(

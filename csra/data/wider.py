@@ -32,7 +32,7 @@ def wider_items(ann_file: Path, img_dir: str, unspecified: int) -> list[dict]:
             attribute = person.get("attribute") if isinstance(person, dict) else None
             if not isinstance(bbox, list) or len(bbox) != 4:
                 raise CSRAError(f"{where} needs a 'bbox' [x, y, w, h]")
-            if not isinstance(attribute, list) or any(a not in codes for a in attribute):
+            if not isinstance(attribute, list) or any(not isinstance(a, int) or a not in codes for a in attribute):
                 raise CSRAError(f"{where} needs an 'attribute' list of -1, 0 and 1")
             if len(attribute) != len(WIDER_ATTRIBUTES):
                 raise CSRAError(f"{where} has {len(attribute)} attributes, expected {len(WIDER_ATTRIBUTES)}")

@@ -1,3 +1,6 @@
+"""Loading: decoding, the official train and test geometry (observed on an image whose pixels hold their own
+coordinates), each image's augmentation seeded by (seed, epoch, index), and the float conversion per batch."""
+
 import dataclasses
 import io
 
@@ -13,9 +16,11 @@ from csra.data.loading import (
     list_images,
     load_image,
     load_test_image,
+    make_loader,
     normalize_batch,
     person_box,
 )
+from csra.distributed import SINGLE, DistContext, EpochSampler
 from csra.errors import CSRAError
 from csra.model.network import ModelConfig
 
@@ -119,3 +124,102 @@ def test_list_images(tmp_path):
     Image.new("RGB", (4, 4)).save(tmp_path / "a.png")
     (tmp_path / "notes.txt").write_text("x")
     assert [p.name for p in list_images(tmp_path)] == ["a.png", "b.JPG"]
+
+
+# An image whose red value is its column and green value its row: an output pixel tells where it came from.
+WIDTH = HEIGHT = 160  # square: every aspect ratio from 3/4 to 4/3 fits at 70 % of the area
+CONFIG32 = ModelConfig.create("resnet18", 3, 1, 0.1, 32)
+
+
+def coordinates_png(path):
+    pixels = np.zeros((HEIGHT, WIDTH, 3), dtype=np.uint8)
+    pixels[..., 0] = np.arange(WIDTH)[None, :]
+    pixels[..., 1] = np.arange(HEIGHT)[:, None]
+    Image.fromarray(pixels).save(path)
+    return str(path)
+
+
+def span(profile):
+    """(first source pixel, source pixels covered, reversed) of a resized coordinate ramp: a line fitted to the
+    inner output pixels (the outer ones are blurred by the antialiasing filter at the crop's edge)."""
+    n = len(profile)
+    j = np.arange(2, n - 2)
+    slope, intercept = np.polyfit(j, profile[2:n - 2], 1)
+    reverse = slope < 0
+    if reverse:
+        slope, intercept = np.polyfit(j, profile[::-1][2:n - 2], 1)
+    return intercept + 0.5 - 0.5 * slope, slope * n, reverse
+
+
+def geometry(images):
+    """Per output image: (x0, width, y0, height, horizontally flipped, vertically flipped) in source pixels."""
+    out = []
+    for image in images.double():
+        x0, w, hflip = span(image[0].mean(0).numpy())
+        y0, h, vflip = span(image[1].mean(1).numpy())
+        out.append((x0, w, y0, h, hflip, vflip))
+    return np.array(out)
+
+
+def one_batch(items, train, sampler=None, batch_size=None):
+    images, _, indices = next(iter(make_loader(items, CONFIG32, train, batch_size or len(items), 0, sampler)))
+    return images, indices
+
+
+def test_train_geometry_is_the_official_random_resized_crop_and_flip(tmp_path):
+    path = coordinates_png(tmp_path / "xy.png")
+    n = 300
+    images, _ = one_batch([{"img_path": path, "target": [1, 0, 0]}] * n, True, EpochSampler(n, 0, SINGLE))
+    x0, w, y0, h, hflip, vflip = geometry(images).T
+    assert images.shape == (n, 3, 32, 32)
+    assert (x0 > -1).all() and (x0 + w < WIDTH + 1).all() and (y0 > -1).all() and (y0 + h < HEIGHT + 1).all()
+    area, ratio = w * h / (WIDTH * HEIGHT), w / h
+    # RandomResizedCrop(scale=(0.7, 1.0), ratio=(3/4, 4/3)): both ends of both ranges are reached
+    assert area.min() > 0.68 and area.min() < 0.73 and area.max() > 0.95
+    assert ratio.min() > 0.73 and ratio.min() < 0.8 and ratio.max() < 1.36 and ratio.max() > 1.25
+    assert 0.42 < hflip.mean() < 0.58 and not vflip.any()  # RandomHorizontalFlip(p=0.5), never vertical
+
+
+def test_person_crops_are_only_flipped_and_resized(tmp_path):
+    path = coordinates_png(tmp_path / "xy.png")
+    n = 120
+    item = {"img_path": path, "bbox": [40, 30, 100, 80], "target": [1, 0, 0]}
+    images, _ = one_batch([item] * n, True, EpochSampler(n, 0, SINGLE))
+    x0, w, y0, h, hflip, vflip = geometry(images).T
+    assert np.allclose(x0, 40, atol=0.5) and np.allclose(w, 100, atol=0.5)  # the whole box, never a random crop
+    assert np.allclose(y0, 30, atol=0.5) and np.allclose(h, 80, atol=0.5)
+    assert 0.35 < hflip.mean() < 0.65 and not vflip.any()
+
+
+def test_test_geometry_is_the_whole_image_resized(tmp_path):
+    path = coordinates_png(tmp_path / "xy.png")
+    images, _ = one_batch([{"img_path": path, "target": [1, 0, 0]}] * 20, False)
+    x0, w, y0, h, hflip, vflip = geometry(images).T
+    assert np.allclose(x0, 0, atol=0.5) and np.allclose(w, WIDTH, atol=0.5)
+    assert np.allclose(y0, 0, atol=0.5) and np.allclose(h, HEIGHT, atol=0.5)
+    assert not hflip.any() and not vflip.any()
+    assert all(torch.equal(image, images[0]) for image in images)
+
+
+def test_an_images_augmentation_depends_only_on_seed_epoch_and_index(tmp_path):
+    path = coordinates_png(tmp_path / "xy.png")
+    n = 12
+    items = [{"img_path": path, "target": [1, 0, 0]}] * n
+
+    def by_index(sampler, epoch, batch_size):
+        sampler.set_epoch(epoch)
+        out = {}
+        for images, _, indices in make_loader(items, CONFIG32, True, batch_size, 0, sampler):
+            out.update({int(i): image for i, image in zip(indices, images)})
+        return out
+
+    whole = by_index(EpochSampler(n, 0, SINGLE), 1, 5)
+    assert len(whole) == n and len({image.numpy().tobytes() for image in whole.values()}) == n
+    # two processes with another batch size: each image gets the same crop and flip as in one process
+    shared = {}
+    for rank in (0, 1):
+        shared.update(by_index(EpochSampler(n, 0, DistContext(rank, 2, rank)), 1, 2))
+    assert shared.keys() == whole.keys() and all(torch.equal(shared[i], whole[i]) for i in whole)
+    # another epoch: another crop for every image
+    other = by_index(EpochSampler(n, 0, SINGLE), 2, 5)
+    assert all(not torch.equal(other[i], whole[i]) for i in whole)

@@ -1,4 +1,5 @@
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -123,3 +124,46 @@ def test_tuned_thresholds_maximise_f1_per_class():
     assert thresholds[0] == 0.8 and thresholds[1] == 0.3 and math.isnan(thresholds[2])
     f1 = per_class_table(scores, targets, "coco", np.nan_to_num(thresholds, nan=0.5))["F1"]
     assert f1[0] == 1.0 and f1[1] == pytest.approx(6 / 7)
+
+
+def test_tuned_threshold_ties_of_f1_go_to_the_higher_threshold():
+    # cutting after 0.9 (1 of 1 right) or after 0.6 (2 of 4 right) both give F1 2/3; 0.9 is kept
+    scores = np.array([[0.9], [0.8], [0.7], [0.6]])
+    assert tune_thresholds(scores, np.array([[1], [0], [0], [1]]), "coco")[0] == 0.9
+    # the same with the order of the tied cuts reversed in the file
+    assert tune_thresholds(scores[::-1], np.array([[1], [0], [0], [1]]), "coco")[0] == 0.9
+
+
+def test_tuned_threshold_cuts_only_after_a_whole_group_of_equal_scores():
+    # a threshold of 0.5 predicts all four 0.5s (1 right of 5 predictions, F1 4/7), not just the positive among
+    # them (which would look like F1 1): 0.9 (1 of 1, F1 2/3) is the best threshold
+    scores = np.array([[0.9], [0.5], [0.5], [0.5], [0.5]])
+    targets = np.array([[1], [1], [0], [0], [0]])
+    assert tune_thresholds(scores, targets, "coco")[0] == 0.9
+    assert tune_thresholds(scores[::-1], targets[::-1], "coco")[0] == 0.9
+
+
+def brute_force_threshold(score, target, label_format):
+    """The highest of the class's scores t whose predictions score >= t give the best F1 (exact fractions)."""
+    keep = target != 0 if label_format == "voc07" else np.ones(len(target), dtype=bool)
+    score, positive = score[keep], target[keep] == 1
+    best, best_t = Fraction(-1), None
+    for t in sorted(set(score.tolist()), reverse=True):
+        predicted = score >= t
+        f1 = Fraction(2 * int((predicted & positive).sum()), int(predicted.sum()) + int(positive.sum()))
+        if f1 > best:
+            best, best_t = f1, t
+    return best_t
+
+
+@pytest.mark.parametrize("label_format", ["coco", "voc07"])
+def test_tuned_thresholds_equal_a_brute_force_search(label_format):
+    rng = np.random.default_rng(5)
+    scores = rng.integers(0, 8, size=(60, 12)) / 8  # many ties
+    codes = [-1, 1] if label_format == "coco" else [-1, 0, 1]
+    targets = rng.choice(codes, size=scores.shape)
+    if label_format == "coco":
+        targets = (targets == 1).astype(int)
+    tuned = tune_thresholds(scores, targets, label_format)
+    for c in range(scores.shape[1]):
+        assert tuned[c] == brute_force_threshold(scores[:, c], targets[:, c], label_format), c

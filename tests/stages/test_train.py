@@ -1,4 +1,5 @@
-"""`csra train`: a run killed mid-epoch and resumed, the NaN stop, and 2 processes under torchrun."""
+"""`csra train`: every params key in the MLflow run, a run killed mid-epoch and resumed, the NaN stop, and 2
+processes under torchrun."""
 
 import csv
 import json
@@ -10,16 +11,31 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-from helpers import assert_one_line_error, run
+from helpers import assert_one_line_error, edit_params, run
 
 from csra.data import loading as datasets
 from csra.evaluate.metrics import average_precision, mean_average_precision
 from csra.evaluate.predict import predict
 from csra.model.checkpoints import load_model
+from stages.params import load_params
 
 
 def history(path):
     return [{k: v for k, v in row.items() if k != "images_per_s"} for row in csv.DictReader(path.open())]
+
+
+def test_every_params_key_reaches_the_mlflow_run_under_its_name(tiny_params, mlflow_store):
+    edit_params(tiny_params, **{"train.epochs": 1, "data.raw_path": "raw"})
+    assert run("prepare")[0] == 0
+    code, output = run("train", "--lam", "0.25")  # an option given on the command line is what the run used
+    assert code == 0, output
+    run_id = json.loads((tiny_params.parent / "results/train/run.json").read_text())["run_id"]
+    mlflow.set_tracking_uri(mlflow_store)
+    logged = mlflow.tracking.MlflowClient().get_run(run_id).data.params
+    expected = load_params(tiny_params, train__lam=0.25).flat(["data", "prepare", "train", "tracking"])
+    assert logged == {key: str(value) for key, value in expected.items()}
+    assert logged["train.lam"] == "0.25" and logged["prepare.synthetic.seed"] == "0"
+    assert {key.split(".")[0] for key in logged} == {"data", "prepare", "train", "tracking"}
 
 
 def test_killed_mid_epoch_and_resumed_ends_like_an_uninterrupted_run(tiny_params, monkeypatch, mlflow_store):

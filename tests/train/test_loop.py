@@ -1,11 +1,15 @@
-"""The trainer: the same history for the same seed whatever the loader processes, exact resume, the NaN stop."""
+"""The trainer: the same history for the same seed whatever the loader processes, a new order every epoch, exact
+resume (every part of the state), the best-epoch rule, the NaN stop."""
 
 import dataclasses
+import random
 
+import numpy as np
 import pytest
 import torch
 from helpers import train_config
 
+from csra.data import loading
 from csra.data.prepared import TrainData
 from csra.distributed import SINGLE
 from csra.model.network import ModelConfig, build_model
@@ -27,6 +31,26 @@ def curve(trainer):
     return [(r["train_loss"], r["val_mAP"]) for r in trainer.history]
 
 
+def rows(trainer):
+    return [{k: v for k, v in row.items() if k != "images_per_s"} for row in trainer.history]
+
+
+def same(a, b):
+    """Equal nested state: dicts, lists, tuples, tensors (values and dtype), numbers."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict) or isinstance(b, dict):
+        return isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b) and all(
+            same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def draws():
+    return random.random(), float(np.random.rand()), torch.rand(3).tolist()
+
+
 @pytest.fixture
 def data(tiny_data):
     classes, trainval, test = tiny_data
@@ -43,12 +67,76 @@ def test_same_seed_same_history_whatever_the_loader_processes(data):
 
 def test_resume_from_a_saved_state_is_exact(data):
     cfg = dataclasses.replace(CFG, epochs=3, ema_decay=0.9)
-    straight = curve(run(data, cfg))
+    straight = run(data, cfg)
     state = run(data, dataclasses.replace(cfg, epochs=2)).state_dict()
     torch.manual_seed(123)  # a new process: other RNG state, all replaced by the saved state
     resumed = run(data, cfg, resume=state)
-    assert curve(resumed) == straight
+    assert curve(resumed) == curve(straight)
+    assert rows(resumed) == rows(straight) and resumed.best == straight.best  # best_epoch column included
     assert resumed.eval_model is resumed.ema.module
+    for part in ("model", "ema", "optimizer", "scheduler"):  # the same weights, averages and momentum at the end
+        assert same(resumed.state_dict()[part], straight.state_dict()[part]), part
+
+
+def test_every_part_of_the_state_round_trips(data):
+    """What a resume restores: weights, EMA, optimiser (momentum buffers), scheduler, grad scaler, epoch, history,
+    best epoch and every RNG stream. A CPU run has no active grad scaler: an enabled one stands in for CUDA's."""
+    cfg = dataclasses.replace(CFG, epochs=1, ema_decay=0.9)
+    trainer = build_trainer(cfg, data, None, SINGLE, False)
+    trainer.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=3)
+    trainer.fit()
+    state = trainer.state_dict()
+    after_save = draws()
+    assert state["epoch"] == 1 and state["best"]["epoch"] == 1 and len(state["history"]) == 1
+    assert state["scheduler"]["last_epoch"] == 2  # 16 images, batch 8: two steps
+    assert all(s["momentum_buffer"].abs().sum() > 0 for s in state["optimizer"]["state"].values())
+    assert state["scaler"]["scale"] == 2.0**10 and state["scaler"]["_growth_tracker"] == 2
+
+    fresh = build_trainer(cfg, data, None, SINGLE, False)
+    fresh.scaler = torch.amp.GradScaler("cpu", growth_interval=3)
+    random.seed(7), np.random.seed(7), torch.manual_seed(7)  # another process's RNG streams
+    fresh.load_state_dict(state)
+    assert draws() == after_save
+    fresh.load_state_dict(state)
+    restored = fresh.state_dict()
+    for part in ("model", "ema", "optimizer", "scheduler", "scaler", "epoch", "history", "best", "rng"):
+        assert same(restored[part], state[part]), part
+    assert fresh.epoch == 1 and fresh.scaler.get_scale() == 2.0**10
+
+
+def test_a_new_order_every_epoch(data, monkeypatch):
+    seen = []
+    original = loading.MultiLabelDataset.__getitem__
+    position = {item["img_path"]: i for i, item in enumerate(data.train_items)}  # validation images are others
+
+    def record(self, index):
+        if self.items[index]["img_path"] in position:
+            seen.append(position[self.items[index]["img_path"]])
+        return original(self, index)
+
+    monkeypatch.setattr(loading.MultiLabelDataset, "__getitem__", record)
+    n = len(data.train_items)
+    run(data, dataclasses.replace(CFG, epochs=2))
+    assert len(seen) == 2 * n and sorted(seen[:n]) == sorted(seen[n:]) == list(range(n))
+    assert seen[:n] != seen[n:]  # reshuffled for the second epoch
+
+
+def scripted_validation(monkeypatch, ranks):
+    """Epoch e's validation scores rank the positives first ('perfect', mAP 100) or not ('worse', mAP < 100)."""
+    targets = np.array([[1, -1], [-1, 1], [1, 1], [-1, -1]])
+    scores = {"perfect": (targets == 1).astype(float),
+              "worse": np.array([[0.1, 0.9], [0.9, 0.1], [0.2, 0.2], [0.8, 0.8]])}
+    calls = iter(ranks)
+    monkeypatch.setattr(Trainer, "validate", lambda self: (scores[next(calls)], targets))
+
+
+def test_best_epoch_is_the_first_with_the_highest_val_map(data, monkeypatch):
+    scripted_validation(monkeypatch, ["worse", "perfect", "perfect"])
+    trainer = run(dataclasses.replace(data, train_items=data.train_items[:8]), dataclasses.replace(CFG, epochs=3))
+    maps = [r["val_mAP"] for r in trainer.history]
+    assert maps[0] < maps[1] == maps[2] == 100.0
+    assert [r["best_epoch"] for r in trainer.history] == [1, 2, 2]  # a tie keeps the earlier epoch
+    assert trainer.best == {"epoch": 2, "val_mAP": 100.0}
 
 
 def test_non_finite_loss_stops_with_clear_message(data):

@@ -1,6 +1,11 @@
 """The paper's optimisation: the warm-up and step schedule per iteration, and the two lr groups."""
 
+import functools
+
 import pytest
+import torch
+from conftest import REPO
+from dvc.utils.hydra import compose_and_dump
 from helpers import train_config
 
 from csra.data.prepared import TrainData
@@ -8,6 +13,7 @@ from csra.distributed import SINGLE
 from csra.model.network import ModelConfig, build_model
 from csra.train.optim import lr_factor, make_optimizer
 from csra.train.run import build_trainer
+from stages.params import load_params
 
 CFG = train_config()
 
@@ -51,3 +57,54 @@ def test_two_lr_groups_backbone_and_heads(optimizer):
     assert backbone["lr"] == 0.01 and heads["lr"] == pytest.approx(0.1)
     assert {id(p) for p in heads["params"]} == {id(p) for p in model.classifier.parameters()}
     assert len(backbone["params"]) == len(list(model.backbone.parameters()))
+
+
+# What each recipe's optimiser must be (README, Training): the paper's SGD for the real datasets, AdamW for the
+# built-in one. (class, backbone lr, heads lr, hyper-parameters every group must carry)
+PAPER_SGD = (torch.optim.SGD, 0.01, 0.1, {"momentum": 0.9, "weight_decay": 1e-4, "dampening": 0, "nesterov": False})
+OPTIMISERS = {
+    "paper": PAPER_SGD, "voc07": PAPER_SGD, "coco": PAPER_SGD, "coco_cutmix": PAPER_SGD, "wider": PAPER_SGD,
+    "synthetic": (torch.optim.AdamW, 0.002, 0.002, {"weight_decay": 1e-4}),
+}
+
+
+@functools.cache
+def shared_model():
+    return tiny_model()  # make_optimizer only reads it
+
+
+@pytest.mark.parametrize("recipe", sorted(OPTIMISERS))
+def test_each_recipe_builds_its_optimiser(tmp_path, recipe):
+    kind, backbone_lr, heads_lr, hyper = OPTIMISERS[recipe]
+    path = tmp_path / "params.yaml"  # composed by Hydra as `dvc exp run -S train=RECIPE` does
+    compose_and_dump(path, str(REPO / "conf"), None, "config", str(REPO), [f"train={recipe}"])
+    cfg = load_params(path).train.config()
+    model = shared_model()
+    opt = make_optimizer(model, cfg)
+    assert type(opt) is kind
+    backbone, heads = opt.param_groups
+    assert {id(p) for p in backbone["params"]} == {id(p) for p in model.backbone.parameters()}
+    assert {id(p) for p in heads["params"]} == {id(p) for p in model.classifier.parameters()}
+    assert backbone["lr"] == pytest.approx(backbone_lr) and heads["lr"] == pytest.approx(heads_lr)
+    for group in (backbone, heads):
+        assert {k: group[k] for k in hyper} == pytest.approx(hyper)
+
+
+def test_sgd_step_applies_momentum_and_weight_decay():
+    """One parameter under a constant gradient g: v1 = g + wd·p0, p1 = p0 - lr·v1; v2 = m·v1 + g + wd·p1."""
+    model = tiny_model()
+    cfg = train_config(lr=0.1, classifier_lr_mult=1.0, momentum=0.9, weight_decay=0.01)
+    opt = make_optimizer(model, cfg)
+    param = next(model.classifier.parameters())
+    p0 = param.detach().clone()
+    g = torch.ones_like(param)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    param.grad = g.clone()
+    opt.step()
+    v1 = g + 0.01 * p0
+    p1 = p0 - 0.1 * v1
+    assert torch.allclose(param.detach(), p1, atol=1e-6)
+    param.grad = g.clone()
+    opt.step()
+    assert torch.allclose(param.detach(), p1 - 0.1 * (0.9 * v1 + g + 0.01 * p1), atol=1e-6)
