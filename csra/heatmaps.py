@@ -1,8 +1,5 @@
-"""Class attention heatmaps: CSRA's class-specific score maps over a display-sized copy of the image (PNG files).
-
-Memory is bounded for any image size: the maps stay at the feature-map resolution until one is drawn, and every
-picture is drawn at most DISPLAY_SIDE pixels on its longer side.
-"""
+"""Class attention heatmaps: CSRA's class-specific score maps over a copy of the image at most DISPLAY_SIDE pixels
+on its longer side (PNG files), so memory is bounded for any image size."""
 
 from __future__ import annotations
 
