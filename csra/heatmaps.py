@@ -148,8 +148,8 @@ def write_heatmaps(
     """For each (image path, scores, predicted labels): KEY/<class>.png per predicted class and the contact sheet
     KEY.png, all in out_dir, which is replaced whole. Returns the contact sheets' paths.
 
-    Every PNG is at most DISPLAY_SIDE pixels on its longer side (the image's own size when smaller); only the
-    model input is made from the full-resolution image, which is freed before anything is drawn.
+    Each class map is at most DISPLAY_SIDE pixels on its longer side (the image's own size when smaller), and a
+    sheet's tiles SHEET_TILE; only the model input is made from the full-resolution image, freed before drawing.
     """
     sheets = []
     with atomic_dir(out_dir) as tmp:
