@@ -19,12 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from csra.engine import make_loader
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from csra.data.loading import normalize_batch
+from csra.data.loading import make_loader, normalize_batch
 from csra.distributed import SINGLE, EpochSampler
 from csra.model.network import ModelConfig
 

@@ -24,6 +24,25 @@ def _labels(targets: np.ndarray, label_format: str, for_ap: bool) -> tuple[np.nd
     return counted, counted & (targets == 1)
 
 
+def _ranked_hits(scores: np.ndarray, counted: np.ndarray, positive: np.ndarray) -> np.ndarray:
+    """(K, N) booleans: row c holds the positive flags of class c's counted images in np.argsort(-score) order
+    over those images only (the official tie order), padded with False to N.
+
+    Classes without an ignored image are sorted in one call; np.argsort sorts each row with the same routine as a
+    1-D call, so ties fall the same way. A class with ignored images is sorted on its own: the unstable sort's
+    order within ties depends on which values are in the array, and the AP depends on that order.
+    """
+    minus, flags = np.ascontiguousarray(-scores.T), np.ascontiguousarray(positive.T)
+    hits = np.zeros(flags.shape, dtype=bool)
+    whole = counted.all(axis=0)
+    if whole.any():
+        hits[whole] = np.take_along_axis(flags[whole], np.argsort(minus[whole], axis=1), axis=1)
+    for c in np.flatnonzero(~whole):
+        keep = counted[:, c]
+        hits[c, : keep.sum()] = flags[c, keep][np.argsort(minus[c, keep])]
+    return hits
+
+
 def average_precision(scores: np.ndarray, targets: np.ndarray, label_format: str = "coco") -> np.ndarray:
     """AP per class: counted images sorted by descending score, mean of the precision at each positive's rank.
 
@@ -32,23 +51,32 @@ def average_precision(scores: np.ndarray, targets: np.ndarray, label_format: str
     """
     scores, targets = np.asarray(scores, np.float64), np.asarray(targets)
     counted, positive = _labels(targets, label_format, for_ap=True)
-    aps = np.full(scores.shape[1], np.nan)
-    for c in range(scores.shape[1]):
-        keep = counted[:, c]
-        hits = positive[keep, c][np.argsort(-scores[keep, c])]
-        ranks = np.flatnonzero(hits) + 1.0
-        if len(ranks):
-            aps[c] = np.mean(np.arange(1, len(ranks) + 1) / ranks)
-    return aps
+    hits = _ranked_hits(scores, counted, positive)
+    rows, ranks = np.nonzero(hits)  # class by class, best rank first
+    found = np.bincount(rows, minlength=hits.shape[0])
+    nth = np.arange(1, len(rows) + 1) - (np.cumsum(found) - found)[rows]  # 1 for each class's first positive, ...
+    precisions = nth / (ranks + 1.0)
+    # one sum per class over its own values: the same pairwise summation, so the same bits, as np.mean per class
+    sums = np.array([part.sum() for part in np.split(precisions, np.cumsum(found)[:-1])])
+    with np.errstate(invalid="ignore"):
+        return np.where(found > 0, sums / found, np.nan)
+
+
+def precision_recall_curves(
+    scores: np.ndarray, targets: np.ndarray, label_format: str
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """precision_recall_curve of every class, sorted as average_precision sorts them."""
+    scores, targets = np.asarray(scores, np.float64), np.asarray(targets)
+    counted, positive = _labels(targets, label_format, for_ap=True)
+    found = np.cumsum(_ranked_hits(scores, counted, positive), axis=1)
+    recall = found / np.maximum(found[:, -1:], 1)
+    precision = found / np.arange(1, found.shape[1] + 1)
+    return [(recall[c, :n], precision[c, :n]) for c, n in enumerate(counted.sum(axis=0))]
 
 
 def precision_recall_curve(score: np.ndarray, target: np.ndarray, label_format: str) -> tuple[np.ndarray, ...]:
     """(recall, precision) after each image of one class in descending score order, the AP's ignore rules applied."""
-    counted, positive = _labels(np.asarray(target), label_format, for_ap=True)
-    hits = positive[counted][np.argsort(-np.asarray(score, np.float64)[counted])]
-    found = np.cumsum(hits)
-    total = max(int(found[-1]) if len(found) else 0, 1)
-    return found / total, found / np.arange(1, len(hits) + 1)
+    return precision_recall_curves(np.reshape(score, (-1, 1)), np.reshape(target, (-1, 1)), label_format)[0]
 
 
 def mean_average_precision(aps: np.ndarray) -> float:
@@ -57,11 +85,22 @@ def mean_average_precision(aps: np.ndarray) -> float:
 
 
 def top_k(scores: np.ndarray, k: int = 3) -> np.ndarray:
-    """Scores with all but the k highest of each image set to 0 (ties ordered as np.argsort(-row))."""
+    """Scores with all but the k highest of each image set to 0 (ties ordered as np.argsort(-row)).
+
+    Where the k-th and the next highest score differ the k kept are plain; only rows with a tie across that
+    boundary (or NaN) need the argsort to know which of the tied scores it keeps.
+    """
     scores = np.array(scores, dtype=np.float64)
-    dropped = np.argsort(-scores, axis=1)[:, k:]
-    np.put_along_axis(scores, dropped, 0.0, axis=1)
-    return scores
+    if k >= scores.shape[1]:
+        return scores
+    keep = np.zeros(scores.shape, dtype=bool)
+    if k > 0:
+        keep = scores >= -np.partition(-scores, k - 1, axis=1)[:, k - 1 : k]
+    tied = np.flatnonzero(keep.sum(axis=1) != k)
+    ranked = np.zeros((len(tied), scores.shape[1]), dtype=bool)
+    np.put_along_axis(ranked, np.argsort(-scores[tied], axis=1)[:, :k], True, axis=1)
+    keep[tied] = ranked
+    return np.where(keep, scores, 0.0)
 
 
 def class_counts(
@@ -108,20 +147,24 @@ def tune_thresholds(scores: np.ndarray, targets: np.ndarray, label_format: str) 
     """Per class, the threshold (one of its scores) whose predictions score >= t give the best F1.
 
     Ties of F1 go to the higher threshold; a class without positive gets NaN (use the global threshold).
+    F1 is read only after a whole group of equal scores, so the order within ties does not matter, and ignored
+    images, sorted in with the rest, add nothing to the counts: a group of them only repeats the F1 before it.
     """
     scores, targets = np.asarray(scores, np.float64), np.asarray(targets)
     counted, positive = _labels(targets, label_format, for_ap=False)
-    thresholds = np.full(scores.shape[1], np.nan)
-    for c in range(scores.shape[1]):
-        score, hit = scores[counted[:, c], c], positive[counted[:, c], c]
-        if not hit.any():
-            continue
-        order = np.argsort(-score, kind="stable")
-        score, found = score[order], np.cumsum(hit[order])
-        last_of_tie = np.append(score[1:] != score[:-1], True)  # cut only after a whole group of equal scores
-        f1 = np.where(last_of_tie, 2 * found / (np.arange(1, len(score) + 1) + hit.sum()), -1.0)
-        thresholds[c] = score[int(np.argmax(f1))]
-    return thresholds
+    if not len(scores):
+        return np.full(scores.shape[1], np.nan)
+    minus = np.ascontiguousarray(-scores.T)  # one class per row: sorting and gathering along rows is faster
+    # NaNs are each their own group: keep them in image order, as the per-class stable sort did
+    order = np.argsort(minus, axis=1, kind="stable" if np.isnan(minus).any() else None)
+    score = -np.take_along_axis(minus, order, axis=1)
+    found = np.cumsum(np.take_along_axis(np.ascontiguousarray((positive & counted).T), order, axis=1), axis=1)
+    predicted = np.cumsum(np.take_along_axis(np.ascontiguousarray(counted.T), order, axis=1), axis=1)
+    last_of_tie = np.append(score[:, 1:] != score[:, :-1], np.ones((len(score), 1), bool), axis=1)
+    with np.errstate(invalid="ignore"):  # 0 / 0 only in a class without positive
+        f1 = np.where(last_of_tie, 2 * found / (predicted + found[:, -1:]), -1.0)
+    best = score[np.arange(len(score)), np.argmax(f1, axis=1)]
+    return np.where(found[:, -1] > 0, best, np.nan)
 
 
 def evaluate_scores(

@@ -5,7 +5,14 @@ import torch
 from PIL import Image
 from torch import nn
 
-from csra.deploy.heatmaps import class_score_maps, image_keys, image_score_maps, overlay, write_heatmaps
+from csra.deploy.heatmaps import (
+    DISPLAY_SIDE,
+    class_score_maps,
+    image_keys,
+    image_score_maps,
+    overlay,
+    write_heatmaps,
+)
 from csra.model.heads import MultiHeadCSRA
 from csra.model.network import ModelConfig, build_model
 
@@ -23,19 +30,32 @@ def colour_model(num_heads=2):
     return model
 
 
-def planted_image():
-    image = torch.full((3, 48, 64), 128, dtype=torch.uint8)
-    image[:, SQUARE[0], SQUARE[1]] = torch.tensor([255, 0, 0], dtype=torch.uint8).view(3, 1, 1)
+def planted_image(scale=1):
+    """A grey 48 x 64 image (times scale) with a red square at SQUARE (times scale)."""
+    image = torch.full((3, 48 * scale, 64 * scale), 128, dtype=torch.uint8)
+    rows, cols = (slice(s.start * scale, s.stop * scale) for s in SQUARE)
+    image[:, rows, cols] = torch.tensor([255, 0, 0], dtype=torch.uint8).view(3, 1, 1)
     return image
+
+
+def assert_on_square(row, col, shrink=1.0):
+    """(row, col) of a display-sized picture falls on the planted square (shrink: display size / SQUARE's image)."""
+    rows, cols = ((s.start * shrink, s.stop * shrink) for s in SQUARE)
+    assert rows[0] <= row < rows[1] and cols[0] <= col < cols[1], (row, col)
 
 
 def test_the_red_class_map_peaks_on_the_planted_red_square():
     maps = image_score_maps(colour_model(), planted_image())
-    assert maps.shape == (3, 48, 64)
+    assert maps.shape == (3, 48, 64)  # a small image keeps its size
     for c, pick in ((0, torch.argmax), (1, torch.argmin), (2, torch.argmin)):
-        row, col = divmod(int(pick(maps[c])), 64)
-        assert SQUARE[0].start <= row < SQUARE[0].stop and SQUARE[1].start <= col < SQUARE[1].stop, (c, row, col)
+        assert_on_square(*divmod(int(pick(maps[c])), 64))
     assert maps[0, 0, 0].abs() < 1e-5  # grey background: no colour evidence
+
+
+def test_maps_of_a_large_image_are_at_the_display_size_and_still_peak_on_the_square():
+    maps = image_score_maps(colour_model(), planted_image(scale=50))  # 2400 x 3200
+    assert DISPLAY_SIDE == 1024 and maps.shape == (3, 768, 1024)
+    assert_on_square(*divmod(int(torch.argmax(maps[0])), 1024), shrink=768 / 48)
 
 
 def test_score_map_is_the_sum_over_heads_of_the_normalised_1x1_conv():
@@ -78,6 +98,18 @@ def test_write_heatmaps_one_png_per_predicted_class_and_a_sheet_per_image(tmp_pa
         assert heat.getpixel((45, 14))[0] > heat.getpixel((5, 40))[0]  # red where the square is
     with Image.open(out / "red.png") as sheet:
         assert sheet.size[0] > sheet.size[1]  # the image and one panel side by side
+
+
+def test_a_large_jpeg_gives_display_sized_pngs_with_red_on_the_square(tmp_path):
+    Image.fromarray(planted_image(scale=50).permute(1, 2, 0).numpy()).save(tmp_path / "big.jpg", quality=95)
+    sheets = write_heatmaps(colour_model(), [(tmp_path / "big.jpg", [0.9, 0.1, 0.1], ["red"])],
+                            ["red", "green", "blue"], tmp_path / "out")
+    with Image.open(tmp_path / "out" / "big" / "red.png") as heat:
+        assert heat.size == (1024, 768)
+        pixels = np.asarray(heat).astype(int)
+        assert_on_square(*divmod(int(np.argmax(pixels[..., 0] - pixels[..., 2])), 1024), shrink=768 / 48)
+    with Image.open(sheets[0]) as sheet:
+        assert max(sheet.size) < 2 * 320 + 40  # the image and its panel, tiles of at most 320 pixels
 
 
 def test_image_keys_keep_stems_unless_they_collide(tmp_path):

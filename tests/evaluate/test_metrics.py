@@ -9,6 +9,7 @@ from csra.evaluate.metrics import (
     average_precision,
     evaluate_scores,
     per_class_table,
+    precision_recall_curves,
     threshold_metrics,
     top_k,
     tune_thresholds,
@@ -167,3 +168,71 @@ def test_tuned_thresholds_equal_a_brute_force_search(label_format):
     tuned = tune_thresholds(scores, targets, label_format)
     for c in range(scores.shape[1]):
         assert tuned[c] == brute_force_threshold(scores[:, c], targets[:, c], label_format), c
+def loop_average_precision(scores, targets, label_format):
+    """average_precision as it was, class by class: argsort of each class's counted images, then np.mean."""
+    aps = np.full(scores.shape[1], np.nan)
+    for c in range(scores.shape[1]):
+        keep = targets[:, c] != {"voc07": 0, "wider": 99}.get(label_format, np.inf)
+        hits = (targets[keep, c] == 1)[np.argsort(-scores[keep, c])]
+        ranks = np.flatnonzero(hits) + 1.0
+        if len(ranks):
+            aps[c] = np.mean(np.arange(1, len(ranks) + 1) / ranks)
+    return aps
+
+
+def loop_tune_thresholds(scores, targets, label_format):
+    """tune_thresholds as it was: per class, a stable sort and the F1 after each whole group of equal scores."""
+    thresholds = np.full(scores.shape[1], np.nan)
+    for c in range(scores.shape[1]):
+        keep = targets[:, c] != 0 if label_format == "voc07" else np.ones(len(scores), bool)
+        score, hit = scores[keep, c], targets[keep, c] == 1
+        if hit.any():
+            order = np.argsort(-score, kind="stable")
+            score, found = score[order], np.cumsum(hit[order])
+            last_of_tie = np.append(score[1:] != score[:-1], True)
+            f1 = np.where(last_of_tie, 2 * found / (np.arange(1, len(score) + 1) + hit.sum()), -1.0)
+            thresholds[c] = score[int(np.argmax(f1))]
+    return thresholds
+
+
+def tied_case(label_format, seed, images=700, classes=7, nan=False):
+    """Scores on 2 decimals (many ties), ~5-30 % positives, ignored codes, a class without any positive."""
+    rng = np.random.default_rng(seed)
+    scores = rng.random((images, classes)).round(2)
+    positive = rng.random((images, classes)) < rng.uniform(0.05, 0.3, classes)
+    negative, ignored = {"coco": (0, None), "voc07": (-1, 0), "wider": (0, 99)}[label_format]
+    targets = np.where(positive, 1, negative)
+    if ignored is not None:
+        targets[rng.random((images, classes)) < 0.1] = ignored
+    targets[:, 1][targets[:, 1] == 1] = negative
+    if nan:
+        scores[rng.random((images, classes)) < 0.03] = np.nan
+    return scores, targets
+
+
+@pytest.mark.parametrize("label_format", ["coco", "voc07", "wider"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_vectorised_metrics_equal_the_class_loops_bit_for_bit(label_format, seed):
+    scores, targets = tied_case(label_format, seed)
+    aps = average_precision(scores, targets, label_format)
+    np.testing.assert_array_equal(aps, loop_average_precision(scores, targets, label_format))
+    assert math.isnan(aps[1]) and not np.isnan(np.delete(aps, 1)).any()
+    for c, (recall, precision) in enumerate(precision_recall_curves(scores, targets, label_format)):
+        keep = targets[:, c] != {"voc07": 0, "wider": 99}.get(label_format, np.inf)
+        hits = (targets[keep, c] == 1)[np.argsort(-scores[keep, c])]
+        np.testing.assert_array_equal(precision, np.cumsum(hits) / np.arange(1, len(hits) + 1))
+        np.testing.assert_array_equal(recall, np.cumsum(hits) / max(hits.sum(), 1))
+    for nan in (False, True):
+        scores, targets = tied_case(label_format, seed, nan=nan)
+        np.testing.assert_array_equal(tune_thresholds(scores, targets, label_format),
+                                      loop_tune_thresholds(scores, targets, label_format))
+
+
+def test_top_k_equals_the_argsort_of_each_row_with_ties_and_nan():
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 6, size=(400, 12)) / 5
+    scores[rng.random(scores.shape) < 0.05] = np.nan
+    for k in (0, 1, 3, 11, 12, 13):
+        expected = scores.copy()
+        np.put_along_axis(expected, np.argsort(-scores, axis=1)[:, k:], 0.0, axis=1)
+        np.testing.assert_array_equal(top_k(scores, k), expected)
