@@ -124,9 +124,15 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(code, os.strerror(code), str(b))
 
 
+KEPT = (".gitignore",)  # bookkeeping of the version-control tools, not an output: carried into the new folder
+
+
 def replace_dir(tmp: Path, path: Path) -> None:
-    """Put the folder tmp in path's place, path's old content removed: in one step where the system swaps
-    folders atomically, else by two renames that remove_leftovers completes if they are cut apart."""
+    """Put the folder tmp in path's place, path's old content removed (but for KEPT files): in one step where the
+    system swaps folders atomically, else by two renames that remove_leftovers completes if they are cut apart."""
+    for name in KEPT:
+        if (path / name).is_file() and not (tmp / name).exists():
+            shutil.copy2(path / name, tmp / name)
     if not path.exists():
         os.replace(tmp, path)
     elif _exchange(tmp, path):

@@ -47,8 +47,9 @@ def demo(
     from csra.deploy.heatmaps import write_heatmaps
     from csra.deploy.scoring import class_thresholds, demo_line, predict_files, predicted_labels
     from csra.evaluate.predict import resolve_device
-    from csra.fileio import write_json, write_text
+    from csra.fileio import atomic_dir, write_json, write_text
     from stages import tracking
+    from stages.execution import run_name
 
     ckpt = checkpoint or Path(params.train.out_dir) / BEST
     out = Path(params.demo.out_dir)
@@ -62,14 +63,13 @@ def demo(
     lines = [demo_line(path, scores, classes, per_class) for path, scores in results]
     predictions = [{"image": str(path), "labels": predicted_labels(scores, classes, per_class),
                     "scores": dict(zip(classes, scores))} for path, scores in results]
-    write_text(out / PREDICTIONS_TXT, "".join(f"{line}\n" for line in lines))
-    write_json(out / PREDICTIONS_JSON, predictions, indent=2)
-    typer.echo("\n".join(lines))
     labelled = [(path, scores, item["labels"]) for (path, scores), item in zip(results, predictions)]
-    sheets = write_heatmaps(net, labelled, classes, out / HEATMAPS)
+    with atomic_dir(out) as tmp:  # all outputs or none; the previous ones stay until the new ones are whole
+        write_text(tmp / PREDICTIONS_TXT, "".join(f"{line}\n" for line in lines))
+        write_json(tmp / PREDICTIONS_JSON, predictions, indent=2)
+        sheets = write_heatmaps(net, labelled, classes, tmp / HEATMAPS)
+        with tracking.stage_run(ckpt.parent / RUN_FILE, params.tracking.experiment, params.flat(),
+                                run_name(params.train.recipe)) as recorder:
+            recorder.artifacts(tmp, "demo")
+    typer.echo("\n".join(lines))
     typer.echo(f"heatmaps: {len(sheets)} contact sheets and one map per predicted class in {out / HEATMAPS}")
-
-    run_file = ckpt.parent / RUN_FILE
-    if run_file.is_file():
-        with tracking.continued_run(run_file, params.flat(["demo"])) as recorder:
-            recorder.artifacts(out, "demo")

@@ -74,14 +74,15 @@ def evaluate(
                          evaluate__out_dir=str(out_dir) if out_dir else None)
     import numpy as np
 
-    from csra.data.formats import image_stem, read_annotations, read_scores
+    from csra.data.formats import image_stem, items_digest, read_annotations, read_scores
     from csra.data.registry import get_dataset, resolve_classes
     from csra.errors import CSRAError
     from csra.evaluate.metrics import evaluate_scores, per_class_table
     from csra.evaluate.predict import predict, resolve_device
     from csra.evaluate.reports import plot_ap_bars, plot_pr_curves
-    from csra.fileio import write_json, write_text
+    from csra.fileio import atomic_dir, write_json, write_text
     from stages import tracking
+    from stages.execution import run_name
 
     entry = get_dataset(params.data.dataset)
     ann = annotations or Path(params.data.prepared_dir) / entry.test_file
@@ -103,23 +104,30 @@ def evaluate(
         values = np.array(read_scores(scores, items, len(classes)), dtype=np.float64)
     else:
         values = predict(net, items, net.config, params.evaluate.batch_size, params.evaluate.num_workers,
-                            resolve_device(params.evaluate.device)).scores
-        write_json(out / SCORES, [{"file_name": image_stem(it["img_path"]), "scores": s}
-                                  for it, s in zip(items, values.tolist())])
+                         resolve_device(params.evaluate.device)).scores
     targets = np.array([item["target"] for item in items])
     metrics, aps = evaluate_scores(values, targets, entry.label_format, threshold)
-    table = per_class_table(values, targets, entry.label_format, threshold)
-    write_text(out / PER_CLASS, per_class_csv(classes, aps, table))
-    plot_pr_curves(values, targets, entry.label_format, classes, aps, out / PLOTS / PR_CURVES)
-    plot_ap_bars(classes, aps, out / PLOTS / AP_BARS)
-    write_json(out / METRICS, metrics, indent=2)
-    typer.echo("\n".join(summary(metrics, classes, aps, ann)))
-
-    run_file = ckpt.parent / RUN_FILE if ckpt is not None else None
-    if run_file is None or not run_file.is_file():
-        typer.echo("no MLflow run recorded next to the checkpoint: metrics not logged to MLflow")
-        return
-    with tracking.continued_run(run_file, params.flat(["evaluate"])) as recorder:
-        recorder.metrics({f"test_{k}": v for k, v in metrics.items()})
-        for file_name in (METRICS, PER_CLASS, f"{PLOTS}/{PR_CURVES}", f"{PLOTS}/{AP_BARS}"):
-            recorder.artifact(out / file_name, "evaluate")
+    lines = summary(metrics, classes, aps, ann)
+    selection = saved.get("selection") if ckpt is not None else None
+    on_selection = bool(selection) and selection["digest"] == items_digest(items)
+    if on_selection:
+        lines.append(f"note: {ckpt} was selected on these images ({selection['split']}: {selection['source']}): "
+                     "its metrics here are not held out (data.selection: val holds a split out)")
+    with atomic_dir(out) as tmp:  # all outputs or none; the previous ones stay until the new ones are whole
+        if ckpt is not None:
+            write_json(tmp / SCORES, [{"file_name": image_stem(it["img_path"]), "scores": s}
+                                      for it, s in zip(items, values.tolist())])
+        write_text(tmp / PER_CLASS, per_class_csv(classes, aps, per_class_table(values, targets, entry.label_format,
+                                                                               threshold)))
+        plot_pr_curves(values, targets, entry.label_format, classes, aps, tmp / PLOTS / PR_CURVES)
+        plot_ap_bars(classes, aps, tmp / PLOTS / AP_BARS)
+        write_json(tmp / METRICS, metrics, indent=2)
+        if ckpt is not None:
+            with tracking.stage_run(ckpt.parent / RUN_FILE, params.tracking.experiment, params.flat(),
+                                    run_name(params.train.recipe)) as recorder:
+                recorder.metrics(metrics)
+                recorder.tag("evaluated_on_selection_images", str(on_selection).lower())
+                recorder.artifacts(tmp, "evaluate")
+    if ckpt is None:
+        lines.append("(the metrics of a scores file are not logged to MLflow)")
+    typer.echo("\n".join(lines))

@@ -32,6 +32,7 @@ def export(
     from csra.fileio import atomic_dir, write_json
     from csra.model.checkpoints import load_model
     from stages import tracking
+    from stages.execution import run_name
 
     ckpt = checkpoint or Path(params.train.out_dir) / BEST
     out, seed = Path(params.export.out_dir), params.export.seed
@@ -44,11 +45,8 @@ def export(
             typer.echo(f"{out / name}: max |score - eager score| = {error:.1e} on fresh random images")
         write_json(tmp / CONTRACT, {**contract, "parity": {"tolerance": PARITY_TOLERANCE,
                                                            "max_abs_difference": parity}}, indent=2)
-        run_file = ckpt.parent / RUN_FILE
-        if not run_file.is_file():
-            typer.echo(f"warning: {run_file} not found; the model is not logged to MLflow", err=True)
-            return
-        with tracking.continued_run(run_file, params.flat(["export"])) as recorder:
+        with tracking.stage_run(ckpt.parent / RUN_FILE, params.tracking.experiment, params.flat(),
+                                run_name(params.train.recipe)) as recorder:
             registered = tracking.log_scoring_model(
                 recorder, scoring, example_images(model.config.img_size, seed).numpy(), len(saved["classes"]),
                 params.export.registered_model, contract)

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from csra.data.registry import DATASETS
+from csra.data.registry import DATASETS, SELECTIONS
 from csra.data.synthetic import SyntheticSpec
 from csra.errors import CSRAError
 from csra.settings import check_fields, from_mapping, setting, to_flat
@@ -33,6 +33,9 @@ class DataParams(Group):
     raw_path: str | None = setting()
     prepared_dir: str = setting()
     bad_images: str = setting(choices=BAD_IMAGES)
+    selection: str = setting(choices=SELECTIONS)
+    val_fraction: float = setting(above=0, below=1)
+    val_seed: int = setting(min=0)
 
 
 @dataclass(frozen=True)

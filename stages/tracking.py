@@ -1,9 +1,10 @@
-"""The one place that talks to MLflow: tracking URI, the pipeline's run, params, metrics and artifacts.
+"""The one place that talks to MLflow: the store, one run per pipeline execution, params, metrics, artifacts.
 
-One MLflow run per pipeline run: train opens it and writes its id to a stage output (run.json); evaluate and demo
-log into the same run. Default store: SQLite `mlflow.db` at the repository root, as an absolute path, so that
-`dvc exp run --temp/--queue` workspaces (under .dvc/tmp/exps/) log into the same database. MLFLOW_TRACKING_URI
-overrides it.
+Train opens its execution's run and writes its id beside the checkpoint (run.json). A stage after train logs into
+the training run when train ran in the same execution (one `dvc repro`), else into a run of its own execution,
+linked to the training run (stages/execution.py says which execution a stage runs in). Default store: SQLite
+`mlflow.db` at the repository root, as an absolute path, so that `dvc exp run --temp/--queue` workspaces (under
+.dvc/tmp/exps/) log into the same database. MLFLOW_TRACKING_URI overrides it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +20,7 @@ from typing import Any
 
 from csra.errors import CSRAError
 from csra.fileio import write_json
+from stages.execution import execution_id, run_tags
 
 DVC_TEMP_WORKSPACES = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
 
@@ -61,25 +62,6 @@ def _experiment_id(mlflow: Any, name: str) -> str:
     return mlflow.create_experiment(name, artifact_location=_artifact_location(mlflow.get_tracking_uri()))
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-def _run_tags() -> dict[str, str]:
-    tags = {}
-    commit = _git_commit()
-    if commit:
-        tags["mlflow.source.git.commit"] = commit
-    for env, tag in (("DVC_EXP_NAME", "dvc.exp_name"), ("DVC_EXP_BASELINE_REV", "dvc.baseline_rev")):
-        if os.environ.get(env):
-            tags[tag] = os.environ[env]
-    return tags
-
-
 class Recorder:
     """The active MLflow run, through the few calls the stages make."""
 
@@ -101,58 +83,87 @@ class Recorder:
 
 
 @contextmanager
-def training_run(experiment: str, params: dict[str, Any], run_file: Path, run_id: str | None = None
-                 ) -> Iterator[Recorder]:
-    """Open the pipeline's run (train), log params and tags, record its id in run_file; yields its Recorder.
-    With run_id (a resumed training), that run is reopened: its params are already logged."""
-    mlflow = _mlflow()
-    experiment_id = _experiment_id(mlflow, experiment)
-    if run_id is not None:
-        with mlflow.start_run(run_id=run_id) as run:
-            write_json(run_file, {"run_id": run.info.run_id, "experiment": experiment}, indent=2)
-            yield Recorder(mlflow, run.info.run_id)
-        return
-    with mlflow.start_run(experiment_id=experiment_id, run_name=os.environ.get("DVC_EXP_NAME")) as run:
-        mlflow.set_tags(_run_tags())
-        mlflow.log_params(params)
-        write_json(run_file, {"run_id": run.info.run_id, "experiment": experiment}, indent=2)
-        yield Recorder(mlflow, run.info.run_id)
+def _reachable() -> Iterator[None]:
+    """A store that cannot be reached (a team server down, a database locked) is one line, not a traceback."""
+    try:
+        yield
+    except CSRAError:
+        raise
+    except Exception as e:
+        from mlflow.exceptions import MlflowException
+
+        if isinstance(e, (MlflowException, ConnectionError, OSError)) or "sqlalchemy" in type(e).__module__:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CSRAError(f"MLflow tracking store {tracking_uri()}: {first}") from None
+        raise
 
 
 @contextmanager
-def continued_run(run_file: Path, params: dict[str, Any]) -> Iterator[Recorder]:
-    """Log into the run that train recorded in run_file (evaluate, demo, export); yields its Recorder.
-
-    A param that the run already holds with another value (a stage re-run with new settings) cannot be changed
-    in MLflow: its new value is recorded as a tag 'changed.<key>' and a warning says so.
-    """
-    if not run_file.is_file():
-        raise CSRAError(f"{run_file}: no MLflow run recorded; run the train stage first")
-    try:
-        info = json.loads(run_file.read_text())
-        run_id, experiment = info["run_id"], info["experiment"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise CSRAError(f"{run_file}: expected {{'run_id', 'experiment'}} written by the train stage") from None
+def training_run(experiment: str, params: dict[str, Any], run_file: Path, name: str,
+                 run_id: str | None = None) -> Iterator[Recorder]:
+    """Open this execution's run for train: a new run with every param, the execution's tags and name, its id
+    recorded in run_file; yields its Recorder. With run_id (a resumed training) that interrupted run is reopened
+    and marked with this execution, so the stages after train join it."""
     mlflow = _mlflow()
-    from mlflow.exceptions import MlflowException
-
-    try:
-        existing = mlflow.get_run(run_id).data.params
-    except MlflowException:
-        print(f"warning: MLflow run {run_id} is not in {tracking_uri()}; logging to a new run")
-        with mlflow.start_run(experiment_id=_experiment_id(mlflow, experiment)) as run:
-            mlflow.set_tags(_run_tags())
-            mlflow.log_params(params)
+    with _reachable():
+        experiment_id = _experiment_id(mlflow, experiment)
+        started = mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(experiment_id=experiment_id,
+                                                                                   run_name=name)
+        with started as run:
+            mlflow.set_tags({**run_tags(), "csra.execution": execution_id()})
+            if run_id is None:
+                mlflow.log_params(params)
+            write_json(run_file, {"run_id": run.info.run_id, "experiment": experiment}, indent=2)
             yield Recorder(mlflow, run.info.run_id)
-        return
-    with mlflow.start_run(run_id=run_id):
-        fresh = {k: v for k, v in params.items() if k not in existing}
-        changed = {k: v for k, v in params.items() if k in existing and existing[k] != str(v)}
-        mlflow.log_params(fresh)
-        for key, value in changed.items():
-            print(f"warning: MLflow run already has {key}={existing[key]}; new value {value} logged as a tag")
-            mlflow.set_tag(f"changed.{key}", str(value))
-        yield Recorder(mlflow, run_id)
+
+
+def _training_run_id(run_file: Path) -> tuple[str, str] | None:
+    """(run id, experiment) that train recorded next to its checkpoint, or None."""
+    if not run_file.is_file():
+        return None
+    try:
+        info = json.loads(run_file.read_text(encoding="utf-8"))
+        return info["run_id"], info["experiment"]
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
+        raise CSRAError(f"{run_file}: expected {{'run_id', 'experiment'}} written by the train stage") from None
+
+
+@contextmanager
+def stage_run(run_file: Path | None, experiment: str, params: dict[str, Any], name: str) -> Iterator[Recorder]:
+    """This execution's run for a stage after train (evaluate, demo, export): the training run if train ran in
+    this same execution; else this execution's own run — found by its tag, or created with every param and
+    linked to the training run it builds on (tag csra.train_run_id, nested under it). Another execution's run is
+    never changed."""
+    mlflow = _mlflow()
+    execution = execution_id()
+    trained = _training_run_id(run_file) if run_file is not None else None
+    with _reachable():
+        experiment_id = _experiment_id(mlflow, trained[1] if trained else experiment)
+        run_id = _execution_run(mlflow, experiment_id, execution, trained[0] if trained else None)
+        started = mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(experiment_id=experiment_id,
+                                                                                   run_name=name)
+        with started as run:
+            if run_id is None:
+                links = {"csra.train_run_id": trained[0], "mlflow.parentRunId": trained[0]} if trained else {}
+                mlflow.set_tags({**run_tags(), "csra.execution": execution, **links})
+                mlflow.log_params(params)
+            yield Recorder(mlflow, run.info.run_id)
+
+
+def _execution_run(mlflow: Any, experiment_id: str, execution: str, train_run_id: str | None) -> str | None:
+    """The id of this execution's run: the training run when it carries this execution's tag, else a run of
+    this execution built on the same training run; None when there is none yet."""
+    if train_run_id is not None:
+        try:
+            if mlflow.get_run(train_run_id).data.tags.get("csra.execution") == execution:
+                return train_run_id
+        except mlflow.exceptions.MlflowException:
+            train_run_id = None  # not in this store: the new run stands alone
+    query = f"tags.`csra.execution` = '{execution}'"
+    if train_run_id is not None:
+        query += f" and tags.`csra.train_run_id` = '{train_run_id}'"
+    found = mlflow.search_runs([experiment_id], filter_string=query, output_format="list", max_results=1)
+    return found[0].info.run_id if found else None
 
 
 def log_scoring_model(

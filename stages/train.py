@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
 CHECKPOINT, METRICS, HISTORY = "model.pt", "metrics.json", "history.csv"
 STATE = "train_state.pt"  # not a DVC output: it survives a crash so that the next run resumes from it
-LOGGED_GROUPS = ["data", "prepare", "train", "tracking"]
+PARTIAL = ".partial"  # results/train.partial: an unfinished run's outputs and state, swapped in when it ends
 
 
 def dist_context():
@@ -56,11 +57,11 @@ def make_callbacks(out: Path, epochs: int, recorder: Recorder):
                        f"val mAP {row['val_mAP']:.2f}  {row['images_per_s']:.0f} img/s")
 
         def on_end(self, result: TrainResult) -> None:
-            final = result.final
-            write_json(out / METRICS, {"epochs": final["epoch"], "train_loss": final["train_loss"],
-                                       "val_mAP": final["val_mAP"], "best_epoch": result.best_epoch,
-                                       "best_val_mAP": result.best_val_mAP}, indent=2)
-            recorder.metrics({"best_val_mAP": result.best_val_mAP})
+            final = result.final  # metrics.json holds MLflow's names: train_loss and val_mAP at the last step
+            summary = {"epochs": final["epoch"], "best_epoch": result.best_epoch, "best_val_mAP": result.best_val_mAP}
+            write_json(out / METRICS, {**summary, "train_loss": final["train_loss"], "val_mAP": final["val_mAP"]},
+                       indent=2)
+            recorder.metrics(summary, step=final["epoch"])
             recorder.tag("best_epoch", str(result.best_epoch))
             for path in (result.paths.last, result.paths.best):
                 recorder.artifact(path, "checkpoints")
@@ -98,30 +99,43 @@ def train(
     )
     from csra.data.prepared import load_training_data
     from csra.evaluate.predict import resolve_device
+    from csra.fileio import disk_errors, replace_dir
     from csra.train.run import TrainPaths
     from csra.train.run import train as run_training
     from csra.train.state import find_resume
     from stages import tracking
+    from stages.execution import run_name
 
     cfg, out, ctx = params.train.config(), Path(params.train.out_dir), dist_context()
-    data = load_training_data(params.data.dataset, params.data.prepared_dir, params.data.bad_images == "skip")
-    paths = TrainPaths(out / BEST, out / CHECKPOINT, out / STATE)
+    work = out.with_name(f"{out.name}{PARTIAL}")  # the run's outputs while it is unfinished, its resume point
+    data = load_training_data(params.data.dataset, params.data.prepared_dir, params.data.bad_images == "skip",
+                              params.data.selection, params.data.val_fraction, params.data.val_seed)
+    paths = TrainPaths(work / BEST, work / CHECKPOINT, work / STATE)
     state = find_resume(paths.state, cfg, data, "always" if resume else params.train.resume, ctx.world_size)
+    if ctx.is_main and state is None:  # a stale or killed run's leftovers go
+        with disk_errors(work):
+            shutil.rmtree(work, ignore_errors=True)
+            work.mkdir(parents=True)
     if ctx.is_main:
         typer.echo(f"recipe {params.train.recipe}: {cfg.model}, {cfg.num_heads} head(s), λ={cfg.lam}, "
-                   f"{cfg.img_size} px: {len(data.train_items)} train, {len(data.val_items)} val images, "
+                   f"{cfg.img_size} px: {len(data.train_items)} train images, selection on "
+                   f"{data.selection.source} ({len(data.val_items)} images), "
                    f"{len(data.classes)} classes, {cfg.epochs} epochs on {resolve_device(cfg.device, ctx.local_rank)}"
                    + (f" × {ctx.world_size} processes" if ctx.enabled else "")
                    + (f"; resuming after epoch {state['epoch']}" if state else ""))
-    flat = params.flat(LOGGED_GROUPS)
+    flat = params.flat()
     progress = sys.stderr.isatty()
     if not ctx.is_main:
         run_training(cfg, data, paths, resume=state, metadata=flat, ctx=ctx, progress=progress)
         return
     run_id = state["extra"].get("run_id") if state else None
-    with tracking.training_run(params.tracking.experiment, flat, out / RUN_FILE, run_id) as recorder:
+    name = run_name(params.train.recipe)
+    with tracking.training_run(params.tracking.experiment, flat, work / RUN_FILE, name, run_id) as recorder:
+        recorder.tag("selection", f"{data.selection.split}: {data.selection.source}")
         result = run_training(cfg, data, paths, resume=state, metadata=flat, ctx=ctx, progress=progress,
-                              callbacks=make_callbacks(out, cfg.epochs, recorder),
+                              callbacks=make_callbacks(work, cfg.epochs, recorder),
                               extra_state={"run_id": recorder.run_id})
-    typer.echo(f"best epoch {result.best_epoch} (val mAP {result.best_val_mAP:.2f}) → {paths.best}; "
-               f"last epoch → {paths.last}")
+    with disk_errors(out):
+        replace_dir(work, out)  # the previous complete outputs stay until now
+    typer.echo(f"best epoch {result.best_epoch} (val mAP {result.best_val_mAP:.2f}) → {out / BEST}; "
+               f"last epoch → {out / CHECKPOINT}")

@@ -4,6 +4,7 @@ images, model settings — with the malformed input each one meets in practice."
 
 import functools
 import json
+import os
 import pickle
 
 import pytest
@@ -612,14 +613,16 @@ def resume_from_a_state_without_ema(tmp):
 
 
 @case
-def mlflow_run_file_missing(tmp):
-    with tracking.continued_run(tmp / "run.json", {}):
+def mlflow_run_file_malformed(tmp):
+    with tracking.stage_run(write(tmp / "run.json", {"run": 1}), "csra", {}, "x"):
         pass
 
 
 @case
-def mlflow_run_file_malformed(tmp):
-    with tracking.continued_run(write(tmp / "run.json", {"run": 1}), {}):
+def mlflow_store_unreachable(tmp):
+    (tmp / "a_file").write_text("")
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/a_file/mlflow.db"  # a folder that cannot be made
+    with tracking.stage_run(None, "csra", {}, "x"):
         pass
 
 

@@ -47,6 +47,14 @@ def convert_custom_voc(data_path: str | Path) -> tuple[list[dict], list[dict], l
     return train, test, classes
 
 
+def custom_voc_val(data_path: str | Path, classes: list[str]) -> list[dict]:
+    """The images of ImageSets/Main/val.txt (if any) with the test file's codes: the held-out selection split."""
+    folder = Path(data_path)
+    val_ids = set(read_ids(folder / "ImageSets" / "Main" / "val.txt", required=False))
+    img_dir = os.path.join(str(data_path), "JPEGImages/")
+    return convert_voc_folder(folder, classes, img_dir, set(), val_ids, use_filename=True)[1]
+
+
 def convert_custom_coco(data_path: str | Path) -> tuple[list[dict], list[dict], list[str]]:
     """(train, test, classes) from a folder with train.json and test.json in COCO format and images/; the same
     rules as coco (sorted category ids, images without annotations skipped)."""

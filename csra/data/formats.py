@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -115,3 +116,9 @@ def read_scores(path: str | Path, items: list[dict], num_classes: int) -> list[l
                             f"{image_stem(item['img_path'])!r}; scores must follow the annotation order")
         scores.append(values)
     return scores
+
+
+def items_digest(items: list[dict]) -> str:
+    """A digest of annotation items (image paths and targets, in order)."""
+    blob = json.dumps([[item["img_path"], item["target"]] for item in items])
+    return hashlib.sha256(blob.encode()).hexdigest()

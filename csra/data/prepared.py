@@ -7,31 +7,84 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from csra.data.check import Findings, check_items
-from csra.data.formats import read_annotations
-from csra.data.registry import DatasetEntry, get_dataset, resolve_classes
+from csra.data.formats import items_digest, read_annotations
+from csra.data.registry import SELECTIONS, DatasetEntry, get_dataset, resolve_classes
 from csra.errors import CSRAError
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Selection:
+    """The images that pick the best epoch and tune the thresholds: their split ('val': held out of training;
+    'test': the test split, as the paper's code does), where they come from, how many, and a digest of them by
+    which evaluate recognises them."""
+
+    split: str
+    source: str
+    items: int
+    digest: str
+
+
+@dataclass(frozen=True)
 class TrainData:
     """What a run trains and validates on: annotation items (0/1 training targets; validation targets in the
-    codes of label_format), the class names, and whether unreadable images are left out (skip_bad) or fatal."""
+    codes of label_format), the class names, whether unreadable images are left out (skip_bad) or fatal, and
+    what the validation items are (selection)."""
 
     train_items: list[dict]
     val_items: list[dict]
     classes: list[str]
     label_format: str
     skip_bad: bool = False
+    selection: Selection | None = None
 
 
-def usable_items(prepared: Path, files: dict[str, list[dict]], classes: list[str], skip: bool) -> list[list[dict]]:
-    """The cheap check on start (class counts, image files present): missing images are an error, or with skip
-    are reported and their items left out."""
+def held_out(items: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """(kept, held out): a seeded fraction of the items, at least one and never all, both in file order."""
+    count = min(max(1, round(fraction * len(items))), len(items) - 1)
+    chosen = set(np.random.default_rng(seed).permutation(len(items))[:count].tolist())
+    return ([item for i, item in enumerate(items) if i not in chosen],
+            [item for i, item in enumerate(items) if i in chosen])
+
+
+def selection_split(entry: DatasetEntry, prepared: Path, train_items: list[dict], split: str, fraction: float,
+                    seed: int) -> tuple[list[dict], list[dict], str, str]:
+    """(train items, validation items, their label format, where they come from) for a selection split."""
+    if split not in SELECTIONS:
+        raise CSRAError(f"selection split must be one of {', '.join(SELECTIONS)}, got {split!r}")
+    if split == "test":
+        val = read_annotations(prepared / entry.test_file, label_format=entry.label_format)
+        return train_items, val, entry.label_format, entry.test_file
+    if entry.val_file and (prepared / entry.val_file).is_file():
+        val = read_annotations(prepared / entry.val_file, label_format=entry.label_format)
+        held = {item["img_path"] for item in val}
+        return [item for item in train_items if item["img_path"] not in held], val, entry.label_format, \
+            entry.val_file
+    if len(train_items) < 2:
+        raise CSRAError(f"{prepared / entry.train_file}: {len(train_items)} image(s): too few to hold out a "
+                        "validation split (data.selection: test validates on the test split)")
+    train, val = held_out(train_items, fraction, seed)
+    return train, val, "coco", f"{len(val)} of the {len(train_items)} images of {entry.train_file} (seed {seed})"
+
+
+def require_positives(items: list[dict], source: str) -> None:
+    """A file whose targets hold no positive at all cannot rank anything (mAP undefined): one line."""
+    if not any(code == 1 for item in items for code in item["target"]):
+        raise CSRAError(f"{source}: no positive label in any of its {len(items)} images; a validation mAP needs "
+                        "at least one")
+
+
+def usable_items(prepared: Path, files: dict[str, list[dict]] | list[tuple[str, list[dict]]], classes: list[str],
+                 skip: bool) -> list[list[dict]]:
+    """The cheap check on start (class counts, image files present) of (file name, items) pairs: missing images
+    are an error, or with skip are reported and their items left out."""
+    files = list(files.items()) if isinstance(files, dict) else files
     found = Findings()
-    for name, items in files.items():
+    for name, items in files:
         found.extend(check_items(prepared / name, items, classes, decode=False))
     for warning in found.warnings:
         log.warning("warning: %s", warning)
@@ -39,16 +92,26 @@ def usable_items(prepared: Path, files: dict[str, list[dict]], classes: list[str
         raise CSRAError("; ".join(found.errors) + " (data.bad_images: skip leaves them out)")
     for error in found.errors:
         log.warning("warning: %s; skipped (data.bad_images: skip)", error)
-    return [[item for item in items if item["img_path"] not in found.bad_paths] for items in files.values()]
+    return [[item for item in items if item["img_path"] not in found.bad_paths] for _, items in files]
 
 
-def load_training_data(dataset: str | DatasetEntry, prepared_dir: str | Path, skip_bad: bool) -> TrainData:
-    """The train file and the validation (test) file of a prepared dataset, checked, with its class names."""
+def load_training_data(dataset: str | DatasetEntry, prepared_dir: str | Path, skip_bad: bool, selection: str = "val",
+                       val_fraction: float = 0.1, val_seed: int = 0) -> TrainData:
+    """The training items and the selection (validation) items of a prepared dataset, checked, with its class
+    names. selection 'val' holds out the dataset's val file (VOC's val.txt) or else a seeded val_fraction of the
+    train file; 'test' validates on the test file (the official protocol)."""
     entry = get_dataset(dataset) if isinstance(dataset, str) else dataset
     prepared = Path(prepared_dir)
     classes = resolve_classes(entry, prepared)
     train_items = read_annotations(prepared / entry.train_file, label_format="binary")
-    val_items = read_annotations(prepared / entry.test_file, label_format=entry.label_format)
-    train_items, val_items = usable_items(
-        prepared, {entry.train_file: train_items, entry.test_file: val_items}, classes, skip_bad)
-    return TrainData(train_items, val_items, classes, entry.label_format, skip_bad)
+    train_items, val_items, label_format, source = selection_split(entry, prepared, train_items, selection,
+                                                                   val_fraction, val_seed)
+    val_name = source if source.endswith(".json") else entry.train_file
+    train_items, val_items = usable_items(prepared, [(entry.train_file, train_items), (val_name, val_items)], classes,
+                                          skip_bad)
+    if not train_items:
+        raise CSRAError(f"{prepared / entry.train_file}: no training image left to read")
+    require_positives(train_items, str(prepared / entry.train_file))
+    require_positives(val_items, f"{prepared}: the validation images ({source})")
+    chosen = Selection(selection, source, len(val_items), items_digest(val_items))
+    return TrainData(train_items, val_items, classes, label_format, skip_bad, chosen)

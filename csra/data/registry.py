@@ -37,6 +37,7 @@ WIDER_ATTRIBUTES = [
 # The built-in dataset's classes (csra.data.synthetic draws one shape per class).
 SYNTHETIC_CLASSES = ["circle", "square", "triangle", "diamond", "star", "cross", "ring", "hexagon", "arrow", "crescent"]
 
+SELECTIONS = ("val", "test")  # what selects the best epoch: a split held out of training | the test split
 Converter = Callable[[str], tuple[list[dict], list[dict], list[str]]]
 
 
@@ -53,22 +54,34 @@ class DatasetEntry:
     classes: tuple[str, ...] | None
     converter: str | None
     layout: str = ""
+    val_file: str | None = None  # a held-out split the raw layout defines (VOC's val.txt), in the test codes
+    val_converter: str | None = None  # 'module:function': (raw folder, class names) → val items
 
     def convert(self, raw: str) -> tuple[list[dict], list[dict], list[str]]:
-        module, function = self.converter.split(":")
-        return getattr(importlib.import_module(module), function)(raw)
+        return _function(self.converter)(raw)
+
+    def convert_val(self, raw: str, classes: list[str]) -> list[dict]:
+        return _function(self.val_converter)(raw, classes) if self.val_converter else []
+
+
+def _function(name: str) -> Callable:
+    module, function = name.split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 DATASETS: dict[str, DatasetEntry] = {entry.name: entry for entry in (
-    DatasetEntry("synthetic", "trainval_voc07.json", "test_voc07.json", "voc07", tuple(SYNTHETIC_CLASSES), None),
+    DatasetEntry("synthetic", "trainval_voc07.json", "test_voc07.json", "voc07", tuple(SYNTHETIC_CLASSES), None,
+                 val_file="val_voc07.json"),
     DatasetEntry("voc07", "trainval_voc07.json", "test_voc07.json", "voc07", tuple(VOC_CLASSES),
-                 "csra.data.voc:convert_voc2007", "the VOCdevkit folder"),
+                 "csra.data.voc:convert_voc2007", "the VOCdevkit folder", "val_voc07.json",
+                 "csra.data.voc:voc2007_val"),
     DatasetEntry("coco", "train_coco2014.json", "val_coco2014.json", "coco", tuple(COCO_CLASSES),
                  "csra.data.coco:convert_coco2014", "the COCO2014 folder with annotations/ and images/"),
     DatasetEntry("wider", "trainval_wider.json", "test_wider.json", "wider", tuple(WIDER_ATTRIBUTES),
                  "csra.data.wider:convert_wider", "the WIDER-Attribute folder with Annotations/ and Image/"),
     DatasetEntry("custom_voc", "train_custom.json", "test_custom.json", "voc07", None,
-                 "csra.data.custom:convert_custom_voc", "a folder with Annotations/, JPEGImages/ and ImageSets/Main/"),
+                 "csra.data.custom:convert_custom_voc", "a folder with Annotations/, JPEGImages/ and ImageSets/Main/",
+                 "val_custom.json", "csra.data.custom:custom_voc_val"),
     DatasetEntry("custom_coco", "train_custom.json", "test_custom.json", "coco", None,
                  "csra.data.custom:convert_custom_coco", "a folder with train.json, test.json and images/"),
     DatasetEntry("custom_csv", "train_custom.json", "test_custom.json", "coco", None,

@@ -103,3 +103,18 @@ def convert_voc07(
 def convert_voc2007(data_path: str) -> tuple[list[dict], list[dict], list[str]]:
     """(trainval, test, class names) of real VOC2007, exactly as the official prepare_voc script writes them."""
     return *convert_voc07(data_path, VOC_CLASSES, keep_unlabelled=False), list(VOC_CLASSES)
+
+
+def voc07_val(data_path: str | Path, classes: list[str], path_prefix: str | Path | None = None,
+              keep_unlabelled: bool = True) -> list[dict]:
+    """The images of VOC2007/ImageSets/Main/val.txt with the test file's codes (1, 0 = difficult only, -1): the
+    held-out split a run selects its best epoch on (empty when there is no val.txt)."""
+    voc = Path(data_path) / "VOC2007"
+    val_ids = set(read_ids(voc / "ImageSets" / "Main" / "val.txt", required=False))
+    img_dir = os.path.join(str(path_prefix or data_path), "VOC2007/JPEGImages/")
+    return convert_voc_folder(voc, classes, img_dir, set(), val_ids, False, keep_unlabelled)[1]
+
+
+def voc2007_val(data_path: str, classes: list[str]) -> list[dict]:
+    """Real VOC2007's val split (see voc07_val), images without objects left out as in its trainval."""
+    return voc07_val(data_path, classes, keep_unlabelled=False)

@@ -79,8 +79,9 @@ class _Run:
         return [None if math.isnan(t) else float(t) for t in tune_thresholds(*val, self.data.label_format)]
 
     def save(self, path: Path, model: CSRAModel, epoch: int, val_map: float, val: tuple | None) -> None:
+        selection = asdict(self.data.selection) if self.data.selection else None
         save_checkpoint(path, model, self.data.classes, self.metadata, epoch=epoch, thresholds=self.thresholds(val),
-                        val_mAP=val_map, recipe=asdict(self.cfg))
+                        val_mAP=val_map, recipe=asdict(self.cfg), selection=selection)
 
     def after_epoch(self, row: dict, trainer: Trainer, val: tuple[np.ndarray, np.ndarray]) -> None:
         self.last_val[:] = [val]

@@ -110,7 +110,7 @@ def test_train_start_missing_images_fail_or_skip(tmp_path, capsys):
 
 def test_train_stage_checks_on_start(tiny_params):
     run("prepare")
-    edit_params(tiny_params, **{"data.bad_images": "fail"})
+    edit_params(tiny_params, **{"data.bad_images": "fail", "data.selection": "test"})  # train on all 24
     first = sorted((tiny_params.parent / "data/prepared/synthetic/VOC2007/JPEGImages").glob("*.jpg"))[0]
     first.unlink()
     assert_one_line_error(*run("train"), "trainval_voc07.json: 1 of 24 image files missing", first.name)
@@ -125,6 +125,6 @@ def test_train_reads_official_files_without_a_class_list(tiny_params, tmp_path):
     for name in ("trainval_voc07.json", "test_voc07.json"):
         (prepared / name).write_text(json.dumps([item]))
     edit_params(tiny_params, **{"data.dataset": "voc07", "data.prepared_dir": str(prepared),
-                                "data.bad_images": "fail"})
+                                "data.bad_images": "fail", "data.selection": "test"})
     # the 20 VOC classes are known, so the run gets as far as the image check
     assert_one_line_error(*run("train"), "trainval_voc07.json: 1 of 1 image files missing: ", "000001.jpg")

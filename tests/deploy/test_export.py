@@ -44,7 +44,7 @@ def exported(tmp_path_factory):
     checkpoint = make_tiny_checkpoint(root / "train" / "model.pt")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
-        with tracking.training_run("csra", {"train.lam": 0.1}, root / "train" / "run.json"):
+        with tracking.training_run("csra", {"train.lam": 0.1}, root / "train" / "run.json", "tiny"):
             pass
         code, output = run("export", "--checkpoint", str(checkpoint), "--out-dir", str(root / "export"),
                            "--registered-model", "tiny", "--params", str(REPO / "params.yaml"))

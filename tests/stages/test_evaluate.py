@@ -36,7 +36,7 @@ def test_scores_only_matches_official_rules(voc_case, tmp_path):
     rows = (tmp_path / "out/per_class.csv").read_text().splitlines()
     assert rows[0] == "class,AP,precision,recall,F1,support" and rows[1].startswith("aeroplane,")
     assert len(rows) == 21
-    assert "no MLflow run" in output
+    assert "not logged to MLflow" in output
 
 
 def test_scores_file_must_match_the_annotations(voc_case, tmp_path):

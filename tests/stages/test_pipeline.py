@@ -13,6 +13,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 from typer.testing import CliRunner
 
+from stages import tracking
 from stages.cli import app
 
 runner = CliRunner()
@@ -91,7 +92,11 @@ def test_one_mlflow_run_with_params_curves_metrics_and_checkpoint(pipeline):
     client = MlflowClient()
     curve = client.get_metric_history(run_id, "val_mAP")
     assert [m.step for m in curve] == [1, 2]
-    assert "test_mAP" in run.data.metrics and "train_loss" in run.data.metrics
+    # metrics.json and MLflow use the same names: evaluate's, and train's final values
+    tested = json.loads((root / "results/evaluate/metrics.json").read_text())
+    trained = json.loads((root / "results/train/metrics.json").read_text())
+    assert {k: run.data.metrics[k] for k in tested} == pytest.approx(tested)
+    assert {k: run.data.metrics[k] for k in trained} == pytest.approx(trained)
     artifacts = {a.path for a in client.list_artifacts(run_id, "checkpoints")}
     assert artifacts == {"checkpoints/model.pt", "checkpoints/best.pt"}
     best = json.loads((root / "results/train/metrics.json").read_text())
@@ -101,15 +106,25 @@ def test_one_mlflow_run_with_params_curves_metrics_and_checkpoint(pipeline):
     assert {a.path for a in client.list_artifacts(run_id, "demo")} >= {"demo/predictions.json", "demo/heatmaps"}
     assert {a.path for a in client.list_artifacts(run_id, "demo/heatmaps")} >= {"demo/heatmaps/demo_00.png"}
     assert {a.path for a in client.list_artifacts(run_id, "evaluate")} >= {
-        "evaluate/metrics.json", "evaluate/per_class.csv", "evaluate/pr_curves.png", "evaluate/ap_per_class.png"}
+        "evaluate/metrics.json", "evaluate/per_class.csv", "evaluate/scores.json", "evaluate/plots"}
 
 
-def test_evaluate_rerun_with_new_threshold_is_recorded(pipeline):
+def test_a_later_execution_records_into_a_run_of_its_own(pipeline, monkeypatch):
     root, _ = pipeline
-    output = ok("evaluate", "--threshold", "0.3", "--out-dir", "results/evaluate_0.3")
-    assert "evaluate.threshold=0.5" in output
-    run_id = json.loads((root / "results/train/run.json").read_text())["run_id"]
-    assert mlflow.get_run(run_id).data.tags["changed.evaluate.threshold"] == "0.3"
+    train_run = json.loads((root / "results/train/run.json").read_text())["run_id"]
+    before = mlflow.get_run(train_run).data
+    monkeypatch.setattr(tracking, "execution_id", lambda: "another-execution")
+    ok("evaluate", "--threshold", "0.3", "--out-dir", "results/evaluate_0.3")
+    ok("demo", "--out-dir", "results/demo_again")  # the same execution: the same new run
+    after = mlflow.get_run(train_run).data
+    assert after.metrics == before.metrics and after.params == before.params  # the baseline is untouched
+    runs = mlflow.search_runs(experiment_names=["csra"], filter_string="tags.`csra.execution` = 'another-execution'",
+                              output_format="list")
+    assert len(runs) == 1
+    new = runs[0].data
+    assert new.tags["csra.train_run_id"] == train_run and new.tags["mlflow.parentRunId"] == train_run
+    assert new.params["evaluate.threshold"] == "0.3" and "mAP" in new.metrics
+    assert {a.path for a in MlflowClient().list_artifacts(runs[0].info.run_id)} >= {"evaluate", "demo"}
 
 
 def test_class_count_mismatch_and_unreadable_demo_image(pipeline, tmp_path):
