@@ -158,5 +158,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
         with disk_errors(path):
             os.chmod(tmp, 0o777 & ~_umask())
             replace_dir(tmp, path)
+    except CSRAError as e:  # name the destination, not the temp folder it was being written in
+        raise CSRAError(str(e).replace(str(tmp), str(path))) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

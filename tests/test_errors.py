@@ -693,6 +693,141 @@ def model_config_incomplete(tmp):
     ModelConfig.from_dict({"backbone": "resnet18"})
 
 
+# --- the cases of "trustworthy records": each with the words its one line must hold ------------------------------
+MESSAGES = {}
+
+
+def says(*words):
+    """Register a case and the words its message must hold."""
+    def register(fn):
+        MESSAGES[fn.__name__] = words
+        return case(fn)
+    return register
+
+
+def two_scores(first, second="0.2"):
+    return f'[{{"file_name": "a", "scores": [{first}, 0.2]}}, {{"file_name": "b", "scores": [0.1, {second}]}}]'
+
+
+@says("scores.json: entry 0 has score nan for class 0", "finite and in [0, 1]")
+def scores_nan(tmp):
+    scores(tmp, two_scores("NaN"))
+
+
+@says("scores.json: entry 1 has score inf for class 1")
+def scores_infinite(tmp):
+    scores(tmp, two_scores("0.3", "Infinity"))
+
+
+@says("scores.json: entry 0 has score 3.5 for class 0", "(sigmoid scores)")
+def scores_out_of_range(tmp):
+    scores(tmp, two_scores("3.5"))
+
+
+@says("test.json: item 0 ('target') is not a list of integers")
+def annotations_target_of_booleans(tmp):
+    annotations(tmp, [{"target": [True, False], "img_path": "a.jpg"}])
+
+
+@says("best.pt: not a checkpoint: neither torch's zip format nor a pickle")
+def checkpoint_random_bytes(tmp):
+    load_model(write(tmp / "best.pt", bytes(range(7, 250))))
+
+
+@says("best.pt: a folder, not a checkpoint file")
+def checkpoint_is_a_folder(tmp):
+    (tmp / "best.pt").mkdir()
+    load_model(tmp / "best.pt")
+
+
+@says("train_state.pt: the resumable state of a training run, not a checkpoint (use best.pt or model.pt)")
+def checkpoint_is_a_training_state(tmp):
+    torch.save({"format": "csra-train-state-v1", "epoch": 1}, tmp / "train_state.pt")
+    load_model(tmp / "train_state.pt")
+
+
+def tampered(tmp, **fields):
+    payload = torch.load(save_checkpoint(tmp / "ok.pt", tiny_model(), ["a", "b"], {}), weights_only=True)
+    payload.update(fields)
+    payload = {k: v for k, v in payload.items() if v is not None}
+    torch.save(payload, tmp / "best.pt")
+    load_model(tmp / "best.pt")
+
+
+@says("best.pt: checkpoint field 'classes' is missing or not a list of class names")
+def checkpoint_missing_field(tmp):
+    tampered(tmp, classes=None)
+
+
+@says("best.pt: checkpoint field 'classes' is missing or not a list of class names")
+def checkpoint_mistyped_field(tmp):
+    tampered(tmp, classes="a,b")
+
+
+@says("best.pt: checkpoint field 'model_config': model config field 'num_classes' is 'two', of the wrong kind")
+def checkpoint_mistyped_model_config(tmp):
+    config = tiny_model().config.to_dict()
+    tampered(tmp, model_config={**config, "num_classes": "two"})
+
+
+@says("best.pt: checkpoint field 'thresholds' must hold one threshold in [0, 1] (or null) per class")
+def checkpoint_thresholds_out_of_range(tmp):
+    tampered(tmp, thresholds=[1.5, None])
+
+
+@says("a whole CSRA model (it has CSRA heads), not backbone weights")
+def pretrained_is_a_whole_csra_model(tmp):
+    from official import official_resnet18_state
+
+    from csra.model.backbones import create_backbone, load_initial_weights
+
+    torch.save(official_resnet18_state(1, 2), tmp / "voc.pth")
+    load_initial_weights(create_backbone("resnet18"), "resnet18", str(tmp / "voc.pth"))
+
+
+@says("a file, not a folder of images")
+def demo_images_is_a_file(tmp):
+    list_images(write(tmp / "photo.jpg", "x"))
+
+
+def prepared_folder(tmp, test_targets):
+    """A prepared custom dataset of two real images: train targets [1, 0] and [0, 1]."""
+    from PIL import Image
+
+    paths = [str(tmp / f"{n}.png") for n in ("a", "b")]
+    for path in paths:
+        Image.new("RGB", (8, 8)).save(path)
+    write(tmp / "classes.txt", "cat\ndog\n")
+    write(tmp / "train_custom.json", [{"target": t, "img_path": p} for t, p in zip([[1, 0], [0, 1]], paths)])
+    write(tmp / "test_custom.json", [{"target": t, "img_path": p} for t, p in zip(test_targets, paths)])
+    return tmp
+
+
+@says("the validation images (test_custom.json): no positive label in any of its 2 images")
+def validation_without_any_positive(tmp):
+    from csra.data.prepared import load_training_data
+
+    load_training_data("custom_csv", prepared_folder(tmp, [[0, 0], [0, 0]]), False, selection="test")
+
+
+@says("train_custom.json: no training image left to read")
+def no_training_image_left(tmp):
+    from csra.data.prepared import load_training_data
+
+    folder = prepared_folder(tmp, [[1, 0], [0, 1]])
+    write(folder / "train_custom.json", [{"target": [1, 0], "img_path": str(tmp / "gone.png")}])
+    load_training_data("custom_csv", folder, True, selection="test")
+
+
+@says("train_custom.json: 1 image(s): too few to hold out a validation split")
+def too_few_images_to_hold_out(tmp):
+    from csra.data.prepared import load_training_data
+
+    folder = prepared_folder(tmp, [[1, 0], [0, 1]])
+    write(folder / "train_custom.json", json.loads((folder / "train_custom.json").read_text())[:1])
+    load_training_data("custom_csv", folder, False, selection="val")
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_each_user_error_is_a_one_line_csra_error(name, tmp_path):
     try:
@@ -701,6 +836,8 @@ def test_each_user_error_is_a_one_line_csra_error(name, tmp_path):
         assert isinstance(e, CSRAError), f"{type(e).__name__}: {e}"
         message = str(e)
         assert message.strip() and "\n" not in message and "Traceback" not in message, message
+        for words in MESSAGES.get(name, ()):
+            assert words in message, message
     else:
         pytest.fail(f"{name}: no error")
 

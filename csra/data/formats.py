@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from csra.errors import CSRAError
 from csra.fileio import write_json, write_text
 
@@ -49,7 +51,7 @@ def read_annotations(path: str | Path, num_classes: int | None = None, label_for
         if not isinstance(item, dict) or not isinstance(item.get("img_path"), str):
             raise CSRAError(f"{path}: item {i} has no string 'img_path'")
         target = item.get("target")
-        if not isinstance(target, list) or not all(isinstance(t, int) for t in target):
+        if not isinstance(target, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in target):
             raise CSRAError(f"{path}: item {i} ('target') is not a list of integers")
         if expected is None:
             expected = len(target)
@@ -96,17 +98,18 @@ def image_stem(img_path: str) -> str:
     return Path(img_path).name.split(".")[0]
 
 
-def read_scores(path: str | Path, items: list[dict], num_classes: int) -> list[list[float]]:
+def read_scores(path: str | Path, items: list[dict], num_classes: int) -> np.ndarray:
     """Read an official result file (a list of {"file_name", "scores"} in annotation order) and check it
-    against the annotation items: same length, same images in the same order, num_classes scores each."""
+    against the annotation items: same length, same images in the same order, num_classes finite scores in
+    [0, 1] each. Returns the scores (N, num_classes) as float64."""
     path = Path(path)
     entries = _read_json_list(path, "scores", "{'file_name', 'scores'}")
     if len(entries) != len(items):
         raise CSRAError(f"{path}: {len(entries)} entries, but the annotation file has {len(items)} images")
-    scores = []
+    rows = []
     for i, (entry, item) in enumerate(zip(entries, items)):
         values = entry.get("scores") if isinstance(entry, dict) else None
-        if not isinstance(values, list) or not all(isinstance(v, (int, float)) for v in values):
+        if not isinstance(values, list):
             raise CSRAError(f"{path}: entry {i} has no list of numbers under 'scores'")
         if len(values) != num_classes:
             raise CSRAError(f"{path}: entry {i} has {len(values)} scores, expected {num_classes} classes")
@@ -114,7 +117,24 @@ def read_scores(path: str | Path, items: list[dict], num_classes: int) -> list[l
         if name is not None and name != image_stem(item["img_path"]):
             raise CSRAError(f"{path}: entry {i} is {name!r} but annotation item {i} is "
                             f"{image_stem(item['img_path'])!r}; scores must follow the annotation order")
-        scores.append(values)
+        rows.append(values)
+    return _score_array(path, rows, num_classes)
+
+
+def _score_array(path: Path, rows: list[list], num_classes: int) -> np.ndarray:
+    """The rows as float64, or one line naming the first entry whose scores are not numbers, not finite, or
+    outside [0, 1] (the official result files hold sigmoid scores)."""
+    scores = np.array(rows, dtype=object if not rows else None).reshape(len(rows), num_classes)
+    if scores.dtype.kind not in "iuf":
+        i = next(i for i, row in enumerate(rows)
+                 if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row))
+        raise CSRAError(f"{path}: entry {i} has no list of numbers under 'scores'")
+    scores = scores.astype(np.float64)
+    bad = ~np.isfinite(scores) | (scores < 0) | (scores > 1)
+    if bad.any():
+        i, c = (int(k) for k in np.argwhere(bad)[0])
+        raise CSRAError(f"{path}: entry {i} has score {scores[i, c]} for class {c}: scores must be finite and in "
+                        "[0, 1] (sigmoid scores)")
     return scores
 
 

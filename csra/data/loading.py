@@ -194,6 +194,8 @@ def prepare_batch(images: torch.Tensor, config: ModelConfig, device: torch.devic
 def list_images(folder: str | Path) -> list[Path]:
     """Image files (JPEG/PNG) directly in a folder, sorted by name."""
     folder = Path(folder)
+    if folder.is_file():
+        raise CSRAError(f"{folder}: a file, not a folder of images")
     if not folder.is_dir():
         raise CSRAError(f"{folder}: image folder not found")
     images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())

@@ -68,11 +68,11 @@ def export_program(scoring: ScoringModel, example: torch.Tensor) -> ExportedProg
 
 
 def save_program(program: ExportedProgram, path: Path) -> Path:
-    def write(tmp: Path) -> None:
-        with tmp.open("wb") as f:  # a file object: torch.export.save warns on a path not ending in .pt2
-            torch.export.save(program, f)
-
-    return atomic_write(path, write)
+    """The program in memory first, then written by Python: torch's archive writer aborts the process when the disk
+    fills under it, where a Python write is a clean error."""
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer)
+    return atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
 
 
 def load_program(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -85,7 +85,8 @@ def export_onnx(program: ExportedProgram, path: Path) -> Path:
     onnx_program = torch.onnx.export(
         program, dynamo=True, verbose=False, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME]
     )
-    return atomic_write(path, lambda tmp: onnx_program.save(str(tmp)))
+    data = onnx_program.model_proto.SerializeToString()  # in memory, then a Python write (see save_program)
+    return atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def onnx_runner(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:

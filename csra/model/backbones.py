@@ -108,6 +108,9 @@ def load_initial_weights(backbone: nn.Module, name: str, pretrained: str) -> Non
         if not path.is_file():
             raise CSRAError(f"{path}: initial weights file not found (train.pretrained: imagenet, none or a path)")
     state = backbone_init_state(as_state_dict(load_weights_only(path, "weights file"), path))
+    if any(key.startswith("classifier.multi_head.") for key in state):
+        raise CSRAError(f"{path}: a whole CSRA model (it has CSRA heads), not backbone weights; train.pretrained "
+                        "takes backbone weights, evaluate, demo and export take whole models")
     if isinstance(backbone, ViTBackbone) and "encoder.pos_embedding" in state:
         pos = state["encoder.pos_embedding"]
         side = int(round((backbone.encoder.pos_embedding.shape[1] - 1) ** 0.5))

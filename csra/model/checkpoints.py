@@ -16,6 +16,7 @@ from csra.model.weights import as_state_dict, head_count, load_strict, load_weig
 from csra.model.zoo import canonical_name, default_img_size
 
 FORMAT = "csra-checkpoint-v1"
+TRAIN_STATE = "csra-train-state"  # the format of a training run's resumable state (csra.train.state)
 
 
 @dataclass(frozen=True)
@@ -48,11 +49,40 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read one of our checkpoints without unpickling arbitrary objects."""
+    """Read one of our checkpoints without unpickling arbitrary objects, its fields checked."""
     payload = load_weights_only(path, "checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CSRAError(f"{path}: not a CSRA pipeline checkpoint (no format {FORMAT!r})")
+    return checked_fields(Path(path), payload)
+
+
+def checked_fields(path: Path, payload: dict[str, Any]) -> dict[str, Any]:
+    """payload, or a CSRAError naming the first field that is missing or of the wrong kind."""
+    for key, kind, what in (("model_config", dict, "a mapping"), ("classes", list, "a list of class names"),
+                            ("state_dict", dict, "a mapping of tensors")):
+        if not isinstance(payload.get(key), kind):
+            raise CSRAError(f"{path}: checkpoint field {key!r} is missing or not {what}")
+    if not all(isinstance(name, str) for name in payload["classes"]):
+        raise CSRAError(f"{path}: checkpoint field 'classes' must hold class names (strings)")
+    if not all(isinstance(value, torch.Tensor) for value in payload["state_dict"].values()):
+        raise CSRAError(f"{path}: checkpoint field 'state_dict' must map names to tensors")
+    thresholds = payload.get("thresholds")
+    if thresholds is not None and (
+            not isinstance(thresholds, list) or len(thresholds) != len(payload["classes"])
+            or not all(t is None or (isinstance(t, float) and 0 <= t <= 1) for t in thresholds)):
+        raise CSRAError(f"{path}: checkpoint field 'thresholds' must hold one threshold in [0, 1] (or null) per "
+                        "class")
     return payload
+
+
+def _config(path: Path, data: dict) -> ModelConfig:
+    """The model config a checkpoint stores, or one line naming what is wrong with it."""
+    try:
+        return ModelConfig.from_dict(data)
+    except CSRAError as e:
+        raise CSRAError(f"{path}: checkpoint field 'model_config': {e}") from None
+    except (TypeError, ValueError) as e:
+        raise CSRAError(f"{path}: checkpoint field 'model_config' has a value of the wrong kind ({e})") from None
 
 
 def _check_agrees(path: Path, config: ModelConfig, classes: list[str], options: ModelOptions) -> None:
@@ -96,8 +126,10 @@ def load_model(path: str | Path, options: ModelOptions | None = None) -> tuple[C
     or from a state dict saved by the official code (ResNet or ViT, with or without `module.`)."""
     path, options = Path(path), options or ModelOptions()
     payload = load_weights_only(path, "checkpoint")
+    if isinstance(payload, dict) and str(payload.get("format", "")).startswith(TRAIN_STATE):
+        raise CSRAError(f"{path}: the resumable state of a training run, not a checkpoint (use best.pt or model.pt)")
     if isinstance(payload, dict) and payload.get("format") == FORMAT:
-        config = ModelConfig.from_dict(payload["model_config"])
+        config = _config(path, checked_fields(path, payload)["model_config"])
         if len(payload["classes"]) != config.num_classes:
             raise CSRAError(f"{path}: {len(payload['classes'])} class names, but the model has {config.num_classes} "
                             "classes")

@@ -42,13 +42,26 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
+        """The config a checkpoint stores, each field's kind checked (a CSRAError names the first wrong one)."""
         names = {f.name for f in fields(cls)}
         missing = names - set(data)
         if missing:
             raise CSRAError(f"model config lacks {', '.join(sorted(missing))}")
         values = {k: data[k] for k in names}
-        values["mean"], values["std"] = tuple(values["mean"]), tuple(values["std"])
-        return cls(**values)
+        kinds = {"backbone": str, "num_classes": int, "num_heads": int, "img_size": int, "lam": (int, float)}
+        for name, kind in kinds.items():
+            if not isinstance(values[name], kind) or isinstance(values[name], bool):
+                raise CSRAError(f"model config field {name!r} is {values[name]!r}, of the wrong kind")
+        for name in ("mean", "std"):
+            stats = values[name]
+            if not isinstance(stats, (list, tuple)) or len(stats) != 3 or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in stats):
+                raise CSRAError(f"model config field {name!r} must be 3 numbers, got {stats!r}")
+            values[name] = tuple(float(v) for v in stats)
+        if values["num_classes"] < 1:
+            raise CSRAError(f"model config field 'num_classes' must be ≥ 1, got {values['num_classes']}")
+        values["backbone"], values["lam"] = canonical_name(values["backbone"]), float(values["lam"])
+        return cls(**values).checked()
 
 
 class CSRAModel(nn.Module):

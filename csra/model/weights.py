@@ -131,16 +131,31 @@ def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: st
     module.load_state_dict(state, strict=True)
 
 
+def _looks_like_torch_file(path: Path) -> bool:
+    """torch.save writes a zip archive (or, long ago, a pickle): anything else is not a torch file at all."""
+    with path.open("rb") as f:
+        head = f.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
 def load_weights_only(path: str | Path, kind: str) -> Any:
-    """torch.load without unpickling arbitrary objects; a missing, unsafe or unreadable file is a CSRAError."""
+    """torch.load without unpickling arbitrary objects. A missing file, a folder, a file that is no torch file
+    (random bytes, a truncated download), an unreadable one and one that needs unpickling code are each one line."""
     path = Path(path)
+    if path.is_dir():
+        raise CSRAError(f"{path}: a folder, not a {kind} file")
     if not path.is_file():
         raise CSRAError(f"{path}: {kind} not found")
+    if not _looks_like_torch_file(path):
+        raise CSRAError(f"{path}: not a {kind}: neither torch's zip format nor a pickle")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).splitlines()[0] if str(e) else "unsafe content"
-        raise CSRAError(f"{path}: refused, it holds objects a weights-only load does not allow ({first})") from None
-    except Exception as e:  # torch.load fails on garbage with many exception types
+        if "weights only" in first.lower() or "weights_only" in first:
+            raise CSRAError(f"{path}: refused, it holds objects a weights-only load does not allow "
+                            f"({first})") from None
+        raise CSRAError(f"{path}: not a readable {kind} ({first})") from None
+    except Exception as e:  # torch.load fails on damaged files with many exception types
         reason = f"{type(e).__name__}: {str(e).splitlines()[0]}" if str(e) else type(e).__name__
-        raise CSRAError(f"{path}: not a readable torch file ({reason})") from None
+        raise CSRAError(f"{path}: not a readable {kind} ({reason})") from None
