@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
 import pytest
 import yaml
 from conftest import REPO, TINY, merge
@@ -71,7 +72,8 @@ def params_of(entry):
     return data_of(entry)["params"]["params.yaml"]["data"]
 
 
-def test_repro_noop_and_experiment(project):
+def test_repro_noop_and_experiment(project, mlflow_store):
+    mlflow.set_tracking_uri(mlflow_store)  # the store the dvc subprocesses log into (MLFLOW_TRACKING_URI)
     first = dvc("repro", cwd=project)
     for stage in ("prepare", "train", "evaluate", "demo", "export"):
         assert f"Running stage '{stage}'" in first
@@ -107,9 +109,18 @@ def test_repro_noop_and_experiment(project):
     assert "Running stage 'train'" in dry and "Running stage 'prepare'" not in dry
     sh("git", "checkout", "params.yaml", cwd=project)
 
-    # an experiment composes params.yaml from conf/ exactly: only the changed value's stages run
-    exp = dvc("exp", "run", "-S", "evaluate.threshold=0.3", cwd=project)
+    # an experiment composes params.yaml from conf/ exactly: only the changed value's stages run, into a run of
+    # its own, linked to the training run, which stays as it was
+    baseline = json.loads((project / "results/train/run.json").read_text())["run_id"]
+    before = mlflow.get_run(baseline).data
+    exp = dvc("exp", "run", "-S", "evaluate.threshold=0.3", "--name", "lower", cwd=project)
     assert "Running stage 'evaluate'" in exp and "Running stage 'train'" not in exp
+    after = mlflow.get_run(baseline).data
+    assert after.metrics == before.metrics and after.params == before.params and after.tags == before.tags
+    [own] = mlflow.search_runs(experiment_names=["csra"], filter_string="tags.`dvc.exp_name` = 'lower'",
+                               output_format="list")
+    assert own.info.run_name == "lower" and own.data.tags["csra.train_run_id"] == baseline
+    assert own.data.params["evaluate.threshold"] == "0.3" and "mAP" in own.data.metrics
     # switching recipe and overriding one of its values compose too (queued, not run)
     dvc("exp", "run", "--queue", "-S", "train=two_heads", "-S", "train.lam=0.3", "--name", "heads", cwd=project)
     shown = json.loads(dvc("exp", "show", "--json", cwd=project))
