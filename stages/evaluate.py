@@ -52,6 +52,48 @@ def summary(metrics: dict[str, float], classes: list[str], aps: Any, ann: Path) 
     return lines
 
 
+def model_scores(net: Any, items: list[dict], params: Any) -> Any:
+    """A model's scores of every item through the one prediction path (the only part that needs torch)."""
+    from csra.evaluate.predict import predict, resolve_device
+
+    return predict(net, items, net.config, params.evaluate.batch_size, params.evaluate.num_workers,
+                   resolve_device(params.evaluate.device)).scores
+
+
+def selection_note(ckpt: Path | None, saved: dict, items: list[dict]) -> str | None:
+    """A note when the items are exactly those the checkpoint's best epoch was selected on."""
+    from csra.data.formats import items_digest
+
+    selection = saved.get("selection")
+    if ckpt is None or not selection or selection["digest"] != items_digest(items):
+        return None
+    return (f"note: {ckpt} was selected on these images ({selection['split']}: {selection['source']}): its metrics "
+            "here are not held out (data.selection: val holds a split out)")
+
+
+def write_report(folder: Path, values: Any, items: list[dict], classes: list[str], label_format: str,
+                 threshold: float, with_scores: bool) -> tuple[dict, Any]:
+    """metrics.json, per_class.csv, plots/ (and scores.json) in folder; returns (metrics, AP per class)."""
+    import numpy as np
+
+    from csra.data.formats import image_stem
+    from csra.evaluate.metrics import evaluate_scores, per_class_table
+    from csra.evaluate.reports import plot_ap_bars, plot_pr_curves
+    from csra.fileio import write_json, write_text
+
+    targets = np.array([item["target"] for item in items])
+    metrics, aps = evaluate_scores(values, targets, label_format, threshold)
+    if with_scores:
+        write_json(folder / SCORES, [{"file_name": image_stem(it["img_path"]), "scores": s}
+                                     for it, s in zip(items, values.tolist())])
+    write_text(folder / PER_CLASS, per_class_csv(classes, aps, per_class_table(values, targets, label_format,
+                                                                             threshold)))
+    plot_pr_curves(values, targets, label_format, classes, aps, folder / PLOTS / PR_CURVES)
+    plot_ap_bars(classes, aps, folder / PLOTS / AP_BARS)
+    write_json(folder / METRICS, metrics, indent=2)
+    return metrics, aps
+
+
 @user_errors
 def evaluate(
     checkpoint: CheckpointOption = None,
@@ -72,62 +114,40 @@ def evaluate(
 
     params = load_params(params_file, data__dataset=dataset, evaluate__threshold=threshold,
                          evaluate__out_dir=str(out_dir) if out_dir else None)
-    import numpy as np
-
-    from csra.data.formats import image_stem, items_digest, read_annotations, read_scores
+    from csra.data.formats import read_annotations, read_scores
     from csra.data.registry import get_dataset, resolve_classes
     from csra.errors import CSRAError
-    from csra.evaluate.metrics import evaluate_scores, per_class_table
-    from csra.evaluate.predict import predict, resolve_device
-    from csra.evaluate.reports import plot_ap_bars, plot_pr_curves
-    from csra.fileio import atomic_dir, write_json, write_text
+    from csra.fileio import atomic_dir
     from stages import tracking
     from stages.execution import run_name
 
     entry = get_dataset(params.data.dataset)
     ann = annotations or Path(params.data.prepared_dir) / entry.test_file
-    threshold, out = params.evaluate.threshold, Path(params.evaluate.out_dir)
     if scores is not None and checkpoint is not None:
         raise CSRAError("give --checkpoint or --scores, not both")
     ckpt = None if scores is not None else checkpoint or Path(params.train.out_dir) / BEST
+    net, saved = None, {"classes": None}
     if ckpt is None:
-        classes = resolve_classes(entry, params.data.prepared_dir)
+        saved["classes"] = resolve_classes(entry, params.data.prepared_dir)
     else:  # the classes are checked when the user names the dataset or the prepared test file is scored
         net, saved = load_for_inference(ckpt, entry.name, params.data.prepared_dir,
                                         dataset is not None or annotations is None, model, num_heads, lam, img_size)
-        classes = saved["classes"]
-    items = read_annotations(ann, label_format=entry.label_format)
+    classes, items = saved["classes"], read_annotations(ann, label_format=entry.label_format)
     if len(items[0]["target"]) != len(classes):
         owner = ckpt if ckpt is not None else f"dataset {entry.name}"
         raise CSRAError(f"{ann}: {len(items[0]['target'])} classes per target, but {owner} has {len(classes)}")
-    if ckpt is None:
-        values = np.array(read_scores(scores, items, len(classes)), dtype=np.float64)
-    else:
-        values = predict(net, items, net.config, params.evaluate.batch_size, params.evaluate.num_workers,
-                         resolve_device(params.evaluate.device)).scores
-    targets = np.array([item["target"] for item in items])
-    metrics, aps = evaluate_scores(values, targets, entry.label_format, threshold)
-    lines = summary(metrics, classes, aps, ann)
-    selection = saved.get("selection") if ckpt is not None else None
-    on_selection = bool(selection) and selection["digest"] == items_digest(items)
-    if on_selection:
-        lines.append(f"note: {ckpt} was selected on these images ({selection['split']}: {selection['source']}): "
-                     "its metrics here are not held out (data.selection: val holds a split out)")
-    with atomic_dir(out) as tmp:  # all outputs or none; the previous ones stay until the new ones are whole
-        if ckpt is not None:
-            write_json(tmp / SCORES, [{"file_name": image_stem(it["img_path"]), "scores": s}
-                                      for it, s in zip(items, values.tolist())])
-        write_text(tmp / PER_CLASS, per_class_csv(classes, aps, per_class_table(values, targets, entry.label_format,
-                                                                               threshold)))
-        plot_pr_curves(values, targets, entry.label_format, classes, aps, tmp / PLOTS / PR_CURVES)
-        plot_ap_bars(classes, aps, tmp / PLOTS / AP_BARS)
-        write_json(tmp / METRICS, metrics, indent=2)
+    values = read_scores(scores, items, len(classes)) if ckpt is None else model_scores(net, items, params)
+    note = selection_note(ckpt, saved, items)
+    with atomic_dir(Path(params.evaluate.out_dir)) as tmp:  # all outputs or none: the previous stay till then
+        metrics, aps = write_report(tmp, values, items, classes, entry.label_format, params.evaluate.threshold,
+                                    with_scores=ckpt is not None)
         if ckpt is not None:
             with tracking.stage_run(ckpt.parent / RUN_FILE, params.tracking.experiment, params.flat(),
                                     run_name(params.train.recipe)) as recorder:
                 recorder.metrics(metrics)
-                recorder.tag("evaluated_on_selection_images", str(on_selection).lower())
+                recorder.tag("evaluated_on_selection_images", str(note is not None).lower())
                 recorder.artifacts(tmp, "evaluate")
+    lines = summary(metrics, classes, aps, ann) + ([note] if note else [])
     if ckpt is None:
         lines.append("(the metrics of a scores file are not logged to MLflow)")
     typer.echo("\n".join(lines))
