@@ -1,5 +1,5 @@
-"""`csra export`: the model with its preprocessing as a torch.export program and ONNX, checked against the eager
-model, and logged to MLflow as a registered model that `mlflow models serve` answers with."""
+"""`csra export`: the model with its preprocessing as a torch.export program (and ONNX), checked against the eager
+path, and logged to MLflow as the registered model that `mlflow models serve` answers with."""
 
 from __future__ import annotations
 
@@ -53,9 +53,9 @@ def export(
     scoring = ScoringModel(net).eval()
     contract = input_contract(scoring, saved["classes"])
     with atomic_dir(out) as tmp:
-        parity = write_exports(scoring, tmp, seed, params.export.onnx)
+        _, parity = write_exports(scoring, tmp, seed, params.export.onnx)
         for name, error in parity.items():
-            typer.echo(f"{out / name}: max |score - eager score| = {error:.1e} on fresh noise and photo-like images")
+            typer.echo(f"{name}: max |score - eager score| = {error:.1e} on fresh noise and photo-like images")
         write_json(tmp / CONTRACT, {**contract, "parity": {"tolerance": PARITY_TOLERANCE,
                                                            "max_abs_difference": parity}}, indent=2)
         with tracking.stage_run(ckpt.parent / RUN_FILE, params.tracking.experiment, params.flat(),
@@ -63,7 +63,7 @@ def export(
             registered = tracking.log_scoring_model(
                 recorder, scoring, example_images(net.config.img_size, seed).numpy(), len(saved["classes"]),
                 params.export.registered_model, contract)
-            recorder.artifacts(tmp, "export")
+            recorder.artifact(tmp / CONTRACT, "export")  # the weights are the registered model's, stored once
         write_json(tmp / REGISTERED, registered, indent=2)
         typer.echo(f"MLflow: registered {registered['name']} version {registered['version']}; serve it with\n"
                    f"  mlflow models serve -m {registered['model_uri']} --env-manager local --port 5001")

@@ -9,6 +9,7 @@ linked to the training run (stages/execution.py says which execution a stage run
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -80,6 +81,15 @@ class Recorder:
 
     def artifacts(self, path: Path, folder: str) -> None:
         self.mlflow.log_artifacts(str(path), folder)
+
+    def checkpoint(self, path: Path, where: Path) -> None:
+        """Say which checkpoint this run made without storing its bytes a second time (DVC keeps it): where it
+        lives and its MD5, the key of DVC's cache (`.dvc/cache/files/md5/<first 2>/<rest>`)."""
+        digest = hashlib.md5()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        self.mlflow.set_tags({"checkpoint": str(where), "checkpoint.md5": digest.hexdigest()})
 
 
 @contextmanager

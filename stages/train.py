@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from csra.train.run import TrainResult
     from stages.tracking import Recorder
 
-CHECKPOINT, METRICS, HISTORY = "model.pt", "metrics.json", "history.csv"
+METRICS, HISTORY = "metrics.json", "history.csv"
 STATE = "train_state.pt"  # not a DVC output: it survives a crash so that the next run resumes from it
 PARTIAL = ".partial"  # results/train.partial: an unfinished run's outputs and state, swapped in when it ends
 
@@ -43,9 +43,9 @@ def write_history(path: Path, history: list[dict]) -> None:
     write_text(path, buffer.getvalue())
 
 
-def make_callbacks(out: Path, epochs: int, recorder: Recorder):
-    """Per epoch: MLflow metrics, history.csv and one console line; at the end metrics.json, the best epoch and
-    the checkpoints in MLflow."""
+def make_callbacks(out: Path, done: Path, epochs: int, recorder: Recorder):
+    """Per epoch: MLflow metrics, history.csv (in the work folder out) and one console line; at the end
+    metrics.json, the best epoch, and which checkpoint the run made (in done, once swapped in)."""
     from csra.fileio import write_json
     from csra.train.run import TrainCallbacks
 
@@ -63,8 +63,7 @@ def make_callbacks(out: Path, epochs: int, recorder: Recorder):
                        indent=2)
             recorder.metrics(summary, step=final["epoch"])
             recorder.tag("best_epoch", str(result.best_epoch))
-            for path in (result.paths.last, result.paths.best):
-                recorder.artifact(path, "checkpoints")
+            recorder.checkpoint(result.paths.best, done / BEST)
             recorder.artifact(out / HISTORY)
 
     return Record()
@@ -88,7 +87,7 @@ def train(
     out_dir: Annotated[Path | None, typer.Option(help="Output folder (train.out_dir).")] = None,
     params_file: ParamsOption = DEFAULT_PARAMS_PATH,
 ) -> None:
-    """Train CSRA on data.prepared_dir and record the run in MLflow: the best and last checkpoints, the per-epoch
+    """Train CSRA on data.prepared_dir and record the run in MLflow: the best epoch's checkpoint, the per-epoch
     history and metrics. Under torchrun, every process trains its share and process 0 writes and records."""
     from stages.params import load_params
 
@@ -110,7 +109,7 @@ def train(
     work = out.with_name(f"{out.name}{PARTIAL}")  # the run's outputs while it is unfinished, its resume point
     data = load_training_data(params.data.dataset, params.data.prepared_dir, params.data.bad_images == "skip",
                               params.data.selection, params.data.val_fraction, params.data.val_seed)
-    paths = TrainPaths(work / BEST, work / CHECKPOINT, work / STATE)
+    paths = TrainPaths(work / BEST, work / STATE)
     state = find_resume(paths.state, cfg, data, "always" if resume else params.train.resume, ctx.world_size)
     if ctx.is_main and state is None:  # a stale or killed run's leftovers go
         with disk_errors(work):
@@ -133,9 +132,8 @@ def train(
     with tracking.training_run(params.tracking.experiment, flat, work / RUN_FILE, name, run_id) as recorder:
         recorder.tag("selection", f"{data.selection.split}: {data.selection.source}")
         result = run_training(cfg, data, paths, resume=state, metadata=flat, ctx=ctx, progress=progress,
-                              callbacks=make_callbacks(work, cfg.epochs, recorder),
+                              callbacks=make_callbacks(work, out, cfg.epochs, recorder),
                               extra_state={"run_id": recorder.run_id})
     with disk_errors(out):
         replace_dir(work, out)  # the previous complete outputs stay until now
-    typer.echo(f"best epoch {result.best_epoch} (val mAP {result.best_val_mAP:.2f}) → {out / BEST}; "
-               f"last epoch → {out / CHECKPOINT}")
+    typer.echo(f"best epoch {result.best_epoch} (val mAP {result.best_val_mAP:.2f}) → {out / BEST}")

@@ -67,17 +67,17 @@ def export_program(scoring: ScoringModel, example: torch.Tensor) -> ExportedProg
     return torch.export.export(scoring.eval(), (example,), dynamic_shapes=DYNAMIC_SHAPES)
 
 
-def save_program(program: ExportedProgram, path: Path) -> Path:
-    """The program in memory first, then written by Python: torch's archive writer aborts the process when the disk
-    fills under it, where a Python write is a clean error."""
+def program_bytes(program: ExportedProgram) -> bytes:
+    """The program as a .pt2 archive, made in memory (torch's archive writer aborts the process when a disk fills
+    under it; a Python write of these bytes is a clean error)."""
     buffer = io.BytesIO()
     torch.export.save(program, buffer)
-    return atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getvalue()))
+    return buffer.getvalue()
 
 
-def load_program(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A callable over uint8 image batches from a saved .pt2 file."""
-    return torch.export.load(path).module()
+def load_program(source: Path | bytes) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A callable over uint8 image batches from a .pt2 file or its bytes."""
+    return torch.export.load(io.BytesIO(source) if isinstance(source, bytes) else source).module()
 
 
 def export_onnx(program: ExportedProgram, path: Path) -> Path:
@@ -111,18 +111,20 @@ def max_difference(
     return max(float((reference(x) - candidate(x)).abs().max()) for x in batches)
 
 
-def write_exports(scoring: ScoringModel, folder: Path, seed: int, onnx: bool) -> dict[str, float]:
-    """Write model.pt2 (and model.onnx) to folder; returns each file's largest score difference from the eager
-    path of evaluate and demo (PIL's resize) on fresh noise and photo-like images, and raises a CSRAError if one
-    exceeds PARITY_TOLERANCE."""
+def write_exports(scoring: ScoringModel, folder: Path, seed: int, onnx: bool) -> tuple[ExportedProgram, dict]:
+    """The torch.export program of the scoring module (serialised and read back in memory) and, with onnx,
+    folder/model.onnx; returns the program and each form's largest score difference from the eager path of
+    evaluate and demo (PIL's resize) on fresh noise and photo-like images, and raises a CSRAError if one exceeds
+    PARITY_TOLERANCE."""
     img_size = scoring.model.config.img_size
     program = export_program(scoring, example_images(img_size, seed))
     batches = parity_images(img_size, seed)
-    runners = {PROGRAM_FILE: load_program(save_program(program, folder / PROGRAM_FILE))}
+    runners = {PROGRAM_FILE: load_program(program_bytes(program))}
     if onnx:
         runners[ONNX_FILE] = onnx_runner(export_onnx(program, folder / ONNX_FILE))
     reference = partial(eager_scores, scoring.model)
-    return check_parity({name: max_difference(reference, runner, batches) for name, runner in runners.items()})
+    return program, check_parity({name: max_difference(reference, runner, batches)
+                                  for name, runner in runners.items()})
 
 
 def check_parity(parity: dict[str, float]) -> dict[str, float]:

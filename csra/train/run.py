@@ -1,12 +1,12 @@
 """train(cfg, data, paths) -> TrainResult: one training run owned whole — the model and its initial weights, the
-epochs, the best and last checkpoints with per-class thresholds, the resumable state and its removal at the end.
+epochs, the best epoch's checkpoint with per-class thresholds, the resumable state and its removal at the end.
 The caller records what it wants through callbacks; nothing here knows of MLflow, params files or the CLI."""
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +28,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainPaths:
-    """Where a run writes: the best epoch's checkpoint, the last epoch's, and the state that lives only while the
-    run is unfinished."""
+    """Where a run writes: the best epoch's checkpoint (the one checkpoint a run keeps) and the state that lives
+    only while the run is unfinished (the last epoch's weights among it)."""
 
     best: Path
-    last: Path
     state: Path
 
 
@@ -54,7 +53,7 @@ class TrainResult:
 
 class TrainCallbacks:
     """Hooks the caller overrides to record a run (main process only). on_epoch: after each epoch, once its
-    checkpoints and state are written. on_end: after the last checkpoint, before the state file is removed — if it
+    checkpoint and state are written. on_end: after the last epoch, before the state file is removed — if it
     raises, the state stays and the run can be resumed."""
 
     def on_epoch(self, row: dict, history: list[dict]) -> None:
@@ -71,20 +70,18 @@ class _Run:
     paths: TrainPaths
     metadata: dict[str, Any]
     extra_state: dict[str, Any]
-    last_val: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
 
-    def thresholds(self, val: tuple[np.ndarray, np.ndarray] | None) -> list[float | None] | None:
-        if not self.cfg.tune_thresholds or val is None:
+    def thresholds(self, val: tuple[np.ndarray, np.ndarray]) -> list[float | None] | None:
+        if not self.cfg.tune_thresholds:
             return None
         return [None if math.isnan(t) else float(t) for t in tune_thresholds(*val, self.data.label_format)]
 
-    def save(self, path: Path, model: CSRAModel, epoch: int, val_map: float, val: tuple | None) -> None:
+    def save(self, path: Path, model: CSRAModel, epoch: int, val_map: float, val: tuple) -> None:
         selection = asdict(self.data.selection) if self.data.selection else None
         save_checkpoint(path, model, self.data.classes, self.metadata, epoch=epoch, thresholds=self.thresholds(val),
                         val_mAP=val_map, recipe=asdict(self.cfg), selection=selection)
 
     def after_epoch(self, row: dict, trainer: Trainer, val: tuple[np.ndarray, np.ndarray]) -> None:
-        self.last_val[:] = [val]
         if trainer.best["epoch"] == trainer.epoch:
             self.save(self.paths.best, trainer.eval_model, trainer.epoch, trainer.best["val_mAP"], val)
         save_state(self.paths.state, {**trainer.state_dict(), "fingerprint": fingerprint(self.cfg, self.data),
@@ -106,7 +103,7 @@ def train(cfg: TrainConfig, data: TrainData, paths: TrainPaths, *, resume: dict 
           extra_state: dict[str, Any] | None = None, ctx: DistContext = SINGLE,
           progress: bool = False) -> TrainResult:
     """Train CSRA on data, validating after every epoch; process 0 writes paths.best whenever the validation mAP
-    improves, paths.state after every epoch and paths.last at the end. resume is a state from
+    improves and paths.state after every epoch. resume is a state from
     csra.train.state.find_resume; metadata travels in every checkpoint (under 'params'), extra_state in the saved
     state (its 'extra', e.g. a tracking run id). A NaN loss is a CSRAError; the last good state stays."""
     callbacks = callbacks or TrainCallbacks()
@@ -135,8 +132,6 @@ def train(cfg: TrainConfig, data: TrainData, paths: TrainPaths, *, resume: dict 
         result = TrainResult(list(trainer.history), trainer.best["epoch"], trainer.best["val_mAP"], resumed_from,
                              paths)
         if ctx.is_main:
-            run.save(paths.last, trainer.eval_model, result.final["epoch"], result.final["val_mAP"],
-                     run.last_val[0] if run.last_val else None)
             callbacks.on_end(result)
             paths.state.unlink(missing_ok=True)
         return result

@@ -11,6 +11,7 @@ import urllib.request
 from functools import partial
 from pathlib import Path
 
+import mlflow
 import pytest
 import torch
 from conftest import REPO, make_tiny_checkpoint
@@ -23,7 +24,6 @@ from csra.deploy.export import (
     PHOTO_SIZES,
     check_parity,
     eager_scores,
-    load_program,
     max_difference,
     onnx_runner,
     parity_images,
@@ -46,7 +46,7 @@ def exported(tmp_path_factory):
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         with tracking.training_run("csra", {"train.lam": 0.1}, root / "train" / "run.json", "tiny"):
             pass
-        code, output = run("export", "--checkpoint", str(checkpoint), "--out-dir", str(root / "export"),
+        code, output = run("export", "--checkpoint", str(checkpoint), "--out-dir", str(root / "export"), "--onnx",
                            "--registered-model", "tiny", "--params", str(REPO / "params.yaml"))
     assert code == 0, output
     return root / "export", checkpoint, uri, output
@@ -61,14 +61,17 @@ def test_scoring_model_is_the_eager_model_on_normalised_resized_images(tiny_chec
 
 
 def test_torch_export_and_onnx_match_the_eager_pil_path_on_fresh_images(exported):
-    out, checkpoint, _, output = exported
+    out, checkpoint, uri, output = exported
     model, _ = load_model(checkpoint)
     eager = partial(eager_scores, model)  # PIL's resize itself, as evaluate and demo
     fresh = parity_images(32, seed=123)
     assert [tuple(b.shape) for b in fresh[:2]] == [(1, 3, 32, 32), (3, 3, 45, 59)]
     assert [tuple(b.shape[2:]) for b in fresh[2:]] == list(PHOTO_SIZES)  # photo-like JPEGs
-    assert max_difference(eager, load_program(out / "model.pt2"), fresh) <= 1e-6  # the same pixels: float noise
+    mlflow.set_tracking_uri(uri)
+    served = mlflow.pytorch.load_model("models:/tiny/1")  # the torch.export program lives in the registered model
+    assert max_difference(eager, served, fresh) <= 1e-6  # the same pixels as evaluate's: float noise only
     assert max_difference(eager, onnx_runner(out / "model.onnx"), fresh) <= 1e-6
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "mlflow_model.json", "model.onnx"]
     recorded = json.loads((out / "export.json").read_text())["parity"]["max_abs_difference"]
     assert set(recorded) == {"model.pt2", "model.onnx"} and max(recorded.values()) <= PARITY_TOLERANCE
     assert "model.onnx: max |score - eager score|" in output

@@ -40,7 +40,7 @@ def test_other_files_are_clear_errors(tmp_path):
     with pytest.raises(CSRAError, match="not a CSRA pipeline checkpoint"):
         load_checkpoint(tmp_path / "plain.pt")
     (tmp_path / "text.pt").write_text("hello")
-    with pytest.raises(CSRAError, match="not a readable torch file"):
+    with pytest.raises(CSRAError, match="text.pt: not a checkpoint: neither torch.s zip format nor a pickle"):
         load_checkpoint(tmp_path / "text.pt")
 
 

@@ -80,8 +80,16 @@ def test_repro_noop_and_experiment(project, mlflow_store):
     assert json.loads((project / "results/evaluate/metrics.json").read_text())["mAP"] >= 0
     assert (project / "results/demo/predictions.json").is_file()
     assert len(list((project / "results/demo/heatmaps").glob("demo_*.png"))) == 3
-    assert {p.name for p in (project / "results/export").iterdir()} == {
-        "model.pt2", "export.json", "mlflow_model.json"}
+    assert {p.name for p in (project / "results/export").iterdir()} == {"export.json", "mlflow_model.json"}
+    # the weights are stored twice, no more: the checkpoint (the DVC cache, linked into the workspace) and the
+    # served model (the MLflow registry)
+    stores = [project / ".dvc/cache", project / "results", Path(mlflow_store[len("sqlite:///"):]).parent]
+    copies = {}  # inode → the paths of a weight file (a hard link is no copy)
+    for f in (f for store in stores for f in store.rglob("*") if f.is_file() and f.stat().st_size > 1 << 20):
+        copies.setdefault(f.stat().st_ino, []).append(f)
+    best = (project / "results/train/best.pt").stat().st_ino
+    [served] = [paths for inode, paths in copies.items() if inode != best]
+    assert len(copies) == 2 and len(copies[best]) == 2 and [f.name for f in served] == ["model.pt2"], copies
     assert "Running stage" not in dvc("repro", cwd=project)
     sh("git", "add", "-A", cwd=project)
     sh("git", "commit", "-qm", "pipeline outputs", cwd=project)

@@ -112,13 +112,12 @@ def test_two_processes_with_gloo_one_run_one_set_of_outputs(tiny_params, mlflow_
     runs = mlflow.search_runs(experiment_names=["csra"])
     assert len(runs) == 1
     root = tiny_params.parent / "results/train"
-    assert sorted(p.name for p in root.iterdir()) == ["best.pt", "history.csv", "metrics.json", "model.pt",
-                                                      "run.json"]
-    # the validation mAP logged for the last epoch is the model's mAP on the whole validation set
-    model, _ = load_model(root / "model.pt")
+    assert sorted(p.name for p in root.iterdir()) == ["best.pt", "history.csv", "metrics.json", "run.json"]
+    # the validation mAP logged for the best epoch is the best.pt model's mAP on the whole validation set
+    model, saved = load_model(root / "best.pt")
     items = json.loads((tiny_params.parent / "data/prepared/val_voc07.json").read_text())  # the held-out split
     scores, targets, _ = predict(model, items, model.config, 16, 0, torch.device("cpu"))
     expected = 100 * mean_average_precision(average_precision(scores, targets, "voc07"))
-    last = list(csv.DictReader((root / "history.csv").open()))[-1]
-    assert float(last["val_mAP"]) == pytest.approx(expected, abs=1e-4)
-    assert np.isclose(runs["metrics.val_mAP"].iloc[0], expected, atol=1e-4)
+    best = list(csv.DictReader((root / "history.csv").open()))[saved["epoch"] - 1]
+    assert float(best["val_mAP"]) == pytest.approx(expected, abs=1e-4)
+    assert np.isclose(runs["metrics.best_val_mAP"].iloc[0], expected, atol=1e-4)
