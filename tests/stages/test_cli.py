@@ -64,3 +64,35 @@ def test_unreadable_training_image_in_a_loader_worker(tiny_params):
     assert output.split("error: ")[1].startswith("data/prepared/synthetic/VOC2007/JPEGImages/0")
     edit_params(tiny_params, **{"data.bad_images": "skip", "train.num_workers": 0})  # all skipped: nothing left
     assert_one_line_error(*run("train"), "epoch 1: none of the training images could be read")
+
+
+def loaded_by(*args, cwd=None):
+    """The heavy libraries a `csra` process loads for these arguments."""
+    import subprocess
+    import sys
+
+    probe = ("import sys; from stages.cli import main; sys.argv = ['csra', *sys.argv[1:]]\n"
+             "try:\n    main()\nexcept SystemExit:\n    pass\n"
+             "print(sorted(m for m in ('torch', 'torchvision', 'mlflow', 'matplotlib') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, cwd=cwd)
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_help_loads_no_heavy_library():
+    for args in (["--help"], ["train", "--help"], ["evaluate", "--help"], ["export", "--help"]):
+        assert loaded_by(*args) == "[]", args
+
+
+def test_scoring_a_scores_file_loads_no_torch(tiny_params, tmp_path):
+    import json
+
+    (tmp_path / "ann.json").write_text(json.dumps([{"target": [1, 0], "img_path": "a.jpg"},
+                                                   {"target": [0, 1], "img_path": "b.jpg"}]))
+    (tmp_path / "scores.json").write_text(json.dumps([{"file_name": "a", "scores": [0.9, 0.1]},
+                                                      {"file_name": "b", "scores": [0.2, 0.7]}]))
+    (tmp_path / "classes.txt").write_text("cat\ndog\n")
+    edit_params(tiny_params, **{"data.prepared_dir": str(tmp_path)})
+    loaded = loaded_by("evaluate", "--scores", str(tmp_path / "scores.json"), "--annotations",
+                       str(tmp_path / "ann.json"), "--dataset", "custom_csv", "--out-dir", str(tmp_path / "out"),
+                       cwd=tiny_params.parent)
+    assert loaded == "['matplotlib']" and (tmp_path / "out/metrics.json").is_file()
