@@ -74,6 +74,7 @@ def evaluate(
                          evaluate__out_dir=str(out_dir) if out_dir else None)
     import numpy as np
 
+    from csra.backends import set_kernels
     from csra.data.formats import image_stem, read_annotations, read_scores
     from csra.data.registry import get_dataset, resolve_classes
     from csra.errors import CSRAError
@@ -102,6 +103,7 @@ def evaluate(
     if ckpt is None:
         values = np.array(read_scores(scores, items, len(classes)), dtype=np.float64)
     else:
+        set_kernels(params.evaluate.deterministic)
         values, _ = predict(net, items, net.config, params.evaluate.batch_size, params.evaluate.num_workers,
                             resolve_device(params.evaluate.device))
         write_json(out / SCORES, [{"file_name": image_stem(it["img_path"]), "scores": s}

@@ -59,6 +59,7 @@ class EvaluateParams(Group):
     batch_size: int = setting(min=1)
     num_workers: int = setting(min=0)
     device: str = setting(pattern=DEVICE_PATTERN, help="auto, cpu, cuda or cuda:N")
+    deterministic: bool = setting()
 
 
 @dataclass(frozen=True)

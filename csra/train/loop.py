@@ -15,6 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
+from csra.backends import set_kernels
 from csra.data.loading import make_loader, prepare_batch
 from csra.data.prepared import TrainData
 from csra.distributed import (
@@ -84,6 +85,7 @@ class Trainer:
             raise CSRAError(f"train.batch_size {cfg.batch_size} must divide by the {ctx.world_size} processes")
         self.cfg, self.ctx, self.data, self.progress = cfg, ctx, data, progress
         self.device = resolve_device(cfg.device, ctx.local_rank)
+        set_kernels(cfg.deterministic)
         self.amp_dtype = amp_dtype_for(self.device, cfg.amp)
         self.channels_last = cfg.channels_last
         self.criterion = make_criterion(cfg)

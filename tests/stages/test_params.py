@@ -33,6 +33,7 @@ from stages.params import load_params
     ("train.label_smoothing", 1.0, "train.label_smoothing must be < 1, got 1.0"),
     ("train.asl_clip", 1.0, "train.asl_clip must be < 1, got 1.0"),
     ("train.num_workers", -1, "train.num_workers must be ≥ 0, got -1"),
+    ("train.deterministic", "yes", "train.deterministic must be true or false, got 'yes'"),
     ("train.num_heads", 3, "train.num_heads must be one of 1, 2, 4, 6, 8, got 3"),
     ("train.img_size", 16, "train.img_size must be ≥ 32, got 16"),
     ("train.optimizer", "adam", "train.optimizer must be one of sgd, adamw, got 'adam'"),
@@ -45,6 +46,7 @@ from stages.params import load_params
     ("evaluate.threshold", 1.5, "evaluate.threshold must be ≤ 1, got 1.5"),
     ("evaluate.threshold", -0.1, "evaluate.threshold must be ≥ 0, got -0.1"),
     ("evaluate.num_workers", -2, "evaluate.num_workers must be ≥ 0, got -2"),
+    ("evaluate.deterministic", 1, "evaluate.deterministic must be true or false, got 1"),
     ("data.prepared_dir", None, "data.prepared_dir must be a string, got null"),
     ("data.dataset", "imagenet", "data.dataset must be one of synthetic, voc07, coco, wider, custom_voc, "
                                  "custom_coco, custom_csv, got 'imagenet'"),
