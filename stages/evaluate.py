@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from csra.data.registry import DATASETS
-from stages.common import BEST, DEFAULT_PARAMS_PATH, RUN_FILE, ParamsOption, user_errors
+from stages.common import BEST, DEFAULT_PARAMS_PATH, RUN_FILE, ParamsOption, machine, user_errors
 from stages.inference import (
     CheckpointOption,
     ImgSizeOption,
@@ -76,6 +76,7 @@ def evaluate(
 
     from csra.backends import set_kernels
     from csra.data.formats import image_stem, read_annotations, read_scores
+    from csra.data.loading import auto_workers
     from csra.data.registry import get_dataset, resolve_classes
     from csra.errors import CSRAError
     from csra.evaluate.metrics import evaluate_scores, per_class_table
@@ -103,9 +104,10 @@ def evaluate(
     if ckpt is None:
         values = np.array(read_scores(scores, items, len(classes)), dtype=np.float64)
     else:
+        device, workers = resolve_device(params.evaluate.device), params.evaluate.num_workers
         set_kernels(params.evaluate.deterministic)
-        values, _ = predict(net, items, net.config, params.evaluate.batch_size, params.evaluate.num_workers,
-                            resolve_device(params.evaluate.device))
+        values, _ = predict(net, items, net.config, params.evaluate.batch_size,
+                            auto_workers(*machine(), device.type) if workers == "auto" else workers, device)
         write_json(out / SCORES, [{"file_name": image_stem(it["img_path"]), "scores": s}
                                   for it, s in zip(items, values.tolist())])
     targets = np.array([item["target"] for item in items])

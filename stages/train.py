@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from stages.common import BEST, DEFAULT_PARAMS_PATH, RUN_FILE, ParamsOption, user_errors
+from stages.common import BEST, DEFAULT_PARAMS_PATH, RUN_FILE, ParamsOption, machine, user_errors
 
 if TYPE_CHECKING:
     from csra.train.run import TrainResult
@@ -96,6 +96,7 @@ def train(
         train__pretrained=pretrained, train__epochs=epochs, train__batch_size=batch_size, train__lr=lr,
         train__seed=seed, train__device=device, train__out_dir=str(out_dir) if out_dir else None,
     )
+    from csra.data.loading import auto_workers
     from csra.data.prepared import load_training_data
     from csra.evaluate.predict import resolve_device
     from csra.train.run import TrainPaths
@@ -103,15 +104,18 @@ def train(
     from csra.train.state import find_resume
     from stages import tracking
 
-    cfg, out, ctx = params.train.config(), Path(params.train.out_dir), dist_context()
+    out, ctx = Path(params.train.out_dir), dist_context()
+    device, workers = resolve_device(params.train.device, ctx.local_rank), params.train.num_workers
+    cfg = params.train.config(auto_workers(*machine(), device.type) if workers == "auto" else workers)
     data = load_training_data(params.data.dataset, params.data.prepared_dir, params.data.bad_images == "skip")
     paths = TrainPaths(out / BEST, out / CHECKPOINT, out / STATE)
     state = find_resume(paths.state, cfg, data, "always" if resume else params.train.resume, ctx.world_size)
     if ctx.is_main:
         typer.echo(f"recipe {params.train.recipe}: {cfg.model}, {cfg.num_heads} head(s), λ={cfg.lam}, "
                    f"{cfg.img_size} px: {len(data.train_items)} train, {len(data.val_items)} val images, "
-                   f"{len(data.classes)} classes, {cfg.epochs} epochs on {resolve_device(cfg.device, ctx.local_rank)}"
+                   f"{len(data.classes)} classes, {cfg.epochs} epochs on {device}"
                    + (f" × {ctx.world_size} processes" if ctx.enabled else "")
+                   + f", {cfg.num_workers} loader workers{' each' if ctx.enabled else ''}"
                    + (f"; resuming after epoch {state['epoch']}" if state else ""))
     flat = params.flat(LOGGED_GROUPS)
     progress = sys.stderr.isatty()

@@ -36,7 +36,8 @@ def predict(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(sigmoid scores, targets) of every item, in item order (with skip_bad, of every readable item); under
     torchrun each rank scores its own share and the shares are gathered (no item twice, none left out)."""
-    loader = make_loader(items, config, False, batch_size, num_workers, ShardSampler(len(items), ctx), skip_bad)
+    loader = make_loader(items, config, False, batch_size, num_workers, ShardSampler(len(items), ctx), skip_bad,
+                         device.type)
     model.eval()
     scores, targets, indices = [], [], []
     for batch in loader:

@@ -97,7 +97,7 @@ class Trainer:
                     if cfg.ema_decay > 0 else None)
         self.sampler = EpochSampler(len(data.train_items), cfg.seed, ctx)
         self.loader = make_loader(data.train_items, model.config, True, cfg.batch_size // ctx.world_size,
-                                  cfg.num_workers, self.sampler, data.skip_bad)
+                                  cfg.num_workers, self.sampler, data.skip_bad, self.device.type)
         self.optimizer = make_optimizer(self.model, cfg)
         self.scheduler = make_scheduler(self.optimizer, len(self.loader), cfg)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
