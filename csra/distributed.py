@@ -132,3 +132,15 @@ def any_rank(flag: bool, ctx: DistContext, device: torch.device) -> bool:
     tensor = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return bool(tensor.item())
+
+
+def earliest_on_any_rank(step: int | None, ctx: DistContext, device: torch.device) -> int | None:
+    """The smallest of the ranks' steps (None: none on that rank), the same on every rank; None when no rank has
+    one (e.g. the first step with a non-finite loss, to stop all ranks together and name it)."""
+    if not ctx.enabled:
+        return step
+    none = torch.iinfo(torch.int64).max
+    tensor = torch.tensor([none if step is None else step], dtype=torch.int64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+    earliest = int(tensor.item())
+    return None if earliest == none else earliest

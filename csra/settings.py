@@ -26,10 +26,11 @@ class SettingError(CSRAError):
 
 def rule(*, min: float | None = None, above: float | None = None, max: float | None = None,
          below: float | None = None, choices: tuple | None = None, pattern: str | None = None,
-         help: str = "") -> dict[str, Any]:
-    """Field metadata: the allowed values of a setting (bounds are inclusive, `above`/`below` exclusive)."""
+         keywords: tuple[str, ...] | None = None, help: str = "") -> dict[str, Any]:
+    """Field metadata: the allowed values of a setting (bounds are inclusive, `above`/`below` exclusive). A field
+    typed `int | str` with keywords takes one of the keywords or a number within the bounds (`auto` or ≥ 0)."""
     return {"min": min, "above": above, "max": max, "below": below, "choices": choices, "pattern": pattern,
-            "help": help}
+            "keywords": keywords, "help": help}
 
 
 def setting(**kwargs: Any) -> Any:
@@ -59,6 +60,10 @@ def _coerce(value: Any, kind: Any, key: str) -> Any:
     return value
 
 
+BOUNDS = (("min", lambda v, b: v < b, "≥"), ("above", lambda v, b: v <= b, ">"),
+          ("max", lambda v, b: v > b, "≤"), ("below", lambda v, b: v >= b, "<"))
+
+
 def _check_rule(value: Any, meta: Mapping[str, Any], key: str) -> None:
     if value is None:
         return
@@ -67,10 +72,25 @@ def _check_rule(value: Any, meta: Mapping[str, Any], key: str) -> None:
         raise SettingError(key, f"must be one of {allowed}, got {value!r}")
     if meta.get("pattern") is not None and not re.fullmatch(meta["pattern"], value):
         raise SettingError(key, f"must be {meta['help'] or 'of the form ' + meta['pattern']}, got {value!r}")
-    for bound, fails, words in (("min", lambda v, b: v < b, "≥"), ("above", lambda v, b: v <= b, ">"),
-                                ("max", lambda v, b: v > b, "≤"), ("below", lambda v, b: v >= b, "<")):
+    for bound, fails, words in BOUNDS:
         if meta.get(bound) is not None and fails(value, meta[bound]):
             raise SettingError(key, f"must be {words} {meta[bound]:g}, got {value}")
+
+
+def _keyword_or_number(value: Any, kind: Any, meta: Mapping[str, Any], key: str) -> Any:
+    """A field typed `number | str` with keywords: one of the keywords, or a number within the rule's bounds;
+    anything else is one SettingError saying both ('must be auto or an integer ≥ 0, got -1')."""
+    if isinstance(value, str) and value in meta["keywords"]:
+        return value
+    number = next(a for a in typing.get_args(kind) if a is not str)
+    try:
+        value = _coerce(value, number, key)
+        _check_rule(value, meta, key)
+    except SettingError:
+        bounds = "".join(f" {words} {meta[b]:g}" for b, _, words in BOUNDS if meta.get(b) is not None)
+        allowed = " or ".join([*meta["keywords"], _type_name(number) + bounds])
+        raise SettingError(key, f"must be {allowed}, got {'null' if value is None else repr(value)}") from None
+    return value
 
 
 def check_fields(obj: Any) -> None:
@@ -78,8 +98,11 @@ def check_fields(obj: Any) -> None:
     ints given for floats. A wrong value is a SettingError naming the field."""
     hints = typing.get_type_hints(type(obj))
     for f in dataclasses.fields(obj):
-        value = _coerce(getattr(obj, f.name), hints[f.name], f.name)
-        _check_rule(value, f.metadata, f.name)
+        if f.metadata.get("keywords"):
+            value = _keyword_or_number(getattr(obj, f.name), hints[f.name], f.metadata, f.name)
+        else:
+            value = _coerce(getattr(obj, f.name), hints[f.name], f.name)
+            _check_rule(value, f.metadata, f.name)
         object.__setattr__(obj, f.name, value)
 
 

@@ -1,9 +1,11 @@
-"""Shared by the stage commands: the user-error wrapper, the library's warnings on stderr, typed option aliases."""
+"""Shared by the stage commands: the user-error wrapper, the library's warnings on stderr, typed option aliases, and
+the machine facts that `num_workers: auto` is computed from."""
 
 from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +18,14 @@ from csra.errors import CSRAError
 DEFAULT_PARAMS_PATH = Path("params.yaml")
 BEST, RUN_FILE = "best.pt", "run.json"  # train's outputs that evaluate, demo and export read
 ParamsOption = Annotated[Path, typer.Option("--params", help="The params file every default is read from.")]
+
+
+def machine() -> tuple[int, int]:
+    """(cores, local processes): the CPU cores this process may run on (its affinity mask, as taskset, cgroups or a
+    job scheduler set it; the machine's count where the system has no mask) and the training processes torchrun
+    starts on this machine (LOCAL_WORLD_SIZE, 1 without torchrun), which share them."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return cores, int(os.environ.get("LOCAL_WORLD_SIZE", 1))
 
 
 class _Stderr(logging.Handler):

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from csra.data.registry import DATASETS
-from stages.common import BEST, DEFAULT_PARAMS_PATH, RUN_FILE, ParamsOption, user_errors
+from stages.common import BEST, DEFAULT_PARAMS_PATH, RUN_FILE, ParamsOption, machine, user_errors
 from stages.inference import (
     CheckpointOption,
     ImgSizeOption,
@@ -53,11 +53,16 @@ def summary(metrics: dict[str, float], classes: list[str], aps: Any, ann: Path) 
 
 
 def model_scores(net: Any, items: list[dict], params: Any) -> Any:
-    """A model's scores of every item through the one prediction path (the only part that needs torch)."""
+    """A model's scores of every item through the one prediction path (the only part that needs torch), with the
+    loader workers of this machine when evaluate.num_workers is auto."""
+    from csra.backends import set_kernels
+    from csra.data.loading import auto_workers
     from csra.evaluate.predict import predict, resolve_device
 
-    return predict(net, items, net.config, params.evaluate.batch_size, params.evaluate.num_workers,
-                   resolve_device(params.evaluate.device)).scores
+    device, workers = resolve_device(params.evaluate.device), params.evaluate.num_workers
+    set_kernels(params.evaluate.deterministic)
+    workers = auto_workers(*machine(), device.type) if workers == "auto" else workers
+    return predict(net, items, net.config, params.evaluate.batch_size, workers, device).scores
 
 
 def selection_note(ckpt: Path | None, saved: dict, items: list[dict]) -> str | None:

@@ -43,16 +43,24 @@ class PrepareParams(Group):
     synthetic: SyntheticSpec = setting()
 
 
+def workers_setting() -> Any:
+    """num_workers: 'auto' (the stage picks from the machine, see stages.common.loader_workers) or a number ≥ 0."""
+    return setting(min=0, keywords=("auto",))
+
+
 @dataclass(frozen=True)
 class TrainParams(TrainConfig):
-    """The recipe and run settings (TrainConfig) plus what only the stage uses."""
+    """The recipe and run settings (TrainConfig) plus what only the stage uses; num_workers may be 'auto'."""
 
+    num_workers: int | str = workers_setting()
     recipe: str = setting(pattern=r".+", help="a recipe name")
     out_dir: str = setting()
     resume: str = setting(choices=RESUME)
 
-    def config(self) -> TrainConfig:
-        return TrainConfig(**{name: getattr(self, name) for name in TrainConfig.names()})
+    def config(self, num_workers: int) -> TrainConfig:
+        """The library's settings, with num_workers as a number (the user's, or what 'auto' gave)."""
+        values = {name: getattr(self, name) for name in TrainConfig.names()}
+        return TrainConfig(**{**values, "num_workers": num_workers})
 
 
 @dataclass(frozen=True)
@@ -60,8 +68,9 @@ class EvaluateParams(Group):
     out_dir: str = setting()
     threshold: float = setting(min=0, max=1)
     batch_size: int = setting(min=1)
-    num_workers: int = setting(min=0)
+    num_workers: int | str = workers_setting()
     device: str = setting(pattern=DEVICE_PATTERN, help="auto, cpu, cuda or cuda:N")
+    deterministic: bool = setting()
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from stages.common import BEST, DEFAULT_PARAMS_PATH, RUN_FILE, ParamsOption, user_errors
+from stages.common import BEST, DEFAULT_PARAMS_PATH, RUN_FILE, ParamsOption, machine, user_errors
 
 if TYPE_CHECKING:
     from csra.train.run import TrainResult
@@ -96,6 +96,7 @@ def train(
         train__pretrained=pretrained, train__epochs=epochs, train__batch_size=batch_size, train__lr=lr,
         train__seed=seed, train__device=device, train__out_dir=str(out_dir) if out_dir else None,
     )
+    from csra.data.loading import auto_workers
     from csra.data.prepared import load_training_data
     from csra.evaluate.predict import resolve_device
     from csra.fileio import disk_errors, replace_dir
@@ -105,8 +106,10 @@ def train(
     from stages import tracking
     from stages.execution import run_name
 
-    cfg, out, ctx = params.train.config(), Path(params.train.out_dir), dist_context()
+    out, ctx = Path(params.train.out_dir), dist_context()
     work = out.with_name(f"{out.name}{PARTIAL}")  # the run's outputs while it is unfinished, its resume point
+    device, workers = resolve_device(params.train.device, ctx.local_rank), params.train.num_workers
+    cfg = params.train.config(auto_workers(*machine(), device.type) if workers == "auto" else workers)
     data = load_training_data(params.data.dataset, params.data.prepared_dir, params.data.bad_images == "skip",
                               params.data.selection, params.data.val_fraction, params.data.val_seed)
     paths = TrainPaths(work / BEST, work / STATE)
@@ -119,8 +122,9 @@ def train(
         typer.echo(f"recipe {params.train.recipe}: {cfg.model}, {cfg.num_heads} head(s), λ={cfg.lam}, "
                    f"{cfg.img_size} px: {len(data.train_items)} train images, selection on "
                    f"{data.selection.source} ({len(data.val_items)} images), "
-                   f"{len(data.classes)} classes, {cfg.epochs} epochs on {resolve_device(cfg.device, ctx.local_rank)}"
+                   f"{len(data.classes)} classes, {cfg.epochs} epochs on {device}"
                    + (f" × {ctx.world_size} processes" if ctx.enabled else "")
+                   + f", {cfg.num_workers} loader workers{' each' if ctx.enabled else ''}"
                    + (f"; resuming after epoch {state['epoch']}" if state else ""))
     flat = params.flat()
     progress = sys.stderr.isatty()

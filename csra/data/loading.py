@@ -22,6 +22,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # RandomResizedCrop keeps at least 70 % of the area at an aspect ratio of 3/4 to 4/3, so a crop of an image
 # decoded at 1.4 x img_size on both sides still has about img_size pixels across: no crop is upsampled more.
 TRAIN_DECODE_FACTOR = 1.4
+MAX_WORKERS = 16  # more loader processes per GPU than this only cost memory
+CUDA_PREFETCH = 4  # batches each worker keeps ready for a GPU (torch's default is 2)
 log = logging.getLogger(__name__)
 
 
@@ -101,10 +103,15 @@ def normalize_batch(images: torch.Tensor, config: ModelConfig) -> torch.Tensor:
     a std of 1 (the official ResNet setting) are skipped: the same values, two passes fewer over the batch."""
     batch = images.to(torch.float32).div_(255)  # as ToTensor: a division, not a multiplication by 1/255
     if any(config.mean):
-        batch.sub_(torch.tensor(config.mean, dtype=torch.float32, device=images.device).view(-1, 1, 1))
+        batch.sub_(_channel_values(config.mean, images.device))
     if any(s != 1 for s in config.std):
-        batch.div_(torch.tensor(config.std, dtype=torch.float32, device=images.device).view(-1, 1, 1))
+        batch.div_(_channel_values(config.std, images.device))
     return batch
+
+
+def _channel_values(values: tuple[float, ...], device: torch.device) -> torch.Tensor:
+    """Per-channel values as a (3, 1, 1) tensor on device, copied without waiting for the GPU (no host sync)."""
+    return torch.tensor(values, dtype=torch.float32).view(-1, 1, 1).to(device, non_blocking=True)
 
 
 class MultiLabelDataset(Dataset):
@@ -171,17 +178,30 @@ class SeededDataset(Dataset):
         return None if sample is None else (*sample, key)
 
 
+def auto_workers(cores: int, local_processes: int, device_type: str) -> int:
+    """The loader processes for `num_workers: auto`, from the cores this process may use and the training
+    processes on this machine sharing them. On CUDA the GPU waits for images: every core of this process's share
+    but one (kept for the main process) decodes, up to MAX_WORKERS. On the CPU the model needs the cores itself:
+    one worker per four cores of the share, so that decoding overlaps the model (0 below four cores)."""
+    share = max(cores // max(local_processes, 1), 1)
+    workers = share - 1 if device_type == "cuda" else share // 4
+    return min(workers, MAX_WORKERS)
+
+
 def make_loader(
     items: list[dict], config: ModelConfig, train: bool, batch_size: int, num_workers: int,
-    sampler: Sampler | None = None, skip_bad: bool = False,
+    sampler: Sampler | None = None, skip_bad: bool = False, device_type: str = "cpu",
 ) -> DataLoader:
     """Batches of (uint8 images, targets, item indices) with the official train or test transform, in item order
     unless a sampler says; skip_bad drops unreadable images (a batch of none is None). normalize_batch converts
-    the images to float on the device."""
+    the images to float on the device. Workers stay between epochs; for a CUDA device_type the batches come in
+    pinned memory (the copy to the GPU overlaps the model) and each worker prepares CUDA_PREFETCH batches ahead."""
     dataset = SeededDataset(MultiLabelDataset(items, config, train, skip_bad))
+    cuda = device_type == "cuda"
     return DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, collate_fn=collate_readable,
-        pin_memory=torch.cuda.is_available(), persistent_workers=num_workers > 0, drop_last=False,
+        pin_memory=cuda, persistent_workers=num_workers > 0, drop_last=False,
+        prefetch_factor=CUDA_PREFETCH if cuda and num_workers > 0 else None,
     )
 
 

@@ -51,7 +51,8 @@ def predict(
     """The sigmoid scores of every item through the official test-time preprocessing (csra.data.loading.
     load_test_image), in float32 without autocast: validation, evaluate and demo all score this way. Under
     torchrun each rank scores its own share and the shares are gathered (no item twice, none left out)."""
-    loader = make_loader(items, config, False, batch_size, num_workers, ShardSampler(len(items), ctx), skip_bad)
+    loader = make_loader(items, config, False, batch_size, num_workers, ShardSampler(len(items), ctx), skip_bad,
+                         device.type)
     model.eval()
     scores, targets, indices = [], [], []
     for batch in loader:

@@ -19,7 +19,8 @@ RESUMABLE_CHANGES = ("epochs", "num_workers", "device", "compile")
 class TrainConfig:
     """The recipe (the paper's: resnet101 at 448 px, sgd, lr 0.01 with the heads at ×10, batch 16, 30 epochs,
     warm-up 2, ×0.1 every 4 or 5 epochs) and the run's settings. batch_size is the global batch: each of N
-    processes takes batch_size / N. amp, channels_last and compile change the speed, not the recipe."""
+    processes takes batch_size / N. amp, channels_last, compile and deterministic change the speed, not the recipe:
+    deterministic picks cuDNN's deterministic algorithms and full fp32 instead of autotuning and TF32 on GPUs."""
 
     model: str = setting()
     pretrained: str = setting(pattern=r".+", help="imagenet, none or a path to a state dict")
@@ -46,6 +47,7 @@ class TrainConfig:
     channels_last: bool = setting()
     compile: bool = setting()
     sync_bn: bool = setting()
+    deterministic: bool = setting()
     num_workers: int = setting(min=0)
     device: str = setting(pattern=DEVICE_PATTERN, help="auto, cpu, cuda or cuda:N")
     seed: int = setting(min=0)

@@ -11,6 +11,7 @@ from PIL import Image
 
 from csra.data.loading import (
     MultiLabelDataset,
+    auto_workers,
     build_transform,
     collate_readable,
     list_images,
@@ -223,3 +224,25 @@ def test_an_images_augmentation_depends_only_on_seed_epoch_and_index(tmp_path):
     # another epoch: another crop for every image
     other = by_index(EpochSampler(n, 0, SINGLE), 2, 5)
     assert all(not torch.equal(other[i], whole[i]) for i in whole)
+
+
+@pytest.mark.parametrize("cores, processes, device, workers", [
+    (2, 1, "cpu", 0),     # this machine: the model needs both cores
+    (16, 1, "cpu", 4),    # a quarter of the cores decode, the model keeps the rest
+    (2, 1, "cuda", 1),    # one core for the main process, the rest decode for the GPU
+    (16, 1, "cuda", 15),
+    (64, 1, "cuda", 16),  # capped
+    (64, 8, "cuda", 7),   # 8 GPUs under torchrun share the 64 cores
+    (4, 8, "cuda", 0),    # fewer cores than processes: the main process loads
+    (1, 1, "cpu", 0),
+])
+def test_auto_workers_shares_the_cores_of_this_process(cores, processes, device, workers):
+    assert auto_workers(cores, processes, device) == workers
+
+
+def test_loaders_pin_and_prefetch_for_a_gpu_only(tmp_path):
+    items = [{"img_path": str(jpeg(tmp_path / "a.jpg")), "target": [1, 0, 0]}]
+    cuda = make_loader(items, CONFIG, False, 1, 2, device_type="cuda")
+    assert cuda.pin_memory and cuda.prefetch_factor == 4 and cuda.persistent_workers
+    cpu = make_loader(items, CONFIG, False, 1, 0, device_type="cpu")
+    assert not cpu.pin_memory and not cpu.persistent_workers

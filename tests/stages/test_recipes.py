@@ -9,7 +9,7 @@ from dvc.utils.hydra import compose_and_dump
 from stages.params import load_params
 
 CONF = REPO / "conf"
-SPEED = {"amp", "channels_last", "compile", "sync_bn", "num_workers", "device", "seed"}
+SPEED = {"amp", "channels_last", "compile", "sync_bn", "deterministic", "num_workers", "device", "seed"}
 DIFFERENCES = {
     "voc07": {},
     "coco": {"num_heads": 4, "lam": 0.5, "step_size": 5},

@@ -96,8 +96,41 @@ def test_nan_loss_stops_and_keeps_the_last_good_state(tiny_params, monkeypatch):
     assert_one_line_error(code, output, "training loss is nan at epoch 2, step 0",
                           "the last good state (epoch 1) stays in results/train.partial/train_state.pt")
     state = torch.load(tiny_params.parent / "results/train.partial/train_state.pt", weights_only=True)
-    assert state["epoch"] == 1 and (tiny_params.parent / "results/train.partial/best.pt").is_file()
-    assert not (tiny_params.parent / "results/train").exists()
+    assert state["epoch"] == 1 and not (tiny_params.parent / "results/train").exists()
+    # the NaN is read at the epoch's end, after steps with NaN gradients: none of them reached the files
+    best, _ = load_model(tiny_params.parent / "results/train.partial/best.pt")
+    for name, value in best.state_dict().items():
+        assert torch.isfinite(value.float()).all() and torch.equal(value, state["model"][name]), name
+
+
+@pytest.fixture
+def kernels():
+    """Puts back torch's kernel flags that a run sets."""
+    saved = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic, torch.get_float32_matmul_precision()
+    yield
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[:2]
+    torch.set_float32_matmul_precision(saved[2])
+
+
+def test_auto_workers_come_from_this_machine_and_a_set_value_wins(tiny_params, monkeypatch, kernels):
+    from csra.data import loading
+
+    assert run("prepare")[0] == 0
+    seen = []
+    monkeypatch.setattr(loading, "auto_workers", lambda *facts: seen.append(facts) or 1)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(6)), raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    edit_params(tiny_params, **{"train.num_workers": "auto", "train.epochs": 1, "train.deterministic": True,
+                                "evaluate.num_workers": "auto"})
+    code, output = run("train")
+    assert code == 0 and seen == [(6, 2, "cpu")] and "1 loader workers" in output, output
+    assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    assert run("evaluate")[0] == 0 and seen[1:] == [(6, 2, "cpu")]
+    assert torch.backends.cudnn.benchmark and torch.get_float32_matmul_precision() == "high"  # evaluate's: fast
+
+    edit_params(tiny_params, **{"train.num_workers": 0, "evaluate.num_workers": 0})
+    code, output = run("train", "--out-dir", "again")
+    assert code == 0 and "0 loader workers" in output and run("evaluate")[0] == 0 and len(seen) == 2
 
 
 def test_two_processes_with_gloo_one_run_one_set_of_outputs(tiny_params, mlflow_store):

@@ -1,5 +1,5 @@
 """The trainer: the same history for the same seed whatever the loader processes, a new order every epoch, exact
-resume (every part of the state), the best-epoch rule, the NaN stop."""
+resume (every part of the state), the best-epoch rule, the NaN stop without a host sync per step."""
 
 import dataclasses
 import random
@@ -13,6 +13,7 @@ from csra.data import loading
 from csra.data.prepared import TrainData
 from csra.distributed import SINGLE
 from csra.model.network import ModelConfig, build_model
+from csra.train import loop
 from csra.train.loop import NonFiniteLoss, Trainer
 from csra.train.run import build_trainer
 
@@ -146,3 +147,75 @@ def test_non_finite_loss_stops_with_clear_message(data):
     trainer = Trainer(model, data, CFG)
     with pytest.raises(NonFiniteLoss, match="training loss is nan at epoch 1, step 0; lower train.lr"):
         trainer.fit()
+
+
+HOST_READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
+
+
+def count_host_reads(monkeypatch):
+    """Counts every way a tensor's value reaches Python (on a GPU each one waits for it)."""
+    calls = {"n": 0}
+
+    def counting(original):
+        def counted(self, *args, **kwargs):
+            calls["n"] += 1
+            return original(self, *args, **kwargs)
+
+        return counted
+
+    for name in HOST_READS:
+        monkeypatch.setattr(torch.Tensor, name, counting(getattr(torch.Tensor, name)))
+    return calls
+
+
+def nan_from_step(trainer, first_bad):
+    criterion, calls = trainer.criterion, {"n": 0}
+
+    def wrapped(logits, targets):
+        calls["n"] += 1
+        loss = criterion(logits, targets)
+        return loss * float("nan") if calls["n"] > first_bad else loss
+
+    trainer.criterion = wrapped
+
+
+@pytest.mark.parametrize("every", [3, 25])
+def test_losses_are_read_once_per_interval_not_per_step(data, monkeypatch, every):
+    monkeypatch.setattr(loop, "SYNC_EVERY", every)
+    trainer = build_trainer(dataclasses.replace(CFG, batch_size=2), data, None, SINGLE, False)
+    trainer.loader = list(trainer.loader)  # the batches made beforehand: the augmentation reads random numbers
+    steps = len(trainer.loader)  # 16 images, two per step
+    reads = count_host_reads(monkeypatch)
+    trainer.train_one_epoch()
+    assert reads["n"] == -(-steps // every) and steps == 8  # the old loop read twice per step: 16
+
+
+@pytest.mark.parametrize("every", [3, 25])
+def test_a_nan_found_late_still_names_its_step(data, monkeypatch, every):
+    monkeypatch.setattr(loop, "SYNC_EVERY", every)
+    trainer = build_trainer(dataclasses.replace(CFG, batch_size=2), data, None, SINGLE, False)
+    trainer.loader = list(trainer.loader)
+    nan_from_step(trainer, 5)
+    reads = count_host_reads(monkeypatch)
+    with pytest.raises(NonFiniteLoss, match="^training loss is nan at epoch 1, step 5; lower train.lr$"):
+        trainer.train_one_epoch()
+    assert reads["n"] <= 2  # read at steps 2 and 5 (every 3) or at the epoch's end (every 25), not per step
+
+
+def test_an_epoch_reads_the_same_loss_as_one_read_per_step(data):
+    # the sum of the per-step losses, in step order, as before: the history does not change
+    trainer = build_trainer(dataclasses.replace(CFG, batch_size=4), data, None, SINGLE, False)
+    per_step = []
+    criterion = trainer.criterion
+
+    def recorded(logits, targets):
+        loss = criterion(logits, targets)
+        per_step.append((loss.item(), len(targets)))
+        return loss
+
+    trainer.criterion = recorded
+    loss, _, _ = trainer.train_one_epoch()
+    total = 0.0
+    for value, size in per_step:
+        total += value * size
+    assert loss == total / sum(size for _, size in per_step)

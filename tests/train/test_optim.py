@@ -78,7 +78,7 @@ def test_each_recipe_builds_its_optimiser(tmp_path, recipe):
     kind, backbone_lr, heads_lr, hyper = OPTIMISERS[recipe]
     path = tmp_path / "params.yaml"  # composed by Hydra as `dvc exp run -S train=RECIPE` does
     compose_and_dump(path, str(REPO / "conf"), None, "config", str(REPO), [f"train={recipe}"])
-    cfg = load_params(path).train.config()
+    cfg = load_params(path).train.config(num_workers=0)
     model = shared_model()
     opt = make_optimizer(model, cfg)
     assert type(opt) is kind
