@@ -1,0 +1,58 @@
+"""A prepared folder read for a run: the selection images are held out of training (the val file, else a seeded
+fraction of the train file), or are the test file under the official protocol."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from csra.data.prepared import held_out, load_training_data
+
+
+@pytest.fixture
+def prepared(tmp_path):
+    """A custom dataset of 10 real images, class 0 on even images, class 1 on odd ones."""
+    paths = []
+    for i in range(10):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.new("RGB", (8, 8)).save(paths[-1])
+    items = [{"target": [1 - i % 2, i % 2], "img_path": p} for i, p in enumerate(paths)]
+    (tmp_path / "classes.txt").write_text("even\nodd\n")
+    (tmp_path / "train_custom.json").write_text(json.dumps(items[:8]))
+    (tmp_path / "test_custom.json").write_text(json.dumps(items[8:]))
+    return tmp_path
+
+
+def names(items):
+    return [item["img_path"].rsplit("/", 1)[-1] for item in items]
+
+
+def test_a_seeded_fraction_of_the_train_file_is_held_out(prepared):
+    data = load_training_data("custom_csv", prepared, False, "val", val_fraction=0.25, val_seed=3)
+    assert len(data.val_items) == 2 and len(data.train_items) == 6
+    assert not set(names(data.val_items)) & set(names(data.train_items))
+    assert not set(names(data.val_items)) & {"8.png", "9.png"}  # never the test images
+    again = load_training_data("custom_csv", prepared, False, "val", val_fraction=0.25, val_seed=3)
+    other = load_training_data("custom_csv", prepared, False, "val", val_fraction=0.25, val_seed=4)
+    assert names(again.val_items) == names(data.val_items) != names(other.val_items)
+    assert data.selection.split == "val" and "of the 8 images of train_custom.json (seed 3)" in data.selection.source
+
+
+def test_a_val_file_is_held_out_of_the_train_file(prepared):
+    train = json.loads((prepared / "train_custom.json").read_text())
+    (prepared / "val_custom.json").write_text(json.dumps(train[:3]))
+    data = load_training_data("custom_voc", prepared, False, "val")
+    assert names(data.val_items) == ["0.png", "1.png", "2.png"] and len(data.train_items) == 5
+    assert data.selection.source == "val_custom.json" and data.label_format == "voc07"
+
+
+def test_the_official_protocol_validates_on_the_test_file(prepared):
+    data = load_training_data("custom_csv", prepared, False, "test")
+    assert names(data.val_items) == ["8.png", "9.png"] and len(data.train_items) == 8
+    assert data.selection.source == "test_custom.json"
+
+
+def test_held_out_keeps_one_image_each_side():
+    items = [{"img_path": str(i), "target": [1]} for i in range(3)]
+    assert [len(part) for part in held_out(items, 0.99, 0)] == [1, 2]
+    assert [len(part) for part in held_out(items, 0.01, 0)] == [2, 1]
