@@ -91,7 +91,7 @@ def test_official_resnet_scores_through_evaluate_and_demo(tiny_params, tmp_path)
     expected = torch.sigmoid(resnet18_reference(state, official_test_images(paths, 96, (0, 0, 0), (1, 1, 1)), 1,
                                                 0.1)).numpy()
     values = np.array([s["scores"] for s in scores])
-    assert np.abs(values - expected).max() <= 5e-4 and 0.05 < np.median(values) < 0.95  # not saturated
+    assert np.abs(values - expected).max() <= 1e-5 and 0.05 < np.median(values) < 0.95  # float noise; not saturated
 
     code, output = run("demo", *model_args, "--images", str(tmp_path / "images"), "--dataset", "voc07",
                        "--out-dir", str(tmp_path / "demo"))
