@@ -184,7 +184,8 @@ def generate_synthetic(root: str | Path, spec: SyntheticSpec) -> Path:
             image, objects = render_image(np.random.default_rng([spec.seed, index]), spec.width, spec.height)
             image.save(voc / "JPEGImages" / f"{image_id}.jpg", quality=90)
             _voc_xml(image_id, spec.width, spec.height, objects).write(voc / "Annotations" / f"{image_id}.xml")
-        split = {"train": trainval[0::2], "val": trainval[1::2], "trainval": trainval, "test": test}
+        val = trainval[4::5]  # a fifth of trainval: the held-out selection split
+        split = {"train": sorted(set(trainval) - set(val)), "val": val, "trainval": trainval, "test": test}
         for name, members in split.items():
             (voc / "ImageSets" / "Main" / f"{name}.txt").write_text("".join(f"{m}\n" for m in members))
         demo = tmp / "demo"

@@ -49,7 +49,7 @@ def test_killed_mid_epoch_and_resumed_ends_like_an_uninterrupted_run(tiny_params
 
     def dies_in_epoch_3(self, index):
         calls["n"] += 1
-        if calls["n"] == 2 * (12 + 12) + 10:  # 12 train + 12 held-out val images per epoch: 10 into epoch 3
+        if calls["n"] == 2 * (20 + 4) + 10:  # 20 train + 4 held-out val images per epoch: 10 into epoch 3
             raise RuntimeError("killed")
         return original(self, index)
 
@@ -87,7 +87,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_state(tiny_params, monkeypatch):
         def wrapped(logits, targets):
             calls["n"] += 1
             loss = criterion(logits, targets)
-            return loss * float("nan") if calls["n"] > 2 else loss  # 2 steps per epoch: 12 images, batch 8
+            return loss * float("nan") if calls["n"] > 3 else loss  # 3 steps per epoch: 20 images, batch 8
 
         return wrapped
 
