@@ -37,7 +37,9 @@ def read_json(path: Path, kind: str) -> Any:
         pass  # not strict JSON: the json module also reads NaN and Infinity (checked where they matter) and says why
     try:
         return json.loads(data.decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
+        raise CSRAError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e:
         raise CSRAError(f"{path}: not valid JSON ({e})") from None
 
 

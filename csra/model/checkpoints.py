@@ -127,7 +127,7 @@ def load_model(path: str | Path, options: ModelOptions | None = None) -> tuple[C
     path, options = Path(path), options or ModelOptions()
     payload = load_weights_only(path, "checkpoint")
     if isinstance(payload, dict) and str(payload.get("format", "")).startswith(TRAIN_STATE):
-        raise CSRAError(f"{path}: the resumable state of a training run, not a checkpoint (use best.pt or model.pt)")
+        raise CSRAError(f"{path}: the resumable state of a training run, not a checkpoint (use best.pt)")
     if isinstance(payload, dict) and payload.get("format") == FORMAT:
         config = _config(path, checked_fields(path, payload)["model_config"])
         if len(payload["classes"]) != config.num_classes:

@@ -119,7 +119,7 @@ def checkpoint_is_a_folder(tmp):
     load_model(tmp / "best.pt")
 
 
-@says("train_state.pt: the resumable state of a training run, not a checkpoint (use best.pt or model.pt)")
+@says("train_state.pt: the resumable state of a training run, not a checkpoint (use best.pt)")
 def checkpoint_is_a_training_state(tmp):
     torch.save({"format": "csra-train-state-v1", "epoch": 1}, tmp / "train_state.pt")
     load_model(tmp / "train_state.pt")
