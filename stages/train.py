@@ -116,7 +116,8 @@ def train(
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir(parents=True)
     if ctx.is_main:
-        typer.echo(f"recipe {params.train.recipe}: {cfg.model}, {cfg.num_heads} head(s), λ={cfg.lam}, "
+        head = "GAP + linear (the baseline)" if cfg.head == "gap" else f"{cfg.num_heads} head(s), λ={cfg.lam}"
+        typer.echo(f"recipe {params.train.recipe}: {cfg.model}, {head}, "
                    f"{cfg.img_size} px: {len(data.train_items)} train images, selection on "
                    f"{data.selection.source} ({len(data.val_items)} images), "
                    f"{len(data.classes)} classes, {cfg.epochs} epochs on {resolve_device(cfg.device, ctx.local_rank)}"
