@@ -127,6 +127,9 @@ def test_a_later_execution_records_into_a_run_of_its_own(pipeline, monkeypatch):
     new = runs[0].data
     assert new.tags["csra.train_run_id"] == train_run and new.tags["mlflow.parentRunId"] == train_run
     assert new.params["evaluate.threshold"] == "0.3" and "mAP" in new.metrics
+    [scored] = runs[0].inputs.dataset_inputs  # the data evaluate scored, as DVC hashes it
+    assert scored.tags[0].value == "evaluation" and scored.dataset.digest.endswith(".dir")
+    assert new.tags["test.file"] == "data/prepared/test_voc07.json" and len(new.tags["test.digest"]) == 64
     assert {a.path for a in MlflowClient().list_artifacts(runs[0].info.run_id)} >= {"evaluate", "demo"}
 
 
