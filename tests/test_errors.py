@@ -828,6 +828,27 @@ def too_few_images_to_hold_out(tmp):
     load_training_data("custom_csv", folder, False, selection="val")
 
 
+@says("models:/csra: expected a registered model as models:/NAME@ALIAS or models:/NAME/VERSION")
+def registered_model_uri_malformed(tmp):
+    from stages import registry
+
+    registry.fetch("models:/csra", tmp)
+
+
+@says("models:/nothing@champion: no such registered model version")
+def registered_model_missing(tmp):
+    from stages import registry
+
+    registry.fetch("models:/nothing@champion", tmp)
+
+
+@says("--model-uri models:/csra@champion: a registered model takes no --checkpoint, --lam")
+def registered_model_with_model_options(tmp):
+    from stages.inference import only_one_source
+
+    only_one_source(tmp / "best.pt", "models:/csra@champion", model=None, lam=0.1)
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_each_user_error_is_a_one_line_csra_error(name, tmp_path):
     try:
