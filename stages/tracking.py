@@ -10,6 +10,7 @@ linked to the training run (stages/execution.py says which execution a stage run
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -49,13 +50,21 @@ def _artifact_location(uri: str) -> str | None:
 
 
 def connect() -> Any:
-    """mlflow, pointed at the store (tracking_uri)."""
+    """mlflow, pointed at the store (tracking_uri). A new SQLite database gets its tables under a lock file beside
+    it: the queue workers of a sweep that start together would otherwise both migrate it, and one would fail."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     warnings.filterwarnings("ignore", module="mlflow")
     import mlflow
 
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
+    if uri.startswith("sqlite:///"):
+        database = Path(uri[len("sqlite:///"):])
+        with reachable():
+            database.parent.mkdir(parents=True, exist_ok=True)
+            with open(f"{database}.lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                mlflow.search_experiments(max_results=1)
     return mlflow
 
 

@@ -1,11 +1,14 @@
 """The DVC pipeline itself, in a scratch git repository with Hydra composition on: repro, no-op repro, what
-`dvc exp show` sees, what a code change makes stale, experiments with -S (a value, a recipe), plots."""
+`dvc exp show` sees, what a code change makes stale, experiments with -S (a value, a recipe), plots, and a queued
+sweep run two at a time."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -18,9 +21,9 @@ GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COM
            "GIT_COMMITTER_EMAIL": "t@example.com"}
 
 
-def sh(*args, cwd):
+def sh(*args, cwd, timeout=600):
     env = {**os.environ, **GIT_ENV, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"{' '.join(args)}\n{result.stdout}\n{result.stderr}"
     return result.stdout + result.stderr
 
@@ -140,3 +143,38 @@ def test_repro_noop_and_experiment(project, mlflow_store):
     dvc("queue", "remove", "--all", cwd=project)
     dvc("plots", "show", "-o", "plots", cwd=project)
     assert (project / "plots" / "index.html").is_file()
+
+
+SWEEP_TIMEOUT_S = 400
+
+
+def test_a_queued_sweep_runs_two_experiments_at_once_each_into_its_own_run(project, mlflow_store):
+    mlflow.set_tracking_uri(mlflow_store)
+    dvc("exp", "run", "--queue", "-S", "train.head=csra,gap", "-S", "train.epochs=1", cwd=project)
+    names = re.findall(r"^\w+\s+(\S+)\s+.*Queued$", dvc("queue", "status", cwd=project), re.MULTILINE)
+    assert len(names) == 2, names
+    try:
+        dvc("queue", "start", "-j", "2", cwd=project)
+        deadline = time.monotonic() + SWEEP_TIMEOUT_S
+        logs = [sh(sys.executable, "-m", "dvc", "queue", "logs", "-f", name, cwd=project,  # until the task ends
+                   timeout=max(1, deadline - time.monotonic())) for name in names]
+    finally:
+        dvc("queue", "stop", cwd=project)
+    status = dvc("queue", "status", cwd=project)
+    assert all(re.search(rf"{name}\s+.*Success", status) for name in names), f"{status}\n" + "\n".join(logs)
+
+    runs = [r for r in mlflow.search_runs(experiment_names=["csra"], output_format="list")
+            if r.data.tags.get("dvc.exp_name") in names]
+    assert sorted(r.info.run_name for r in runs) == sorted(names)  # one run each, named after it
+    assert sorted(r.data.params["train.head"] for r in runs) == ["csra", "gap"]
+    client = mlflow.MlflowClient()
+    for r in runs:  # every write of both executions is there
+        assert {"mAP", "best_val_mAP", "train_loss"} <= set(r.data.metrics)
+        assert len(client.get_metric_history(r.info.run_id, "val_mAP")) == 1
+        assert {a.path for a in client.list_artifacts(r.info.run_id)} >= {"evaluate", "demo", "export"}
+        ref = r.data.tags["dvc.exp_ref"]
+        locked = yaml.safe_load(sh("git", "show", f"{ref}:dvc.lock", cwd=project))["stages"]["prepare"]["outs"][0]
+        assert r.inputs.dataset_inputs[0].dataset.digest == locked["md5"]  # DVC's own hash of the data
+    champion = client.get_model_version_by_alias("csra", "champion")
+    assert float(champion.tags["mAP"]) == pytest.approx(max(r.data.metrics["mAP"] for r in runs), abs=1e-4)
+    assert "| gap " in dvc("exp", "show", "--md", "--no-pager", cwd=project) or "gap" in status
