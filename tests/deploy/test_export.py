@@ -7,7 +7,7 @@ from functools import partial
 import mlflow
 import pytest
 import torch
-from conftest import REPO, make_tiny_checkpoint
+from conftest import REPO, make_tiny_checkpoint, new_store
 from helpers import run
 
 from csra.deploy.export import (
@@ -26,10 +26,10 @@ from stages import tracking
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(tmp_path_factory, mlflow_template):
     """(out dir, checkpoint, MLflow URI, output) of one `csra export` (torch.export, ONNX, MLflow registration)."""
     root = tmp_path_factory.mktemp("export")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = new_store(root, mlflow_template)
     checkpoint = make_tiny_checkpoint(root / "train" / "model.pt")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)

@@ -9,7 +9,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
-from conftest import REPO, TINY, merge
+from conftest import REPO, TINY, merge, new_store
 from mlflow.tracking import MlflowClient
 from PIL import Image
 from typer.testing import CliRunner
@@ -27,12 +27,12 @@ def ok(*args):
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory):
+def chain(tmp_path_factory, mlflow_template):
     """The chain run once for this module, in its own folder and MLflow store: (root, store, stage outputs).
     Tests that run a stage again write to their own out-dir, so the chain's outputs stay as they were."""
     root = tmp_path_factory.mktemp("pipeline")
     (root / "params.yaml").write_text(yaml.safe_dump(merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY)))
-    store = f"sqlite:///{root / 'mlflow.db'}"
+    store = new_store(root, mlflow_template)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
         patch.setenv("MLFLOW_TRACKING_URI", store)

@@ -16,7 +16,7 @@ import mlflow
 import pytest
 import torch
 import yaml
-from conftest import REPO, TINY, merge
+from conftest import REPO, TINY, merge, new_store
 from helpers import run
 from mlflow import MlflowClient
 
@@ -75,11 +75,11 @@ def post_json(url, payload):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, mlflow_template):
     """(URL, artifact folder) of `mlflow server` with a SQLite database and proxied artifacts, as README shows."""
     root = tmp_path_factory.mktemp("server")
     port, log = free_port(), root / "server.log"
-    process = start([str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+    process = start([str(BIN / "mlflow"), "server", "--backend-store-uri", new_store(root, mlflow_template),
                      "--artifacts-destination", str(root / "artifacts"), "--serve-artifacts",
                      "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], log)
     try:
