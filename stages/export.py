@@ -47,7 +47,8 @@ def export(
     params = load_params(params_file, export__out_dir=str(out_dir) if out_dir else None, export__onnx=onnx,
                          export__registered_model=registered_model, export__register=register,
                          data__dataset=dataset)
-    only_one_source(checkpoint, model_uri, model=model, num_heads=num_heads, lam=lam, img_size=img_size)
+    only_one_source(checkpoint, model_uri, dataset=dataset, model=model, num_heads=num_heads, lam=lam,
+                    img_size=img_size)
     if model_uri is not None:
         return export_registered(model_uri, params)
     ckpt = checkpoint or Path(params.train.out_dir) / BEST

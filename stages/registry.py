@@ -1,6 +1,6 @@
 """The registered model, MLflow's side of export: the scoring program logged once per trained model, a version
-registered on request or when it beats the champion, the alias `champion` on the best version evaluated on the same
-test file, and a models:/ URI read back (the program file and its metadata). MLflow code, as in tracking.py."""
+registered on request or when it beats the best one evaluated on the same test file, the alias `champion` on that
+best one, and a models:/ URI read back (the program file and its metadata). MLflow code, beside tracking.py."""
 
 from __future__ import annotations
 
@@ -138,8 +138,8 @@ def register(recorder: Recorder, model_id: str, name: str, policy: str, metric: 
     Returns what mlflow_model.json records."""
     from mlflow import MlflowClient
 
-    client, candidate = MlflowClient(), evaluation(recorder)
     with reachable():
+        client, candidate = MlflowClient(), evaluation(recorder)
         mine = [v for v in client.search_model_versions(f"name = '{name}'") if v.source == f"models:/{model_id}"]
         reason = "already registered" if mine else _decision(client, name, policy, metric, candidate)
         version = mine[0].version if mine else None
