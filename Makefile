@@ -6,6 +6,10 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export MLFLOW_DISABLE_TELEMETRY ?= true
 
+# the id of the experiment tracking.experiment in mlflow.db, for the link to its runs table
+EXPERIMENT_ID := 'import sqlite3, yaml; name = yaml.safe_load(open("params.yaml"))["tracking"]["experiment"]; \
+	print(sqlite3.connect("mlflow.db").execute("select experiment_id from experiments where name = ?", (name,)).fetchone()[0])'
+
 .PHONY: install repro test lint clean
 
 install: $(STAMP)
@@ -20,7 +24,8 @@ repro: install
 	@echo
 	@dvc metrics show
 	@echo
-	@echo "MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db  (then open http://127.0.0.1:5000)"
+	@echo "MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --port 5000"
+	@echo "the runs table: http://127.0.0.1:5000/#/experiments/$$($(BIN)/python -c $(EXPERIMENT_ID))/runs?workflowType=machine_learning"
 
 test: install
 	$(BIN)/python -m pytest

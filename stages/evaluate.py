@@ -99,6 +99,19 @@ def write_report(folder: Path, values: Any, items: list[dict], classes: list[str
     return metrics, aps
 
 
+def record_test_data(recorder: Any, entry: Any, prepared_dir: str, ann: Path, items: list[dict]) -> None:
+    """The scored data as the run's evaluation input (the prepared folder, or the annotation file given from
+    elsewhere) and the annotation file's path and items digest as tags, by which export compares versions."""
+    from csra.data.formats import items_digest
+    from stages.lineage import annotation_version, prepared_version
+    from stages.tracking import TEST_DIGEST, TEST_FILE
+
+    inside = ann.resolve().parent == Path(prepared_dir).resolve()
+    recorder.dataset(prepared_version(entry, prepared_dir) if inside else annotation_version(ann), "evaluation")
+    recorder.tag(TEST_FILE, str(ann))
+    recorder.tag(TEST_DIGEST, items_digest(items))
+
+
 @user_errors
 def evaluate(
     checkpoint: CheckpointOption = None,
@@ -151,6 +164,7 @@ def evaluate(
                                     run_name(params.train.recipe)) as recorder:
                 recorder.metrics(metrics)
                 recorder.tag("evaluated_on_selection_images", str(note is not None).lower())
+                record_test_data(recorder, entry, params.data.prepared_dir, ann, items)
                 recorder.artifacts(tmp, "evaluate")
     lines = summary(metrics, classes, aps, ann) + ([note] if note else [])
     if ckpt is None:

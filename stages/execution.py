@@ -53,8 +53,15 @@ def git_commit() -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+def experiment_ref(baseline: str, name: str) -> str:
+    """The git ref DVC gives an experiment once it has run (`refs/exps/<2>/<rest of the baseline>/<name>`)."""
+    return f"refs/exps/{baseline[:2]}/{baseline[2:]}/{name}"
+
+
 def run_tags() -> dict[str, str]:
-    """The git commit and, under `dvc exp run`, the experiment's name and baseline."""
+    """The git commit and, under `dvc exp run`, the experiment's name, baseline and ref. The commit is the one
+    checked out while the stages run: for an experiment that is its baseline (its params applied on top), since
+    DVC commits the experiment itself, under the ref, only after the last stage has ended."""
     tags = {}
     commit = git_commit()
     if commit:
@@ -62,6 +69,8 @@ def run_tags() -> dict[str, str]:
     for env, tag in (("DVC_EXP_NAME", "dvc.exp_name"), ("DVC_EXP_BASELINE_REV", "dvc.baseline_rev")):
         if os.environ.get(env):
             tags[tag] = os.environ[env]
+    if "dvc.exp_name" in tags and "dvc.baseline_rev" in tags:
+        tags["dvc.exp_ref"] = experiment_ref(tags["dvc.baseline_rev"], tags["dvc.exp_name"])
     return tags
 
 

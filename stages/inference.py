@@ -17,6 +17,19 @@ LamOption = Annotated[float | None, typer.Option(help="λ of an official state d
 ImgSizeOption = Annotated[int | None, typer.Option(help="Input size (default: the checkpoint's, or 448 for "
                                                         "ResNets and 224 for ViTs).")]
 CheckpointOption = Annotated[Path | None, typer.Option(help="Checkpoint (default train.out_dir/best.pt).")]
+ModelUriOption = Annotated[str | None, typer.Option(help="A registered model instead of a checkpoint: "
+                                                         "models:/NAME@ALIAS (models:/csra@champion) or "
+                                                         "models:/NAME/VERSION.")]
+
+
+def only_one_source(checkpoint: Path | None, model_uri: str | None, **options: Any) -> None:
+    """A registered model carries its own model and preprocessing: it takes no checkpoint and no model option."""
+    if model_uri is None:
+        return
+    given = ["--checkpoint"] * (checkpoint is not None) + [
+        f"--{name.replace('_', '-')}" for name, value in options.items() if value is not None]
+    if given:
+        raise CSRAError(f"--model-uri {model_uri}: a registered model takes no {', '.join(given)}")
 
 
 def load_for_inference(ckpt: Path, dataset: str, prepared_dir: str, check_classes: bool, model: str | None,

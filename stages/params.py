@@ -20,6 +20,10 @@ DEFAULT_PARAMS = "params.yaml"
 BAD_IMAGES = ("skip", "fail")  # a missing or unreadable training image is left out, or ends the run
 RESUME = ("auto", "never")
 THRESHOLDS = ("global", "per_class")
+REGISTER = ("always", "better", "never")  # register a new model version: on every export, when it beats the champion
+# evaluate's metrics (metrics.json, MLflow), any of which can elect the champion; all are higher-is-better
+METRICS = ("mAP", "CP", "CR", "CF1", "OP", "OR", "OF1", "CP_top3", "CR_top3", "CF1_top3", "OP_top3", "OR_top3",
+           "OF1_top3")
 
 
 class Group:
@@ -85,12 +89,15 @@ class ExportParams(Group):
     out_dir: str = setting()
     onnx: bool = setting()
     registered_model: str = setting(pattern=r"[A-Za-z0-9_.\-]+", help="a model name (letters, digits, _ . -)")
+    register: str = setting(choices=REGISTER)
+    champion_metric: str = setting(choices=METRICS)
     seed: int = setting(min=0)
 
 
 @dataclass(frozen=True)
 class TrackingParams(Group):
     experiment: str = setting(pattern=r".+", help="an experiment name")
+    system_metrics: float = setting(min=0)  # seconds between samples of CPU, memory (and GPU) during training; 0: off
 
 
 @dataclass(frozen=True)

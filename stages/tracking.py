@@ -1,4 +1,5 @@
-"""The one place that talks to MLflow: the store, one run per pipeline execution, params, metrics, artifacts.
+"""MLflow's runs (registry.py holds the registered model): the store, one run per pipeline execution, params,
+metrics, artifacts, the data a run used and the machine's load while it trains.
 
 Train opens its execution's run and writes its id beside the checkpoint (run.json). A stage after train logs into
 the training run when train ran in the same execution (one `dvc repro`), else into a run of its own execution,
@@ -9,7 +10,7 @@ linked to the training run (stages/execution.py says which execution a stage run
 
 from __future__ import annotations
 
-import hashlib
+import fcntl
 import json
 import math
 import os
@@ -22,8 +23,10 @@ from typing import Any
 from csra.errors import CSRAError
 from csra.fileio import write_json
 from stages.execution import execution_id, run_tags
+from stages.lineage import DataVersion, file_md5
 
 DVC_TEMP_WORKSPACES = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
+TEST_FILE, TEST_DIGEST = "test.file", "test.digest"  # the annotation file evaluate scored, by path and items_digest
 
 
 def repo_root(cwd: Path | None = None) -> Path:
@@ -46,28 +49,40 @@ def _artifact_location(uri: str) -> str | None:
     return None
 
 
-def _mlflow() -> Any:
+def connect() -> Any:
+    """mlflow, pointed at the store (tracking_uri). A new SQLite database gets its tables under a lock file beside
+    it: the queue workers of a sweep that start together would otherwise both migrate it, and one would fail."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     warnings.filterwarnings("ignore", module="mlflow")
     import mlflow
 
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
+    if uri.startswith("sqlite:///"):
+        database = Path(uri[len("sqlite:///"):])
+        with reachable():
+            database.parent.mkdir(parents=True, exist_ok=True)
+            with open(f"{database}.lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                mlflow.search_experiments(max_results=1)
     return mlflow
 
 
 def _experiment_id(mlflow: Any, name: str) -> str:
+    """The experiment's id; a new one is a model-training experiment, so the UI opens on its runs table."""
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    return mlflow.create_experiment(name, artifact_location=_artifact_location(mlflow.get_tracking_uri()))
+    return mlflow.create_experiment(name, artifact_location=_artifact_location(mlflow.get_tracking_uri()),
+                                    tags={"mlflow.experimentKind": "custom_model_development"})
 
 
 class Recorder:
-    """The active MLflow run, through the few calls the stages make."""
+    """The active MLflow run, through the few calls the stages make; train_run_id is the training run it builds
+    on (itself for train), None when it builds on none."""
 
-    def __init__(self, mlflow: Any, run_id: str):
-        self.mlflow, self.run_id = mlflow, run_id
+    def __init__(self, mlflow: Any, run_id: str, train_run_id: str | None = None):
+        self.mlflow, self.run_id, self.train_run_id = mlflow, run_id, train_run_id
 
     def metrics(self, values: dict[str, float], step: int | None = None) -> None:
         """Log metrics; NaN values (an undefined metric) are left out."""
@@ -85,15 +100,28 @@ class Recorder:
     def checkpoint(self, path: Path, where: Path) -> None:
         """Say which checkpoint this run made without storing its bytes a second time (DVC keeps it): where it
         lives and its MD5, the key of DVC's cache (`.dvc/cache/files/md5/<first 2>/<rest>`)."""
-        digest = hashlib.md5()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        self.mlflow.set_tags({"checkpoint": str(where), "checkpoint.md5": digest.hexdigest()})
+        self.mlflow.set_tags({"checkpoint": str(where), "checkpoint.md5": file_md5(path)})
+
+    def dataset(self, data: DataVersion, context: str) -> None:
+        """Log data as a run input (context: training, evaluation): its name, source path, DVC's hash as the
+        digest and the items of each annotation file as its profile."""
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+
+        class Prepared(MetaDataset):
+            @property
+            def profile(self) -> dict[str, int]:
+                return data.items
+
+            def to_dict(self) -> dict[str, str]:
+                return {**super().to_dict(), "profile": json.dumps(self.profile)}
+
+        source = resolve_dataset_source(data.source)
+        self.mlflow.log_input(Prepared(source, name=data.name, digest=data.digest), context=context)
 
 
 @contextmanager
-def _reachable() -> Iterator[None]:
+def reachable() -> Iterator[None]:
     """A store that cannot be reached (a team server down, a database locked) is one line, not a traceback."""
     try:
         yield
@@ -109,22 +137,24 @@ def _reachable() -> Iterator[None]:
 
 
 @contextmanager
-def training_run(experiment: str, params: dict[str, Any], run_file: Path, name: str,
-                 run_id: str | None = None) -> Iterator[Recorder]:
+def training_run(experiment: str, params: dict[str, Any], run_file: Path, name: str, run_id: str | None = None,
+                 system_metrics: float = 0) -> Iterator[Recorder]:
     """Open this execution's run for train: a new run with every param, the execution's tags and name, its id
     recorded in run_file; yields its Recorder. With run_id (a resumed training) that interrupted run is reopened
-    and marked with this execution, so the stages after train join it."""
-    mlflow = _mlflow()
-    with _reachable():
+    and marked with this execution, so the stages after train join it. With system_metrics > 0, MLflow samples
+    CPU, memory, disk, network (and GPUs, with nvidia-ml-py) every that many seconds while the run is open."""
+    mlflow = connect()
+    if system_metrics > 0:
+        mlflow.set_system_metrics_sampling_interval(system_metrics)
+    with reachable():
         experiment_id = _experiment_id(mlflow, experiment)
-        started = mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(experiment_id=experiment_id,
-                                                                                   run_name=name)
-        with started as run:
+        where = {"run_id": run_id} if run_id else {"experiment_id": experiment_id, "run_name": name}
+        with mlflow.start_run(**where, log_system_metrics=system_metrics > 0) as run:
             mlflow.set_tags({**run_tags(), "csra.execution": execution_id()})
             if run_id is None:
                 mlflow.log_params(params)
             write_json(run_file, {"run_id": run.info.run_id, "experiment": experiment}, indent=2)
-            yield Recorder(mlflow, run.info.run_id)
+            yield Recorder(mlflow, run.info.run_id, run.info.run_id)
 
 
 def _training_run_id(run_file: Path) -> tuple[str, str] | None:
@@ -144,60 +174,38 @@ def stage_run(run_file: Path | None, experiment: str, params: dict[str, Any], na
     this same execution; else this execution's own run — found by its tag, or created with every param and
     linked to the training run it builds on (tag csra.train_run_id, nested under it). Another execution's run is
     never changed."""
-    mlflow = _mlflow()
+    mlflow = connect()
     execution = execution_id()
     trained = _training_run_id(run_file) if run_file is not None else None
-    with _reachable():
+    with reachable():
         experiment_id = _experiment_id(mlflow, trained[1] if trained else experiment)
-        run_id = _execution_run(mlflow, experiment_id, execution, trained[0] if trained else None)
+        train_run_id = _stored(mlflow, trained[0]) if trained else None  # a run of another store stands alone
+        run_id = _execution_run(mlflow, experiment_id, execution, train_run_id)
         started = mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(experiment_id=experiment_id,
                                                                                    run_name=name)
         with started as run:
             if run_id is None:
-                links = {"csra.train_run_id": trained[0], "mlflow.parentRunId": trained[0]} if trained else {}
+                links = {"csra.train_run_id": train_run_id, "mlflow.parentRunId": train_run_id} if train_run_id else {}
                 mlflow.set_tags({**run_tags(), "csra.execution": execution, **links})
                 mlflow.log_params(params)
-            yield Recorder(mlflow, run.info.run_id)
+            yield Recorder(mlflow, run.info.run_id, train_run_id)
+
+
+def _stored(mlflow: Any, run_id: str) -> str | None:
+    """run_id if this store holds that run, else None."""
+    try:
+        return mlflow.get_run(run_id).info.run_id
+    except mlflow.exceptions.MlflowException:
+        return None
 
 
 def _execution_run(mlflow: Any, experiment_id: str, execution: str, train_run_id: str | None) -> str | None:
     """The id of this execution's run: the training run when it carries this execution's tag, else a run of
     this execution built on the same training run; None when there is none yet."""
-    if train_run_id is not None:
-        try:
-            if mlflow.get_run(train_run_id).data.tags.get("csra.execution") == execution:
-                return train_run_id
-        except mlflow.exceptions.MlflowException:
-            train_run_id = None  # not in this store: the new run stands alone
+    if train_run_id is not None and mlflow.get_run(train_run_id).data.tags.get("csra.execution") == execution:
+        return train_run_id
     query = f"tags.`csra.execution` = '{execution}'"
     if train_run_id is not None:
         query += f" and tags.`csra.train_run_id` = '{train_run_id}'"
     found = mlflow.search_runs([experiment_id], filter_string=query, output_format="list", max_results=1)
     return found[0].info.run_id if found else None
-
-
-def log_scoring_model(
-    recorder: Recorder, scoring: Any, example: Any, num_classes: int, registered_model: str, metadata: dict[str, Any]
-) -> dict[str, str]:
-    """Log the scoring module (uint8 images in, scores out) to the active run as an MLflow PyTorch model in the
-    'pt2' format (a torch.export program: no pickled code), with its signature and input example, and register it
-    under `registered_model`. Returns {name, version, model_uri} of the registered version."""
-    import numpy as np
-    import torch
-    from mlflow.models import ModelSignature
-
-    mlflow = recorder.mlflow
-    from mlflow.types.schema import Schema, TensorSpec
-
-    signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, 3, -1, -1))]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes))]),
-    )
-    requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}",
-                    f"numpy=={np.__version__}"]
-    info = mlflow.pytorch.log_model(
-        scoring, name="model", signature=signature, input_example=example, serialization_format="pt2",
-        registered_model_name=registered_model, pip_requirements=requirements, metadata=metadata,
-    )
-    version = str(info.registered_model_version)
-    return {"name": registered_model, "version": version, "model_uri": f"models:/{registered_model}/{version}"}

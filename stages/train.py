@@ -1,5 +1,5 @@
-"""`csra train`: params → csra.train.run.train → best.pt, model.pt, history.csv, metrics.json and the MLflow run;
-one process, or many under torchrun (process 0 writes and records)."""
+"""`csra train`: params → csra.train.run.train → best.pt, history.csv, metrics.json and the MLflow run (with the
+prepared data as its input and the machine's load); one process, or many under torchrun (process 0 records)."""
 
 from __future__ import annotations
 
@@ -98,6 +98,7 @@ def train(
     )
     from csra.data.loading import auto_workers
     from csra.data.prepared import load_training_data
+    from csra.data.registry import get_dataset
     from csra.evaluate.predict import resolve_device
     from csra.fileio import disk_errors, replace_dir
     from csra.train.run import TrainPaths
@@ -105,6 +106,7 @@ def train(
     from csra.train.state import find_resume
     from stages import tracking
     from stages.execution import run_name
+    from stages.lineage import prepared_version
 
     out, ctx = Path(params.train.out_dir), dist_context()
     work = out.with_name(f"{out.name}{PARTIAL}")  # the run's outputs while it is unfinished, its resume point
@@ -119,7 +121,8 @@ def train(
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir(parents=True)
     if ctx.is_main:
-        typer.echo(f"recipe {params.train.recipe}: {cfg.model}, {cfg.num_heads} head(s), λ={cfg.lam}, "
+        head = "GAP + linear (the baseline)" if cfg.head == "gap" else f"{cfg.num_heads} head(s), λ={cfg.lam}"
+        typer.echo(f"recipe {params.train.recipe}: {cfg.model}, {head}, "
                    f"{cfg.img_size} px: {len(data.train_items)} train images, selection on "
                    f"{data.selection.source} ({len(data.val_items)} images), "
                    f"{len(data.classes)} classes, {cfg.epochs} epochs on {device}"
@@ -133,8 +136,10 @@ def train(
         return
     run_id = state["extra"].get("run_id") if state else None
     name = run_name(params.train.recipe)
-    with tracking.training_run(params.tracking.experiment, flat, work / RUN_FILE, name, run_id) as recorder:
+    with tracking.training_run(params.tracking.experiment, flat, work / RUN_FILE, name, run_id,
+                               params.tracking.system_metrics) as recorder:
         recorder.tag("selection", f"{data.selection.split}: {data.selection.source}")
+        recorder.dataset(prepared_version(get_dataset(params.data.dataset), params.data.prepared_dir), "training")
         result = run_training(cfg, data, paths, resume=state, metadata=flat, ctx=ctx, progress=progress,
                               callbacks=make_callbacks(work, out, cfg.epochs, recorder),
                               extra_state={"run_id": recorder.run_id})

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 # Tiny models gain nothing from several threads, and OpenMP threads that wait for a busy core slow every step
@@ -31,9 +34,33 @@ def merge(base: dict, update: dict) -> dict:
     return base
 
 
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory):
+    """(process, path) of an empty MLflow database being made once, in the background: migrating a new SQLite
+    store takes seconds, copying a made one milliseconds."""
+    folder = tmp_path_factory.mktemp("mlflow-template")
+    code = "import mlflow, sys; mlflow.set_tracking_uri(sys.argv[1]); mlflow.search_experiments(max_results=1)"
+    process = subprocess.Popen([sys.executable, "-c", code, f"sqlite:///{folder / 'mlflow.db'}"], cwd=folder,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    yield process, folder / "mlflow.db"
+    if process.poll() is None:
+        process.kill()
+        process.wait(timeout=30)
+
+
+def new_store(folder: Path, mlflow_template) -> str:
+    """The URI of a new MLflow store, folder/mlflow.db: a copy of the made database once it is ready."""
+    process, template = mlflow_template
+    if process.poll() == 0:
+        shutil.copyfile(template, folder / "mlflow.db")
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
 @pytest.fixture(autouse=True)
-def mlflow_store(tmp_path_factory, monkeypatch) -> str:
-    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+def mlflow_store(tmp_path_factory, monkeypatch, mlflow_template) -> str:
+    """Each test's own MLflow store."""
+    uri = new_store(tmp_path_factory.mktemp("mlflow"), mlflow_template)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     return uri

@@ -46,7 +46,7 @@ def train_config(**changes):
     from csra.train.config import TrainConfig
 
     values = dict(
-        model="resnet18", pretrained="none", num_heads=1, lam=0.1, img_size=32, optimizer="sgd", epochs=2,
+        model="resnet18", pretrained="none", head="csra", num_heads=1, lam=0.1, img_size=32, optimizer="sgd", epochs=2,
         batch_size=8, lr=0.01, classifier_lr_mult=10.0, momentum=0.9, weight_decay=1e-4, warmup_epochs=2,
         step_size=4, gamma=0.1, loss="bce", label_smoothing=0.0, asl_gamma_neg=4.0, asl_gamma_pos=0.0,
         asl_clip=0.05, ema_decay=0.0, amp=True, channels_last=False, compile=False, sync_bn=False, deterministic=False,

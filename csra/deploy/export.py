@@ -127,6 +127,13 @@ def write_exports(scoring: ScoringModel, folder: Path, seed: int, onnx: bool) ->
                                   for name, runner in runners.items()})
 
 
+def write_onnx_of(program: ExportedProgram, folder: Path, img_size: int, seed: int) -> dict[str, float]:
+    """folder/model.onnx of an exported program (a registered model's, whose eager model is not at hand), and its
+    largest score difference from the program itself on fresh images; a CSRAError beyond PARITY_TOLERANCE."""
+    runner = onnx_runner(export_onnx(program, folder / ONNX_FILE))
+    return check_parity({ONNX_FILE: max_difference(program.module(), runner, parity_images(img_size, seed))})
+
+
 def check_parity(parity: dict[str, float]) -> dict[str, float]:
     """The differences unchanged, or a CSRAError naming the first form beyond PARITY_TOLERANCE."""
     for name, error in parity.items():

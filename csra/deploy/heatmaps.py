@@ -25,18 +25,12 @@ SHEET_TITLE, SHEET_PAD = 20, 8  # height of a tile's title band, space around ti
 
 
 def class_score_maps(model: CSRAModel, x: torch.Tensor) -> torch.Tensor:
-    """Score maps (B, K, h, w) for normalised images x: the sum over heads of each head's class-specific map
-    (1×1 conv over the feature map, divided by the class weight's norm), before any pooling.
-
-    Mean-pooling this map gives the sum over heads of the mean-pooled logits; the attention of every head
-    weights the same locations that are bright here.
+    """Score maps (B, K, h, w) for normalised images x, before any pooling. CSRA: the sum over heads of each
+    head's class-specific map (1×1 conv over the feature map, divided by the class weight's norm); its mean is the
+    sum of the mean-pooled logits and every head's attention weights the places bright here. The GAP baseline:
+    its class activation map (the linear classifier at each location, bias included), whose mean is the logit.
     """
-    features = model.backbone(x)
-    heads = model.classifier.multi_head
-    maps = heads[0].score_map(features)
-    for head in heads[1:]:
-        maps = maps + head.score_map(features)
-    return maps
+    return model.classifier.score_map(model.backbone(x))
 
 
 def model_input(model: CSRAModel, pixels: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ DEFAULT_IMG_SIZE = {"resnet": 448, "vit": 224}  # the official input sizes
 VIT_PATCH = 16
 MIN_IMG_SIZE = 32
 HEAD_COUNTS = (1, 2, 4, 6, 8)  # the paper's head counts (their temperatures are in heads.py)
+HEADS = ("csra", "gap")  # the paper's head, and its baseline: global average pooling + a linear classifier
 
 
 def model_names() -> list[str]:

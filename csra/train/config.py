@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from csra.model.zoo import HEAD_COUNTS, canonical_name, check_img_size
+from csra.model.zoo import HEAD_COUNTS, HEADS, canonical_name, check_img_size
 from csra.settings import check_fields, setting
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -18,12 +18,14 @@ RESUMABLE_CHANGES = ("epochs", "num_workers", "device", "compile")
 @dataclass(frozen=True)
 class TrainConfig:
     """The recipe (the paper's: resnet101 at 448 px, sgd, lr 0.01 with the heads at ×10, batch 16, 30 epochs,
-    warm-up 2, ×0.1 every 4 or 5 epochs) and the run's settings. batch_size is the global batch: each of N
-    processes takes batch_size / N. amp, channels_last, compile and deterministic change the speed, not the recipe:
-    deterministic picks cuDNN's deterministic algorithms and full fp32 instead of autotuning and TF32 on GPUs."""
+    warm-up 2, ×0.1 every 4 or 5 epochs; head gap is its baseline) and the run's settings. batch_size is the global
+    batch: each of N processes takes batch_size / N. amp, channels_last, compile and deterministic change the speed,
+    not the recipe: deterministic picks cuDNN's deterministic algorithms and full fp32 instead of autotuning and TF32
+    on GPUs."""
 
     model: str = setting()
     pretrained: str = setting(pattern=r".+", help="imagenet, none or a path to a state dict")
+    head: str = setting(choices=HEADS)  # gap: the paper's baseline, which ignores num_heads and lam
     num_heads: int = setting(choices=HEAD_COUNTS)
     lam: float = setting()
     img_size: int = setting()

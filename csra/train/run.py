@@ -92,7 +92,7 @@ def build_trainer(cfg: TrainConfig, data: TrainData, resume: dict | None, ctx: D
                   progress: bool) -> Trainer:
     """Every RNG seeded from cfg.seed, the model with its initial weights (none when resuming), then the Trainer."""
     seed_everything(cfg.seed)
-    config = ModelConfig.create(cfg.model, len(data.classes), cfg.num_heads, cfg.lam, cfg.img_size)
+    config = ModelConfig.create(cfg.model, len(data.classes), cfg.num_heads, cfg.lam, cfg.img_size, cfg.head)
     model = build_model(config, "none" if resume else cfg.pretrained)
     seed_everything(cfg.seed)
     return Trainer(model, data, cfg, ctx, progress)

@@ -1,24 +1,15 @@
-"""Exported forms match the eager model to 1e-4; `csra export` registers a model `mlflow models serve` answers."""
+"""Exported forms match the eager model to 1e-4; `csra export` logs the program once per trained model and
+registers it (serving it: tests/stages/test_team.py)."""
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from functools import partial
-from pathlib import Path
 
 import mlflow
 import pytest
 import torch
-from conftest import REPO, make_tiny_checkpoint
+from conftest import REPO, make_tiny_checkpoint, new_store
 from helpers import run
-from PIL import Image, ImageDraw
 
-from csra.data.loading import load_image
 from csra.deploy.export import (
     PARITY_TOLERANCE,
     PHOTO_SIZES,
@@ -33,22 +24,23 @@ from csra.errors import CSRAError
 from csra.model.checkpoints import load_model
 from stages import tracking
 
-SERVE_TIMEOUT_S = 120
-
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(tmp_path_factory, mlflow_template):
     """(out dir, checkpoint, MLflow URI, output) of one `csra export` (torch.export, ONNX, MLflow registration)."""
     root = tmp_path_factory.mktemp("export")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
+    uri = new_store(root, mlflow_template)
     checkpoint = make_tiny_checkpoint(root / "train" / "model.pt")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         with tracking.training_run("csra", {"train.lam": 0.1}, root / "train" / "run.json", "tiny"):
             pass
         code, output = run("export", "--checkpoint", str(checkpoint), "--out-dir", str(root / "export"), "--onnx",
-                           "--registered-model", "tiny", "--params", str(REPO / "params.yaml"))
-    assert code == 0, output
+                           "--registered-model", "tiny", "--register", "always", "--params", str(REPO / "params.yaml"))
+        assert code == 0, output
+        again = run("export", "--checkpoint", str(checkpoint), "--out-dir", str(root / "again"),
+                    "--registered-model", "tiny", "--register", "always", "--params", str(REPO / "params.yaml"))
+    assert again[0] == 0, again[1]
     return root / "export", checkpoint, uri, output
 
 
@@ -90,65 +82,16 @@ def test_export_json_states_the_input_contract_and_the_registered_version(export
     assert contract["preprocessing"]["resize"] == [32, 32] and contract["preprocessing"]["std"] == [1.0, 1.0, 1.0]
     assert contract["output"]["classes"] == ["circle", "square", "triangle"]
     registered = json.loads((out / "mlflow_model.json").read_text())
-    assert registered == {"name": "tiny", "version": "1", "model_uri": "models:/tiny/1"}
+    assert (registered["name"], registered["version"], registered["model_uri"]) == ("tiny", "1", "models:/tiny/1")
+    assert registered["champion"] is None  # no evaluation yet: nothing to elect it by
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def post_json(url, payload):
-    request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.loads(response.read())
-
-
-def stop(server):
-    """End the server and the uvicorn process it started: they share the session it was started in."""
-    try:
-        os.killpg(server.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    server.wait(timeout=30)
-
-
-def wait_for_ping(url, server, log):
-    deadline = time.monotonic() + SERVE_TIMEOUT_S
-    while time.monotonic() < deadline:
-        assert server.poll() is None, f"mlflow models serve exited:\n{log.read_text()}"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"no answer from {url} within {SERVE_TIMEOUT_S} s:\n{log.read_text()}")
-
-
-def test_the_registered_model_served_by_mlflow_answers_with_the_eager_scores(exported, tmp_path):
-    out, checkpoint, uri, _ = exported
-    picture = tmp_path / "picture.png"
-    image = Image.new("RGB", (48, 40), "grey")
-    ImageDraw.Draw(image).ellipse((8, 6, 30, 28), fill="red")
-    image.save(picture)
-    pixels = load_image(picture)
-    model_uri = json.loads((out / "mlflow_model.json").read_text())["model_uri"]
-    port, log = free_port(), tmp_path / "serve.log"
-    bin_dir = Path(sys.executable).parent
-    command = [str(bin_dir / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
-               "--host", "127.0.0.1", "--port", str(port)]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-    with log.open("w") as sink:
-        server = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    try:
-        wait_for_ping(f"http://127.0.0.1:{port}/ping", server, log)
-        answer = post_json(f"http://127.0.0.1:{port}/invocations", {"inputs": [pixels.tolist()]})
-    finally:
-        stop(server)
-    model, _ = load_model(checkpoint)
-    with torch.no_grad():
-        expected = ScoringModel(model)(pixels.unsqueeze(0))[0]
-    scores = torch.tensor(answer["predictions"][0])
-    assert scores.shape == (3,) and torch.allclose(scores, expected, atol=PARITY_TOLERANCE)
+def test_a_second_export_of_the_same_model_neither_logs_nor_registers_it_again(exported):
+    out, _, uri, _ = exported
+    again = json.loads((out.parent / "again" / "mlflow_model.json").read_text())
+    first = json.loads((out / "mlflow_model.json").read_text())
+    assert again["logged_model"] == first["logged_model"] and again["registered"] == "already registered"
+    mlflow.set_tracking_uri(uri)
+    assert len(mlflow.search_logged_models(output_format="list", experiment_ids=[
+        mlflow.get_experiment_by_name("csra").experiment_id])) == 1
+    assert [v.version for v in mlflow.MlflowClient().search_model_versions("name = 'tiny'")] in ([1], ["1"])

@@ -13,7 +13,7 @@ from csra.deploy.heatmaps import (
     overlay,
     write_heatmaps,
 )
-from csra.model.heads import MultiHeadCSRA
+from csra.model.heads import GAPHead, MultiHeadCSRA
 from csra.model.network import ModelConfig, build_model
 
 COLOURS = torch.tensor([[1.0, -0.5, -0.5], [-0.5, 1.0, -0.5], [-0.5, -0.5, 1.0]])  # red, green, blue detectors
@@ -27,6 +27,16 @@ def colour_model(num_heads=2):
     model.classifier = MultiHeadCSRA(3, 3, num_heads, 0.1)
     for h, head in enumerate(model.classifier.multi_head):
         head.head.weight.data = (COLOURS * (h + 1)).view(3, 3, 1, 1).clone()
+    return model
+
+
+def gap_colour_model():
+    """The GAP baseline on the same block-averaging 'backbone', its linear classifier the colour detectors."""
+    model = build_model(ModelConfig.create("resnet18", 3, 1, 0.1, img_size=32, head="gap")).eval()
+    model.backbone = nn.AvgPool2d(4)
+    model.classifier = GAPHead(3, 3)
+    model.classifier.fc.weight.data = COLOURS.clone()
+    model.classifier.fc.bias.data = torch.tensor([0.5, -1.0, 0.0])
     return model
 
 
@@ -50,6 +60,15 @@ def test_the_red_class_map_peaks_on_the_planted_red_square():
     for c, pick in ((0, torch.argmax), (1, torch.argmin), (2, torch.argmin)):
         assert_on_square(*divmod(int(pick(maps[c])), 64))
     assert maps[0, 0, 0].abs() < 1e-5  # grey background: no colour evidence
+
+
+def test_the_gap_baselines_map_is_its_class_activation_map_and_peaks_on_the_square():
+    model = gap_colour_model()
+    maps = image_score_maps(model, planted_image())
+    assert_on_square(*divmod(int(torch.argmax(maps[0])), 64))
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(class_score_maps(model, x).mean((2, 3)), model(x), atol=1e-6)  # its mean: the logit
 
 
 def test_maps_of_a_large_image_are_at_the_display_size_and_still_peak_on_the_square():

@@ -144,3 +144,14 @@ def test_our_checkpoint_must_agree_with_the_options_given(tmp_path):
     loaded, _ = load_model(path, ModelOptions(backbone="resnet18", num_heads=2, lam=0.3, img_size=64,
                                               classes=["a", "b", "c"]))
     assert loaded.config.img_size == 64  # only the input size may differ from training
+
+
+def test_the_gap_baseline_round_trips_and_is_not_taken_for_csra_heads(tmp_path):
+    model = build_model(ModelConfig.create("resnet18", 3, 1, 0.1, 32, head="gap")).eval()
+    path = save_checkpoint(tmp_path / "gap.pt", model, ["a", "b", "c"], {})
+    loaded, _ = load_model(path)
+    x = torch.rand(2, 3, 32, 32)
+    assert loaded.config.head == "gap"
+    torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
+    with pytest.raises(CSRAError, match="the checkpoint has num_heads 0, but 2 was given"):
+        load_model(path, ModelOptions(num_heads=2))

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from csra.errors import CSRAError
-from csra.model.heads import CSRA, TEMPERATURES, MultiHeadCSRA
+from csra.model.heads import CSRA, TEMPERATURES, GAPHead, MultiHeadCSRA, build_head
 
 
 def reference_csra(x: torch.Tensor, weight: torch.Tensor, temperature: float, lam: float) -> torch.Tensor:
@@ -70,3 +70,32 @@ def test_unsupported_head_count_lists_allowed(num_heads):
     with pytest.raises(CSRAError, match="num_heads must be one of 1, 2, 4, 6, 8"):
         MultiHeadCSRA(4, 3, num_heads=num_heads, lam=0.1)
     assert set(TEMPERATURES) == {1, 2, 4, 6, 8}
+
+
+def test_gap_baseline_is_a_linear_classifier_with_bias_on_the_mean_feature():
+    torch.manual_seed(2)
+    head = GAPHead(in_channels=6, num_classes=3).double()
+    x = torch.randn(2, 6, 3, 4, dtype=torch.float64)
+    weight, bias = head.fc.weight.detach(), head.fc.bias.detach()
+    expected = x.mean(dim=(2, 3)) @ weight.T + bias  # no norm division, no attention: not CSRA with λ = 0
+    torch.testing.assert_close(head(x).detach(), expected, rtol=0, atol=1e-12)
+    assert sorted(head.state_dict()) == ["fc.bias", "fc.weight"] and bias.abs().sum() > 0
+    csra_lam0 = MultiHeadCSRA(6, 3, num_heads=1, lam=0.0).double()
+    csra_lam0.multi_head[0].head.weight.data = weight.view(3, 6, 1, 1).clone()
+    assert not torch.allclose(csra_lam0(x), head(x))
+
+
+@pytest.mark.parametrize("head", [GAPHead(6, 3), MultiHeadCSRA(6, 3, num_heads=4, lam=0.3)])
+def test_score_maps_average_to_the_mean_pooled_logit(head):
+    x = torch.randn(2, 6, 3, 4)
+    maps = head.score_map(x)
+    assert maps.shape == (2, 3, 3, 4)
+    if isinstance(head, GAPHead):  # the class activation map: its mean is the logit itself
+        torch.testing.assert_close(maps.mean(dim=(2, 3)), head(x), rtol=0, atol=1e-5)
+    else:  # CSRA: the sum over heads of each head's map
+        torch.testing.assert_close(maps, sum(h.score_map(x) for h in head.multi_head), rtol=0, atol=1e-6)
+
+
+def test_an_unknown_head_lists_the_known_ones():
+    with pytest.raises(CSRAError, match="head must be one of csra, gap, got 'fc'"):
+        build_head("fc", 6, 3, 1, 0.1)

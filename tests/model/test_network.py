@@ -46,3 +46,22 @@ def test_vit_preprocessing_and_input_size_rules():
 def test_unsupported_head_count_lists_the_allowed_ones(heads):
     with pytest.raises(CSRAError, match=f"num_heads must be one of 1, 2, 4, 6, 8, got {heads}"):
         build_model(ModelConfig.create("resnet18", 3, heads, 0.1, 32))
+
+
+def test_the_gap_baseline_has_no_csra_heads_and_round_trips():
+    config = ModelConfig.create("resnet18", 5, num_heads=4, lam=0.5, img_size=32, head="gap")
+    assert (config.head, config.num_heads, config.lam) == ("gap", 0, 0.0)
+    assert ModelConfig.from_dict(config.to_dict()) == config
+    model = build_model(config).eval()
+    assert sorted(model.classifier.state_dict()) == ["fc.bias", "fc.weight"]
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 5)
+
+
+def test_a_config_stored_before_the_head_field_is_csra_and_a_wrong_head_is_named():
+    stored = ModelConfig.create("resnet18", 3, 2, 0.1, 32).to_dict()
+    del stored["head"]
+    assert ModelConfig.from_dict(stored).head == "csra"
+    with pytest.raises(CSRAError, match="model config field 'head' must be one of csra, gap, got 'fc'"):
+        ModelConfig.from_dict({**stored, "head": "fc"})
+    with pytest.raises(CSRAError, match="model config field 'head' is 3, of the wrong kind"):
+        ModelConfig.from_dict({**stored, "head": 3})

@@ -1,11 +1,14 @@
 """The DVC pipeline itself, in a scratch git repository with Hydra composition on: repro, no-op repro, what
-`dvc exp show` sees, what a code change makes stale, experiments with -S (a value, a recipe), plots."""
+`dvc exp show` sees, what a code change makes stale, experiments with -S (a value, a recipe), plots, and a queued
+sweep run two at a time."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -18,9 +21,9 @@ GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COM
            "GIT_COMMITTER_EMAIL": "t@example.com"}
 
 
-def sh(*args, cwd):
+def sh(*args, cwd, timeout=600):
     env = {**os.environ, **GIT_ENV, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"{' '.join(args)}\n{result.stdout}\n{result.stderr}"
     return result.stdout + result.stderr
 
@@ -70,6 +73,9 @@ def data_of(entry):
 
 def params_of(entry):
     return data_of(entry)["params"]["params.yaml"]["data"]
+
+
+SWEEP_TIMEOUT_S = 400
 
 
 def test_repro_noop_and_experiment(project, mlflow_store):
@@ -129,14 +135,44 @@ def test_repro_noop_and_experiment(project, mlflow_store):
                                output_format="list")
     assert own.info.run_name == "lower" and own.data.tags["csra.train_run_id"] == baseline
     assert own.data.params["evaluate.threshold"] == "0.3" and "mAP" in own.data.metrics
-    # switching recipe and overriding one of its values compose too (queued, not run)
-    dvc("exp", "run", "--queue", "-S", "train=two_heads", "-S", "train.lam=0.3", "--name", "heads", cwd=project)
-    shown = json.loads(dvc("exp", "show", "--json", cwd=project))
-    experiments = {e.get("name"): e for row in shown for e in (row.get("experiments") or [])}
-    ran = [e for e in experiments.values() if params_of(e)["evaluate"]["threshold"] == 0.3]
-    assert ran and "OF1" in data_of(ran[0])["metrics"]["results/evaluate/metrics.json"]["data"]
-    queued = params_of(experiments["heads"])["train"]
-    assert queued["recipe"] == "two_heads" and queued["num_heads"] == 2 and queued["lam"] == 0.3
-    dvc("queue", "remove", "--all", cwd=project)
     dvc("plots", "show", "-o", "plots", cwd=project)
     assert (project / "plots" / "index.html").is_file()
+
+    # a queued sweep switches recipe and sweeps one value (2 experiments), run two at a time: each into its own
+    # run, named after it, with every write there; the champion is the best version on this test file
+    dvc("exp", "run", "--queue", "-S", "train=two_heads", "-S", "train.head=csra,gap", cwd=project)
+    names = re.findall(r"^\w+\s+(\S+)\s+.*Queued$", dvc("queue", "status", cwd=project), re.MULTILINE)
+    assert len(names) == 2, names
+    shown = json.loads(dvc("exp", "show", "--json", cwd=project))
+    experiments = {e.get("name"): e for row in shown for e in (row.get("experiments") or [])}
+    lower = data_of(experiments["lower"])["metrics"]["results/evaluate/metrics.json"]["data"]
+    assert params_of(experiments["lower"])["evaluate"]["threshold"] == 0.3 and "OF1" in lower
+    queued = [params_of(experiments[name])["train"] for name in names]
+    assert sorted(q["head"] for q in queued) == ["csra", "gap"]
+    assert all(q["recipe"] == "two_heads" and q["num_heads"] == 2 and q["lam"] == 0.5 for q in queued)
+    try:
+        dvc("queue", "start", "-j", "2", cwd=project)
+        deadline = time.monotonic() + SWEEP_TIMEOUT_S
+        logs = [sh(sys.executable, "-m", "dvc", "queue", "logs", "-f", name, cwd=project,  # until the task ends
+                   timeout=max(1, deadline - time.monotonic())) for name in names]
+    finally:
+        dvc("queue", "stop", cwd=project)
+    status = dvc("queue", "status", cwd=project)
+    assert all(re.search(rf"{name}\s+.*Success", status) for name in names), f"{status}\n" + "\n".join(logs)
+
+    everything = mlflow.search_runs(experiment_names=["csra"], output_format="list")
+    runs = [r for r in everything if r.data.tags.get("dvc.exp_name") in names]
+    assert sorted(r.info.run_name for r in runs) == sorted(names)  # one run each, named after it
+    assert sorted(r.data.params["train.head"] for r in runs) == ["csra", "gap"]
+    client = mlflow.MlflowClient()
+    for r in runs:  # every write of both executions is there
+        assert {"mAP", "best_val_mAP", "train_loss"} <= set(r.data.metrics)
+        assert len(client.get_metric_history(r.info.run_id, "val_mAP")) == TINY["train"]["epochs"]
+        assert {a.path for a in client.list_artifacts(r.info.run_id)} >= {"evaluate", "demo", "export"}
+        ref = r.data.tags["dvc.exp_ref"]
+        locked = yaml.safe_load(sh("git", "show", f"{ref}:dvc.lock", cwd=project))["stages"]["prepare"]["outs"][0]
+        assert r.inputs.dataset_inputs[0].dataset.digest == locked["md5"]  # DVC's own hash of the data
+    champion = client.get_model_version_by_alias("csra", "champion")
+    best = max(r.data.metrics["mAP"] for r in everything if "mAP" in r.data.metrics)
+    assert float(champion.tags["mAP"]) == pytest.approx(best, abs=1e-4)
+

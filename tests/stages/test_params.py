@@ -59,6 +59,11 @@ from stages.params import load_params
     ("export.registered_model", "my model", "export.registered_model must be a model name (letters, digits, _ . -), "
                                             "got 'my model'"),
     ("tracking.experiment", "", "tracking.experiment must be an experiment name, got ''"),
+    ("tracking.system_metrics", -1, "tracking.system_metrics must be ≥ 0, got -1.0"),
+    ("export.register", "sometimes", "export.register must be one of always, better, never, got 'sometimes'"),
+    ("export.champion_metric", "map", "export.champion_metric must be one of mAP, CP, CR, CF1, OP, OR, OF1, "
+                                      "CP_top3, CR_top3, CF1_top3, OP_top3, OR_top3, OF1_top3, got 'map'"),
+    ("train.head", "fc", "train.head must be one of csra, gap, got 'fc'"),
 ])
 def test_each_rule_names_the_key_and_what_is_allowed(tiny_params, key, value, message):
     edit_params(tiny_params, **{key: value})
@@ -116,3 +121,13 @@ def test_every_key_reaches_mlflow_under_its_name():
     assert sorted(flat) == sorted(keys(data))
     assert flat["train.lam"] == 0.1 and flat["prepare.synthetic.seed"] == 0
     assert all(not isinstance(v, float) or math.isfinite(v) for v in flat.values())
+
+
+def test_the_champion_metric_is_one_of_evaluates_metrics():
+    import numpy as np
+
+    from csra.evaluate.metrics import evaluate_scores
+    from stages.params import METRICS
+
+    metrics, _ = evaluate_scores(np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([[1, 0], [0, 1]]), "coco", 0.5)
+    assert sorted(METRICS) == sorted(metrics)

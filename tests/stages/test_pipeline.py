@@ -9,7 +9,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
-from conftest import REPO, TINY, merge
+from conftest import REPO, TINY, merge, new_store
 from mlflow.tracking import MlflowClient
 from PIL import Image
 from typer.testing import CliRunner
@@ -27,12 +27,12 @@ def ok(*args):
 
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory):
+def chain(tmp_path_factory, mlflow_template):
     """The chain run once for this module, in its own folder and MLflow store: (root, store, stage outputs).
     Tests that run a stage again write to their own out-dir, so the chain's outputs stay as they were."""
     root = tmp_path_factory.mktemp("pipeline")
     (root / "params.yaml").write_text(yaml.safe_dump(merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY)))
-    store = f"sqlite:///{root / 'mlflow.db'}"
+    store = new_store(root, mlflow_template)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
         patch.setenv("MLFLOW_TRACKING_URI", store)
@@ -127,6 +127,9 @@ def test_a_later_execution_records_into_a_run_of_its_own(pipeline, monkeypatch):
     new = runs[0].data
     assert new.tags["csra.train_run_id"] == train_run and new.tags["mlflow.parentRunId"] == train_run
     assert new.params["evaluate.threshold"] == "0.3" and "mAP" in new.metrics
+    [scored] = runs[0].inputs.dataset_inputs  # the data evaluate scored, as DVC hashes it
+    assert scored.tags[0].value == "evaluation" and scored.dataset.digest.endswith(".dir")
+    assert new.tags["test.file"] == "data/prepared/test_voc07.json" and len(new.tags["test.digest"]) == 64
     assert {a.path for a in MlflowClient().list_artifacts(runs[0].info.run_id)} >= {"evaluate", "demo"}
 
 

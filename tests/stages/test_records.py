@@ -12,21 +12,21 @@ from contextlib import contextmanager
 import mlflow
 import pytest
 import yaml
-from conftest import REPO, TINY, merge
+from conftest import REPO, TINY, merge, new_store
 from helpers import assert_one_line_error, run
 
 from csra.model.checkpoints import load_checkpoint
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, mlflow_template):
     """A tiny built-in dataset, prepared and trained once (default selection: held-out val split)."""
     root = tmp_path_factory.mktemp("records")
     (root / "params.yaml").write_text(yaml.safe_dump(merge(yaml.safe_load((REPO / "params.yaml").read_text()),
                                                            TINY)))
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        patch.setenv("MLFLOW_TRACKING_URI", new_store(root, mlflow_template))
         for stage in ("prepare", "train", "evaluate"):
             assert run(stage)[0] == 0
     return root

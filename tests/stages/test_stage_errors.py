@@ -231,10 +231,30 @@ def model_config_incomplete(tmp):
     ModelConfig.from_dict({"backbone": "resnet18"})
 
 
-
 @says("a file, not a folder of images")
 def demo_images_is_a_file(tmp):
     list_images(write(tmp / "photo.jpg", "x"))
+
+
+@says("models:/csra: expected a registered model as models:/NAME@ALIAS or models:/NAME/VERSION")
+def registered_model_uri_malformed(tmp):
+    from stages import registry
+
+    registry.fetch("models:/csra", tmp)
+
+
+@says("models:/nothing@champion: no such registered model version")
+def registered_model_missing(tmp):
+    from stages import registry
+
+    registry.fetch("models:/nothing@champion", tmp)
+
+
+@says("--model-uri models:/csra@champion: a registered model takes no --checkpoint, --lam")
+def registered_model_with_model_options(tmp):
+    from stages.inference import only_one_source
+
+    only_one_source(tmp / "best.pt", "models:/csra@champion", model=None, lam=0.1)
 
 
 @pytest.mark.parametrize("name", sorted(walk.cases))

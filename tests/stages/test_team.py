@@ -1,0 +1,174 @@
+"""Team mode: every stage tracks to an `mlflow server` (SQLite backend, proxied artifacts) on a loopback port, over
+HTTP. Train, evaluate and export record one run with its data and machine load, register the model and give it
+the alias champion, which `mlflow models serve`, demo and export then take as models:/csra@champion."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+import yaml
+from conftest import REPO, TINY, merge, new_store
+from helpers import run
+from mlflow import MlflowClient
+
+from csra.data.loading import load_image
+from csra.deploy.export import PARITY_TOLERANCE
+from csra.deploy.scoring import ScoringModel
+from csra.model.checkpoints import load_model
+from stages.lineage import dvc_md5
+
+WAIT_S = 120  # the longest a server may take to answer
+BIN = Path(sys.executable).parent
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(command, log, **env):
+    """A server process in a session of its own (so that its workers end with it), its output in log."""
+    with log.open("w") as sink:
+        return subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **env})
+
+
+def stop(server):
+    try:
+        os.killpg(server.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=30)
+
+
+def wait_until_answers(url, server, log):
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        assert server.poll() is None, f"{url}: the server exited:\n{log.read_text()}"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"no answer from {url} within {WAIT_S} s:\n{log.read_text()}")
+
+
+def post_json(url, payload):
+    request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, mlflow_template):
+    """(URL, artifact folder) of `mlflow server` with a SQLite database and proxied artifacts, as README shows."""
+    root = tmp_path_factory.mktemp("server")
+    port, log = free_port(), root / "server.log"
+    process = start([str(BIN / "mlflow"), "server", "--backend-store-uri", new_store(root, mlflow_template),
+                     "--artifacts-destination", str(root / "artifacts"), "--serve-artifacts",
+                     "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], log)
+    try:
+        wait_until_answers(f"http://127.0.0.1:{port}/health", process, log)
+        yield f"http://127.0.0.1:{port}", root / "artifacts"
+    finally:
+        stop(process)
+
+
+@pytest.fixture(scope="module")
+def team(server, tmp_path_factory):
+    """The chain prepare → train → evaluate → export, tracking to the server: (folder, server URL, artifacts)."""
+    url, artifacts = server
+    root = tmp_path_factory.mktemp("team")
+    params = merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY)
+    params["tracking"]["system_metrics"] = 0.5  # a tiny training lasts seconds
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.setenv("MLFLOW_TRACKING_URI", url)
+        for stage in ("prepare", "train", "evaluate", "export"):
+            code, output = run(stage)
+            assert code == 0, output
+    return root, url, artifacts
+
+
+@pytest.fixture
+def client(team, monkeypatch):
+    monkeypatch.chdir(team[0])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", team[1])
+    mlflow.set_tracking_uri(team[1])
+    return MlflowClient()
+
+
+def test_the_run_on_the_server_has_its_data_machine_load_and_artifacts(team, client):
+    root, _, artifacts = team
+    run_id = json.loads((root / "results/train/run.json").read_text())["run_id"]
+    found = client.get_run(run_id)
+    assert found.info.run_name == "synthetic"  # the recipe (no git commit in this folder; else recipe-commit)
+    inputs = {i.tags[0].value: i.dataset for i in found.inputs.dataset_inputs}  # evaluate's is the same input
+    assert set(inputs) == {"training"} and inputs["training"].digest == dvc_md5(root / "data/prepared")
+    files = ("trainval_voc07.json", "val_voc07.json", "test_voc07.json")
+    counts = {name: len(json.loads((root / "data/prepared" / name).read_text())) for name in files}
+    assert json.loads(inputs["training"].profile) == counts and all(counts.values())
+    assert inputs["training"].name == "synthetic" and "data/prepared" in inputs["training"].source
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(found.data.metrics)
+    assert found.data.tags["test.file"] == "data/prepared/test_voc07.json"
+    assert any(artifacts.rglob("metrics.json")) and any(artifacts.rglob("model.pt2"))  # proxied to the server
+
+
+def test_the_model_is_registered_with_the_alias_champion(team, client):
+    recorded = json.loads((team[0] / "results/export/mlflow_model.json").read_text())
+    assert recorded["version"] == "1" and recorded["champion"] == "1" and recorded["registered"] == "registered"
+    champion = client.get_model_version_by_alias("csra", "champion")
+    metrics = json.loads((team[0] / "results/evaluate/metrics.json").read_text())
+    assert float(champion.tags["mAP"]) == pytest.approx(metrics["mAP"], abs=1e-4)
+    assert champion.tags["dataset.digest"] == dvc_md5(team[0] / "data/prepared")
+
+
+def test_the_served_champion_answers_with_the_eager_scores(team, tmp_path):
+    root, url, _ = team
+    pixels = load_image(sorted((root / "data/prepared/synthetic/demo").iterdir())[0])
+    port, log = free_port(), tmp_path / "serve.log"
+    served = start([str(BIN / "mlflow"), "models", "serve", "-m", "models:/csra@champion", "--env-manager", "local",
+                    "--host", "127.0.0.1", "--port", str(port)], log, MLFLOW_TRACKING_URI=url)
+    try:
+        wait_until_answers(f"http://127.0.0.1:{port}/ping", served, log)
+        answer = post_json(f"http://127.0.0.1:{port}/invocations", {"inputs": [pixels.tolist()]})
+    finally:
+        stop(served)
+    model, _ = load_model(root / "results/train/best.pt")
+    with torch.no_grad():
+        expected = ScoringModel(model)(pixels.unsqueeze(0))[0]
+    scores = torch.tensor(answer["predictions"][0])
+    assert scores.shape == (10,) and torch.allclose(scores, expected, atol=PARITY_TOLERANCE)
+
+
+def test_demo_and_export_take_the_champion(team, client, tmp_path):
+    code, output = run("demo", "--model-uri", "models:/csra@champion", "--out-dir", str(tmp_path / "served"))
+    assert code == 0 and "heatmaps: none: models:/csra@champion is an exported program" in output, output
+    code, output = run("demo", "--out-dir", str(tmp_path / "eager"))
+    assert code == 0, output
+    served, eager = (json.loads((tmp_path / name / "predictions.json").read_text()) for name in ("served", "eager"))
+    assert [p["image"] for p in served] == [p["image"] for p in eager]
+    assert all(abs(s["scores"][c] - e["scores"][c]) <= PARITY_TOLERANCE for s, e in zip(served, eager)
+               for c in e["scores"])
+    assert not (tmp_path / "served/heatmaps").exists() and (tmp_path / "eager/heatmaps").is_dir()
+    code, output = run("export", "--model-uri", "models:/csra@champion", "--out-dir", str(tmp_path / "export"))
+    assert code == 0, output
+    contract = json.loads((tmp_path / "export/export.json").read_text())
+    assert contract["source"] == "models:/csra/1" and len(contract["output"]["classes"]) == 10
+    assert json.loads((tmp_path / "export/mlflow_model.json").read_text())["model_uri"] == "models:/csra/1"
