@@ -127,15 +127,14 @@ def test_repro_noop_and_experiment(project, mlflow_store):
     # its own, linked to the training run, which stays as it was
     baseline = json.loads((project / "results/train/run.json").read_text())["run_id"]
     before = mlflow.get_run(baseline).data
-    exp = dvc("exp", "run", "-S", "evaluate.batch_size=3", "--name", "rebatched", cwd=project)
-    # the stages that read evaluate.batch_size; the scores, hence metrics.json, are the same: export is not stale
-    assert re.findall(r"Running stage '(\w+)'", exp) == ["evaluate", "demo"]
+    exp = dvc("exp", "run", "-S", "evaluate.threshold=0.3", "--name", "lower", cwd=project)
+    assert re.findall(r"Running stage '(\w+)'", exp) == ["evaluate", "demo", "export"]  # those that read it
     after = mlflow.get_run(baseline).data
     assert after.metrics == before.metrics and after.params == before.params and after.tags == before.tags
-    [own] = mlflow.search_runs(experiment_names=["csra"], filter_string="tags.`dvc.exp_name` = 'rebatched'",
+    [own] = mlflow.search_runs(experiment_names=["csra"], filter_string="tags.`dvc.exp_name` = 'lower'",
                                output_format="list")
-    assert own.info.run_name == "rebatched" and own.data.tags["csra.train_run_id"] == baseline
-    assert own.data.params["evaluate.batch_size"] == "3" and "mAP" in own.data.metrics
+    assert own.info.run_name == "lower" and own.data.tags["csra.train_run_id"] == baseline
+    assert own.data.params["evaluate.threshold"] == "0.3" and "mAP" in own.data.metrics
     dvc("plots", "show", "-o", "plots", cwd=project)
     assert (project / "plots" / "index.html").is_file()
 
@@ -146,8 +145,8 @@ def test_repro_noop_and_experiment(project, mlflow_store):
     assert len(names) == 2, names
     shown = json.loads(dvc("exp", "show", "--json", cwd=project))
     experiments = {e.get("name"): e for row in shown for e in (row.get("experiments") or [])}
-    rebatched = data_of(experiments["rebatched"])["metrics"]["results/evaluate/metrics.json"]["data"]
-    assert params_of(experiments["rebatched"])["evaluate"]["batch_size"] == 3 and "OF1" in rebatched
+    lower = data_of(experiments["lower"])["metrics"]["results/evaluate/metrics.json"]["data"]
+    assert params_of(experiments["lower"])["evaluate"]["threshold"] == 0.3 and "OF1" in lower
     queued = [params_of(experiments[name])["train"] for name in names]
     assert sorted(q["head"] for q in queued) == ["csra", "gap"]
     assert all(q["recipe"] == "two_heads" and q["num_heads"] == 2 and q["lam"] == 0.5 for q in queued)
