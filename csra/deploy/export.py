@@ -85,8 +85,25 @@ def export_onnx(program: ExportedProgram, path: Path) -> Path:
     onnx_program = torch.onnx.export(
         program, dynamo=True, verbose=False, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME]
     )
-    data = onnx_program.model_proto.SerializeToString()  # in memory, then a Python write (see save_program)
+    model = onnx_program.model_proto
+    for graph in [model.graph, *model.functions]:
+        _drop_debug_info(graph)
+    data = model.SerializeToString()  # in memory, then a Python write (see save_program)
     return atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def _drop_debug_info(graph: Any) -> None:
+    """Remove what the exporter notes per node for debugging (the Python stack trace with this machine's absolute
+    paths, FX node names with process-wide counters), here and in subgraphs, so that the same model gives the same
+    ONNX bytes anywhere."""
+    for node in graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+        for attribute in node.attribute:
+            for subgraph in [attribute.g] if attribute.HasField("g") else []:
+                _drop_debug_info(subgraph)
+            for subgraph in attribute.graphs:
+                _drop_debug_info(subgraph)
 
 
 def onnx_runner(path: Path) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -10,9 +10,15 @@ from typing import Any
 import torch
 
 from csra.errors import CSRAError, describe_difference
-from csra.fileio import atomic_write
 from csra.model.network import CSRAModel, ModelConfig, build_model
-from csra.model.weights import as_state_dict, head_count, load_strict, load_weights_only, official_to_ours
+from csra.model.weights import (
+    as_state_dict,
+    head_count,
+    load_strict,
+    load_weights_only,
+    official_to_ours,
+    save_torch,
+)
 from csra.model.zoo import canonical_name, default_img_size
 
 FORMAT = "csra-checkpoint-v1"
@@ -35,7 +41,8 @@ class ModelOptions:
 def save_checkpoint(
     path: str | Path, model: CSRAModel, classes: list[str], params: dict[str, Any], **extra: Any
 ) -> Path:
-    """Write atomically: {format, model_config, classes, params, state_dict, **extra} (plain types only)."""
+    """Write atomically: {format, model_config, classes, params, state_dict, **extra} (plain types only); the same
+    weights and fields give the same bytes."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {
         "format": FORMAT,
@@ -45,7 +52,7 @@ def save_checkpoint(
         "state_dict": state,
         **extra,
     }
-    return atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    return save_torch(path, payload)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

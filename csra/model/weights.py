@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from csra.errors import CSRAError
+from csra.fileio import atomic_write
 
 # timm / JAX ViT names (the official VIT_CSRA) → torchvision VisionTransformer names.
 _TIMM_BLOCK = {
@@ -159,3 +160,14 @@ def load_weights_only(path: str | Path, kind: str) -> Any:
     except Exception as e:  # torch.load fails on damaged files with many exception types
         reason = f"{type(e).__name__}: {str(e).splitlines()[0]}" if str(e) else type(e).__name__
         raise CSRAError(f"{path}: not a readable {kind} ({reason})") from None
+
+
+def save_torch(path: str | Path, obj: Any) -> Path:
+    """torch.save obj to path atomically, with the same bytes for the same obj: torch names the archive's root folder
+    after the file it writes (here a temporary name), so it writes through a file object, whose root is 'archive'."""
+
+    def write(tmp: Path) -> None:
+        with tmp.open("wb") as f:
+            torch.save(obj, f)
+
+    return atomic_write(path, write)

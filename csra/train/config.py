@@ -3,7 +3,7 @@ speed settings and the machine. Every field states its allowed values; a wrong o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 
 from csra.model.zoo import HEAD_COUNTS, HEADS, canonical_name, check_img_size
 from csra.settings import check_fields, setting
@@ -13,6 +13,9 @@ LOSSES = ("bce", "asl")
 DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"
 # Settings that may change between an interrupted run and its resume: they do not change its trajectory.
 RESUMABLE_CHANGES = ("epochs", "num_workers", "device", "compile")
+# Settings a stage may derive from the machine (num_workers: auto): left out of the recipe a checkpoint records, so
+# that the same params give the same checkpoint bytes on any machine (they do not change the trajectory).
+MACHINE_SETTINGS = ("num_workers",)
 
 
 @dataclass(frozen=True)
@@ -63,3 +66,7 @@ class TrainConfig:
     @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+    def recipe(self) -> dict:
+        """The settings a checkpoint records: all but MACHINE_SETTINGS."""
+        return {k: v for k, v in asdict(self).items() if k not in MACHINE_SETTINGS}

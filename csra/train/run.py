@@ -79,7 +79,7 @@ class _Run:
     def save(self, path: Path, model: CSRAModel, epoch: int, val_map: float, val: tuple) -> None:
         selection = asdict(self.data.selection) if self.data.selection else None
         save_checkpoint(path, model, self.data.classes, self.metadata, epoch=epoch, thresholds=self.thresholds(val),
-                        val_mAP=val_map, recipe=asdict(self.cfg), selection=selection)
+                        val_mAP=val_map, recipe=self.cfg.recipe(), selection=selection)
 
     def after_epoch(self, row: dict, trainer: Trainer, val: tuple[np.ndarray, np.ndarray]) -> None:
         if trainer.best["epoch"] == trainer.epoch:

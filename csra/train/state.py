@@ -16,8 +16,7 @@ import torch
 
 from csra.data.prepared import TrainData
 from csra.errors import CSRAError
-from csra.fileio import atomic_write
-from csra.model.weights import load_weights_only
+from csra.model.weights import load_weights_only, save_torch
 from csra.train.config import RESUMABLE_CHANGES, TrainConfig
 
 STATE_FORMAT = "csra-train-state-v1"
@@ -79,4 +78,4 @@ def find_resume(path: Path, cfg: TrainConfig, data: TrainData, mode: str, world_
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    save_torch(path, state)
