@@ -16,7 +16,7 @@ import typer
 from csra.errors import CSRAError
 
 DEFAULT_PARAMS_PATH = Path("params.yaml")
-BEST, RUN_FILE = "best.pt", "run.json"  # train's outputs that evaluate, demo and export read
+BEST = "best.pt"  # the checkpoint train makes and evaluate, demo and export read
 ParamsOption = Annotated[Path, typer.Option("--params", help="The params file every default is read from.")]
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from stages.common import BEST, DEFAULT_PARAMS_PATH, RUN_FILE, ParamsOption, user_errors
+from stages.common import BEST, DEFAULT_PARAMS_PATH, ParamsOption, user_errors
 from stages.inference import (
     CheckpointOption,
     ImgSizeOption,
@@ -22,7 +22,7 @@ from stages.inference import (
 )
 
 PREDICTIONS_JSON, PREDICTIONS_TXT, HEATMAPS = "predictions.json", "predictions.txt", "heatmaps"
-Scored = tuple[list[str], list | None, list[tuple[Path, list[float]]], Callable | None, Path | None]
+Scored = tuple[list[str], list | None, list[tuple[Path, list[float]]], Callable | None]
 
 
 @user_errors
@@ -55,12 +55,12 @@ def demo(
     from stages import tracking
     from stages.execution import run_name
 
-    if model_uri is not None:
-        classes, tuned, results, heatmaps, run_file = registered_scores(model_uri, params.demo.images)
+    ckpt = None if model_uri is not None else checkpoint or Path(params.train.out_dir) / BEST
+    if ckpt is None:
+        classes, tuned, results, heatmaps = registered_scores(model_uri, params.demo.images)
     else:
-        ckpt = checkpoint or Path(params.train.out_dir) / BEST
-        classes, tuned, results, heatmaps, run_file = checkpoint_scores(
-            ckpt, params, dataset is not None, model, num_heads, lam, img_size)
+        classes, tuned, results, heatmaps = checkpoint_scores(ckpt, params, dataset is not None, model, num_heads,
+                                                              lam, img_size)
     per_class = class_thresholds(len(classes), params.evaluate.threshold, tuned,
                                  params.demo.thresholds == "per_class", model_uri or str(ckpt))
     lines = [demo_line(path, scores, classes, per_class) for path, scores in results]
@@ -71,7 +71,7 @@ def demo(
         write_text(tmp / PREDICTIONS_TXT, "".join(f"{line}\n" for line in lines))
         write_json(tmp / PREDICTIONS_JSON, predictions, indent=2)
         sheets = heatmaps(labelled, classes, tmp / HEATMAPS) if heatmaps else []
-        with tracking.stage_run(run_file, params.tracking.experiment, params.flat(),
+        with tracking.stage_run(ckpt, params.tracking.experiment, params.flat(),
                                 run_name(params.train.recipe)) as recorder:
             if model_uri is not None:
                 recorder.tag("csra.model_uri", model_uri)
@@ -84,7 +84,7 @@ def demo(
 
 
 def checkpoint_scores(ckpt: Path, params: Any, check_classes: bool, *options: Any) -> Scored:
-    """(classes, tuned thresholds, scores of each image of demo.images, the heatmap writer, the run file) of a
+    """(classes, tuned thresholds, scores of each image of demo.images, the heatmap writer) of a
     checkpoint, through the one prediction path; the classes are checked when the user names the dataset."""
     from functools import partial
 
@@ -96,11 +96,11 @@ def checkpoint_scores(ckpt: Path, params: Any, check_classes: bool, *options: An
     net, saved = load_for_inference(ckpt, params.data.dataset, params.data.prepared_dir, check_classes, *options)
     results = predict_files(net, list_images(params.demo.images), resolve_device(params.evaluate.device),
                             params.evaluate.batch_size)
-    return saved["classes"], saved.get("thresholds"), results, partial(write_heatmaps, net), ckpt.parent / RUN_FILE
+    return saved["classes"], saved.get("thresholds"), results, partial(write_heatmaps, net)
 
 
 def registered_scores(uri: str, images: str) -> Scored:
-    """(classes, tuned thresholds, scores of each image in the folder images, no heatmap writer, no run file) of a
+    """(classes, tuned thresholds, scores of each image in the folder images, no heatmap writer) of a
     registered model: its exported program, which takes the image's uint8 pixels and resizes inside, as served."""
     import tempfile
 
@@ -114,4 +114,4 @@ def registered_scores(uri: str, images: str) -> Scored:
         program, metadata, _ = registry.fetch(uri, Path(download))
         scorer = torch.export.load(program).module()
     results = score_images(scorer, list_images(images))
-    return metadata["output"]["classes"], metadata.get("thresholds"), results, None, None
+    return metadata["output"]["classes"], metadata.get("thresholds"), results, None

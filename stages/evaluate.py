@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from csra.data.registry import DATASETS
-from stages.common import BEST, DEFAULT_PARAMS_PATH, RUN_FILE, ParamsOption, machine, user_errors
+from stages.common import BEST, DEFAULT_PARAMS_PATH, ParamsOption, machine, user_errors
 from stages.inference import (
     CheckpointOption,
     ImgSizeOption,
@@ -160,7 +160,7 @@ def evaluate(
         metrics, aps = write_report(tmp, values, items, classes, entry.label_format, params.evaluate.threshold,
                                     with_scores=ckpt is not None)
         if ckpt is not None:
-            with tracking.stage_run(ckpt.parent / RUN_FILE, params.tracking.experiment, params.flat(),
+            with tracking.stage_run(ckpt, params.tracking.experiment, params.flat(),
                                     run_name(params.train.recipe)) as recorder:
                 recorder.metrics(metrics)
                 recorder.tag("evaluated_on_selection_images", str(note is not None).lower())

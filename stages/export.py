@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from stages.common import BEST, DEFAULT_PARAMS_PATH, RUN_FILE, ParamsOption, user_errors
+from stages.common import BEST, DEFAULT_PARAMS_PATH, ParamsOption, user_errors
 from stages.inference import (
     CheckpointOption,
     ImgSizeOption,
@@ -21,7 +21,8 @@ from stages.inference import (
     only_one_source,
 )
 
-CONTRACT, REGISTERED = "export.json", "mlflow_model.json"
+CONTRACT = "export.json"
+REGISTRATION = "export/registration.json"  # in the MLflow run: the ids and versions of this execution
 
 
 @user_errors
@@ -64,7 +65,7 @@ def export(
 
 def export_checkpoint(ckpt: Path, net: Any, saved: dict, params: Any) -> dict[str, Any]:
     """export.json (and model.onnx), the model logged once per trained model, the version registered as
-    export.register says, and mlflow_model.json; returns what mlflow_model.json records."""
+    export.register says, and its record in the run (REGISTRATION), which it returns."""
     from csra.deploy.export import PARITY_TOLERANCE, example_images, input_contract, write_exports
     from csra.deploy.scoring import ScoringModel
     from csra.fileio import atomic_dir, write_json
@@ -79,7 +80,7 @@ def export_checkpoint(ckpt: Path, net: Any, saved: dict, params: Any) -> dict[st
         echo_parity(parity)
         write_json(tmp / CONTRACT, {**contract, "parity": {"tolerance": PARITY_TOLERANCE,
                                                            "max_abs_difference": parity}}, indent=2)
-        with tracking.stage_run(ckpt.parent / RUN_FILE, params.tracking.experiment, params.flat(),
+        with tracking.stage_run(ckpt, params.tracking.experiment, params.flat(),
                                 run_name(params.train.recipe)) as recorder:
             model_id = registry.log_scoring_model(
                 recorder, model_key(ckpt, net.config.to_dict()), scoring,
@@ -88,13 +89,13 @@ def export_checkpoint(ckpt: Path, net: Any, saved: dict, params: Any) -> dict[st
             registered = registry.register(recorder, model_id, params.export.registered_model,
                                            params.export.register, params.export.champion_metric)
             recorder.artifact(tmp / CONTRACT, "export")  # the weights are the logged model's, stored once
-        write_json(tmp / REGISTERED, registered, indent=2)
+            recorder.record(registered, REGISTRATION)
     return registered
 
 
 def export_registered(uri: str, params: Any) -> None:
-    """export.json of a registered version (its input contract, from the model's metadata) and, with
-    export.onnx, model.onnx checked against the program; mlflow_model.json names the version."""
+    """export.json of a registered version (its input contract, from the model's metadata, and the version it
+    resolved to) and, with export.onnx, model.onnx checked against the program."""
     import tempfile
 
     import torch
@@ -115,11 +116,11 @@ def export_registered(uri: str, params: Any) -> None:
         write_json(tmp / CONTRACT, {**contract, "source": found["model_uri"],
                                     "parity": {"tolerance": PARITY_TOLERANCE, "max_abs_difference": parity}},
                    indent=2)
-        write_json(tmp / REGISTERED, found, indent=2)
         with tracking.stage_run(None, params.tracking.experiment, params.flat(),
                                 run_name(params.train.recipe)) as recorder:
             recorder.tag("csra.model_uri", found["model_uri"])
             recorder.artifact(tmp / CONTRACT, "export")
+            recorder.record(found, REGISTRATION)
     typer.echo(f"{uri} is {found['model_uri']}: its contract" + (" and ONNX form" if parity else "")
                + f" in {params.export.out_dir}")
 

@@ -10,6 +10,8 @@ import typer
 from csra.data.registry import DATASETS
 from stages.common import DEFAULT_PARAMS_PATH, ParamsOption, user_errors
 
+RAW_ROOT = Path("data/raw")  # the folder the prepare stage depends on (dvc.yaml): raw datasets live under it
+
 
 @user_errors
 def prepare(
@@ -31,6 +33,10 @@ def prepare(
     from csra.errors import CSRAError
 
     entry, out = get_dataset(params.data.dataset), Path(params.data.prepared_dir)
+    raw = params.data.raw_path
+    if raw and entry.converter and not Path(raw).resolve().is_relative_to(RAW_ROOT.resolve()):
+        typer.echo(f"warning: data.raw_path {raw} is outside {RAW_ROOT}/, which DVC tracks for the prepare stage: a "
+                   f"change to its files re-runs nothing (see {RAW_ROOT}/README.md)", err=True)
     classes = prepare_dataset(entry.name, out, raw_path=params.data.raw_path, synthetic=params.prepare.synthetic)
     typer.echo(f"{entry.name}: {len(classes)} classes → {out / entry.train_file}, {out / entry.test_file}")
     if check:

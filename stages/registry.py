@@ -135,7 +135,7 @@ def elect_champion(client: Any, name: str, digest: str, metric: str) -> str | No
 def register(recorder: Recorder, model_id: str, name: str, policy: str, metric: str) -> dict[str, Any]:
     """Register the logged model as a version of name as export.register says (never twice the same logged
     model), tagged with its metrics, test file, data digest, DVC experiment and commit; then elect the champion.
-    Returns what mlflow_model.json records."""
+    Returns what the run records as export/registration.json."""
     from mlflow import MlflowClient
 
     with reachable():

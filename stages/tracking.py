@@ -1,9 +1,10 @@
 """MLflow's runs (registry.py holds the registered model): the store, one run per pipeline execution, params,
 metrics, artifacts, the data a run used and the machine's load while it trains.
 
-Train opens its execution's run and writes its id beside the checkpoint (run.json). A stage after train logs into
-the training run when train ran in the same execution (one `dvc repro`), else into a run of its own execution,
-linked to the training run (stages/execution.py says which execution a stage runs in). Default store: SQLite
+Train opens its execution's run and tags it with the MD5 of the checkpoint it made. A stage after train finds that
+training run by the MD5 of the checkpoint it reads (no run id in any file DVC tracks), and logs into it when train
+ran in the same execution (one `dvc repro`), else into a run of its own execution, linked to the training run
+(stages/execution.py says which execution a stage runs in). Default store: SQLite
 `mlflow.db` at the repository root, as an absolute path, so that `dvc exp run --temp/--queue` workspaces (under
 .dvc/tmp/exps/) log into the same database. MLFLOW_TRACKING_URI overrides it.
 """
@@ -21,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 from csra.errors import CSRAError
-from csra.fileio import write_json
 from stages.execution import execution_id, run_tags
 from stages.lineage import DataVersion, file_md5
 
@@ -97,6 +97,10 @@ class Recorder:
     def artifacts(self, path: Path, folder: str) -> None:
         self.mlflow.log_artifacts(str(path), folder)
 
+    def record(self, values: dict[str, Any], artifact_file: str) -> None:
+        """A record of this execution (ids, versions) as a JSON artifact: MLflow's, never a DVC-tracked file."""
+        self.mlflow.log_dict(values, artifact_file)
+
     def checkpoint(self, path: Path, where: Path) -> None:
         """Say which checkpoint this run made without storing its bytes a second time (DVC keeps it): where it
         lives and its MD5, the key of DVC's cache (`.dvc/cache/files/md5/<first 2>/<rest>`)."""
@@ -137,12 +141,12 @@ def reachable() -> Iterator[None]:
 
 
 @contextmanager
-def training_run(experiment: str, params: dict[str, Any], run_file: Path, name: str, run_id: str | None = None,
+def training_run(experiment: str, params: dict[str, Any], name: str, run_id: str | None = None,
                  system_metrics: float = 0) -> Iterator[Recorder]:
-    """Open this execution's run for train: a new run with every param, the execution's tags and name, its id
-    recorded in run_file; yields its Recorder. With run_id (a resumed training) that interrupted run is reopened
-    and marked with this execution, so the stages after train join it. With system_metrics > 0, MLflow samples
-    CPU, memory, disk, network (and GPUs, with nvidia-ml-py) every that many seconds while the run is open."""
+    """Open this execution's run for train: a new run with every param, the execution's tags and name; yields its
+    Recorder. With run_id (a resumed training) that interrupted run is reopened and marked with this execution, so
+    the stages after train join it. With system_metrics > 0, MLflow samples CPU, memory, disk, network (and GPUs,
+    with nvidia-ml-py) every that many seconds while the run is open."""
     mlflow = connect()
     if system_metrics > 0:
         mlflow.set_system_metrics_sampling_interval(system_metrics)
@@ -153,34 +157,34 @@ def training_run(experiment: str, params: dict[str, Any], run_file: Path, name: 
             mlflow.set_tags({**run_tags(), "csra.execution": execution_id()})
             if run_id is None:
                 mlflow.log_params(params)
-            write_json(run_file, {"run_id": run.info.run_id, "experiment": experiment}, indent=2)
             yield Recorder(mlflow, run.info.run_id, run.info.run_id)
 
 
-def _training_run_id(run_file: Path) -> tuple[str, str] | None:
-    """(run id, experiment) that train recorded next to its checkpoint, or None."""
-    if not run_file.is_file():
+def training_run_of(mlflow: Any, checkpoint: Path, execution: str) -> Any | None:
+    """The training run that made this checkpoint, found by its bytes (the tag checkpoint.md5, in any experiment of
+    the store): this execution's, else the latest; None when the store has none (an official state dict, a
+    checkpoint trained against another store)."""
+    if not checkpoint.is_file():
         return None
-    try:
-        info = json.loads(run_file.read_text(encoding="utf-8"))
-        return info["run_id"], info["experiment"]
-    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError):
-        raise CSRAError(f"{run_file}: expected {{'run_id', 'experiment'}} written by the train stage") from None
+    query = f"tags.`checkpoint.md5` = '{file_md5(checkpoint)}'"
+    found = mlflow.search_runs(search_all_experiments=True, filter_string=query, output_format="list",
+                               order_by=["attributes.start_time DESC"])
+    return next((run for run in found if run.data.tags.get("csra.execution") == execution), found[0] if found else None)
 
 
 @contextmanager
-def stage_run(run_file: Path | None, experiment: str, params: dict[str, Any], name: str) -> Iterator[Recorder]:
-    """This execution's run for a stage after train (evaluate, demo, export): the training run if train ran in
-    this same execution; else this execution's own run — found by its tag, or created with every param and
-    linked to the training run it builds on (tag csra.train_run_id, nested under it). Another execution's run is
-    never changed."""
+def stage_run(checkpoint: Path | None, experiment: str, params: dict[str, Any], name: str) -> Iterator[Recorder]:
+    """This execution's run for a stage after train (evaluate, demo, export) that reads checkpoint: the training
+    run if train ran in this same execution; else this execution's own run — found by its tag, or created with
+    every param and linked to the training run it builds on (tag csra.train_run_id, nested under it). Another
+    execution's run is never changed."""
     mlflow = connect()
     execution = execution_id()
-    trained = _training_run_id(run_file) if run_file is not None else None
     with reachable():
-        experiment_id = _experiment_id(mlflow, trained[1] if trained else experiment)
-        train_run_id = _stored(mlflow, trained[0]) if trained else None  # a run of another store stands alone
-        run_id = _execution_run(mlflow, experiment_id, execution, train_run_id)
+        trained = training_run_of(mlflow, checkpoint, execution) if checkpoint is not None else None
+        experiment_id = trained.info.experiment_id if trained else _experiment_id(mlflow, experiment)
+        train_run_id = trained.info.run_id if trained else None
+        run_id = _execution_run(mlflow, experiment_id, execution, trained)
         started = mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(experiment_id=experiment_id,
                                                                                    run_name=name)
         with started as run:
@@ -191,21 +195,13 @@ def stage_run(run_file: Path | None, experiment: str, params: dict[str, Any], na
             yield Recorder(mlflow, run.info.run_id, train_run_id)
 
 
-def _stored(mlflow: Any, run_id: str) -> str | None:
-    """run_id if this store holds that run, else None."""
-    try:
-        return mlflow.get_run(run_id).info.run_id
-    except mlflow.exceptions.MlflowException:
-        return None
-
-
-def _execution_run(mlflow: Any, experiment_id: str, execution: str, train_run_id: str | None) -> str | None:
+def _execution_run(mlflow: Any, experiment_id: str, execution: str, trained: Any | None) -> str | None:
     """The id of this execution's run: the training run when it carries this execution's tag, else a run of
     this execution built on the same training run; None when there is none yet."""
-    if train_run_id is not None and mlflow.get_run(train_run_id).data.tags.get("csra.execution") == execution:
-        return train_run_id
+    if trained is not None and trained.data.tags.get("csra.execution") == execution:
+        return trained.info.run_id
     query = f"tags.`csra.execution` = '{execution}'"
-    if train_run_id is not None:
-        query += f" and tags.`csra.train_run_id` = '{train_run_id}'"
+    if trained is not None:
+        query += f" and tags.`csra.train_run_id` = '{trained.info.run_id}'"
     found = mlflow.search_runs([experiment_id], filter_string=query, output_format="list", max_results=1)
     return found[0].info.run_id if found else None

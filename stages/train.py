@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from stages.common import BEST, DEFAULT_PARAMS_PATH, RUN_FILE, ParamsOption, machine, user_errors
+from stages.common import BEST, DEFAULT_PARAMS_PATH, ParamsOption, machine, user_errors
 
 if TYPE_CHECKING:
     from csra.train.run import TrainResult
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 METRICS, HISTORY = "metrics.json", "history.csv"
 STATE = "train_state.pt"  # not a DVC output: it survives a crash so that the next run resumes from it
 PARTIAL = ".partial"  # results/train.partial: an unfinished run's outputs and state, swapped in when it ends
+TIMINGS = ("images_per_s",)  # wall-clock figures: MLflow metrics, never in a DVC-tracked file
 
 
 def dist_context():
@@ -33,11 +34,13 @@ def dist_context():
 
 
 def write_history(path: Path, history: list[dict]) -> None:
-    """history.csv, one row per epoch (floats rounded to 6 places), which `dvc plots` draws."""
+    """history.csv, one row per epoch (floats rounded to 6 places), which `dvc plots` draws: what describes the
+    model (loss, lr, val mAP), not how fast the machine was (TIMINGS)."""
     from csra.fileio import write_text
 
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(history[0]), lineterminator="\n")
+    columns = [name for name in history[0] if name not in TIMINGS]
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     writer.writerows({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()} for row in history)
     write_text(path, buffer.getvalue())
@@ -136,7 +139,7 @@ def train(
         return
     run_id = state["extra"].get("run_id") if state else None
     name = run_name(params.train.recipe)
-    with tracking.training_run(params.tracking.experiment, flat, work / RUN_FILE, name, run_id,
+    with tracking.training_run(params.tracking.experiment, flat, name, run_id,
                                params.tracking.system_metrics) as recorder:
         recorder.tag("selection", f"{data.selection.split}: {data.selection.source}")
         recorder.dataset(prepared_version(get_dataset(params.data.dataset), params.data.prepared_dir), "training")

@@ -53,3 +53,14 @@ def train_config(**changes):
         num_workers=0, device="cpu", seed=0, tune_thresholds=True,
     )
     return TrainConfig(**{**values, **changes})
+
+
+def training_run(checkpoint):
+    """The MLflow run that trained this checkpoint (the latest, by the checkpoint's MD5), as the stages find it."""
+    import mlflow
+
+    from stages.tracking import training_run_of
+
+    run = training_run_of(mlflow, checkpoint, execution="")
+    assert run is not None, f"no training run made {checkpoint}"
+    return run

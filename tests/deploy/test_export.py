@@ -7,7 +7,8 @@ from functools import partial
 import mlflow
 import pytest
 import torch
-from conftest import REPO, make_tiny_checkpoint, new_store
+import yaml
+from conftest import make_tiny_checkpoint, new_store, repo_params
 from helpers import run
 
 from csra.deploy.export import (
@@ -22,26 +23,26 @@ from csra.deploy.export import (
 from csra.deploy.scoring import ScoringModel
 from csra.errors import CSRAError
 from csra.model.checkpoints import load_model
-from stages import tracking
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, mlflow_template):
-    """(out dir, checkpoint, MLflow URI, output) of one `csra export` (torch.export, ONNX, MLflow registration)."""
+    """(out dir, checkpoint, MLflow URI, outputs) of `csra export` (torch.export, ONNX, MLflow registration) and of
+    a second export of the same checkpoint."""
     root = tmp_path_factory.mktemp("export")
     uri = new_store(root, mlflow_template)
     checkpoint = make_tiny_checkpoint(root / "train" / "model.pt")
+    params = root / "params.yaml"
+    params.write_text(yaml.safe_dump(repo_params()))
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", uri)
-        with tracking.training_run("csra", {"train.lam": 0.1}, root / "train" / "run.json", "tiny"):
-            pass
         code, output = run("export", "--checkpoint", str(checkpoint), "--out-dir", str(root / "export"), "--onnx",
-                           "--registered-model", "tiny", "--register", "always", "--params", str(REPO / "params.yaml"))
+                           "--registered-model", "tiny", "--register", "always", "--params", str(params))
         assert code == 0, output
-        again = run("export", "--checkpoint", str(checkpoint), "--out-dir", str(root / "again"),
-                    "--registered-model", "tiny", "--register", "always", "--params", str(REPO / "params.yaml"))
+        again = run("export", "--checkpoint", str(checkpoint), "--out-dir", str(root / "again"), "--onnx",
+                    "--registered-model", "tiny", "--register", "always", "--params", str(params))
     assert again[0] == 0, again[1]
-    return root / "export", checkpoint, uri, output
+    return root / "export", checkpoint, uri, (output, again[1])
 
 
 def test_scoring_model_is_the_eager_model_on_normalised_resized_images(tiny_checkpoint):
@@ -53,7 +54,7 @@ def test_scoring_model_is_the_eager_model_on_normalised_resized_images(tiny_chec
 
 
 def test_torch_export_and_onnx_match_the_eager_pil_path_on_fresh_images(exported):
-    out, checkpoint, uri, output = exported
+    out, checkpoint, uri, (output, _) = exported
     model, _ = load_model(checkpoint)
     eager = partial(eager_scores, model)  # PIL's resize itself, as evaluate and demo
     fresh = parity_images(32, seed=123)
@@ -63,7 +64,7 @@ def test_torch_export_and_onnx_match_the_eager_pil_path_on_fresh_images(exported
     served = mlflow.pytorch.load_model("models:/tiny/1")  # the torch.export program lives in the registered model
     assert max_difference(eager, served, fresh) <= 1e-6  # the same pixels as evaluate's: float noise only
     assert max_difference(eager, onnx_runner(out / "model.onnx"), fresh) <= 1e-6
-    assert sorted(p.name for p in out.iterdir()) == ["export.json", "mlflow_model.json", "model.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.onnx"]  # nothing of MLflow's: DVC tracks it
     recorded = json.loads((out / "export.json").read_text())["parity"]["max_abs_difference"]
     assert set(recorded) == {"model.pt2", "model.onnx"} and max(recorded.values()) <= PARITY_TOLERANCE
     assert "model.onnx: max |score - eager score|" in output
@@ -76,21 +77,24 @@ def test_a_form_beyond_the_tolerance_is_refused():
 
 
 def test_export_json_states_the_input_contract_and_the_registered_version(exported):
-    out = exported[0]
+    out, _, uri, (output, _) = exported
     contract = json.loads((out / "export.json").read_text())
     assert contract["input"]["dtype"] == "uint8" and contract["input"]["shape"] == ["batch", 3, "height", "width"]
     assert contract["preprocessing"]["resize"] == [32, 32] and contract["preprocessing"]["std"] == [1.0, 1.0, 1.0]
     assert contract["output"]["classes"] == ["circle", "square", "triangle"]
-    registered = json.loads((out / "mlflow_model.json").read_text())
+    assert "MLflow: registered: models:/tiny/1; champion: none yet" in output  # no evaluation: nothing elects it
+    mlflow.set_tracking_uri(uri)
+    [run] = mlflow.search_runs(experiment_names=["csra"], output_format="list")
+    registered = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/export/registration.json")
     assert (registered["name"], registered["version"], registered["model_uri"]) == ("tiny", "1", "models:/tiny/1")
-    assert registered["champion"] is None  # no evaluation yet: nothing to elect it by
+    assert registered["champion"] is None and registered["logged_model"].startswith("models:/m-")
 
 
 def test_a_second_export_of_the_same_model_neither_logs_nor_registers_it_again(exported):
-    out, _, uri, _ = exported
-    again = json.loads((out.parent / "again" / "mlflow_model.json").read_text())
-    first = json.loads((out / "mlflow_model.json").read_text())
-    assert again["logged_model"] == first["logged_model"] and again["registered"] == "already registered"
+    out, _, uri, (_, again) = exported
+    assert "MLflow: already registered: models:/tiny/1" in again
+    for name in ("export.json", "model.onnx"):  # the same model gives the same files (DVC tracks them)
+        assert (out / name).read_bytes() == (out.parent / "again" / name).read_bytes(), name
     mlflow.set_tracking_uri(uri)
     assert len(mlflow.search_logged_models(output_format="list", experiment_ids=[
         mlflow.get_experiment_by_name("csra").experiment_id])) == 1

@@ -14,13 +14,13 @@ BASELINE = "0123456789abcdef0123456789abcdef01234567"
 @pytest.fixture
 def export(tmp_path, monkeypatch, mlflow_store):
     """export(policy, mAP, digest) registers a fresh logged model of a run evaluated at mAP on test file digest,
-    as `csra export` does; returns (what mlflow_model.json records, the recorder)."""
+    as `csra export` does; returns (what the run records as export/registration.json, the recorder)."""
     monkeypatch.setenv("DVC_EXP_NAME", "lucky-lion")
     monkeypatch.setenv("DVC_EXP_BASELINE_REV", BASELINE)
     mlflow.set_tracking_uri(mlflow_store)
 
     def run(policy, mAP, digest="test-a", model_id=None):
-        with tracking.training_run("csra", {"train.lam": 0.1}, tmp_path / "run.json", "t") as recorder:
+        with tracking.training_run("csra", {"train.lam": 0.1}, "t") as recorder:
             recorder.dataset(DataVersion("synthetic", "data/prepared", "f49cb5c7.dir", {"test.json": 4}), "training")
             recorder.metrics({"mAP": mAP, "CF1": mAP - 10})
             recorder.tag(tracking.TEST_FILE, "data/prepared/test.json")
@@ -66,7 +66,7 @@ def test_versions_of_another_test_file_are_not_compared(export):
 
 
 def test_without_an_evaluation_better_does_not_register(export, tmp_path):
-    with tracking.training_run("csra", {}, tmp_path / "run.json", "t") as recorder:
+    with tracking.training_run("csra", {}, "t") as recorder:
         model_id = mlflow.create_external_model(name="model").model_id
         result = registry.register(recorder, model_id, "csra", "better", "mAP")
     assert result["version"] is None and result["champion"] is None

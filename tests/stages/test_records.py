@@ -9,11 +9,10 @@ import subprocess
 import sys
 from contextlib import contextmanager
 
-import mlflow
 import pytest
 import yaml
-from conftest import REPO, TINY, merge, new_store
-from helpers import assert_one_line_error, run
+from conftest import TINY, merge, new_store, repo_params
+from helpers import assert_one_line_error, run, training_run
 
 from csra.model.checkpoints import load_checkpoint
 
@@ -22,7 +21,7 @@ from csra.model.checkpoints import load_checkpoint
 def trained(tmp_path_factory, mlflow_template):
     """A tiny built-in dataset, prepared and trained once (default selection: held-out val split)."""
     root = tmp_path_factory.mktemp("records")
-    (root / "params.yaml").write_text(yaml.safe_dump(merge(yaml.safe_load((REPO / "params.yaml").read_text()),
+    (root / "params.yaml").write_text(yaml.safe_dump(merge(repo_params(),
                                                            TINY)))
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
@@ -106,8 +105,7 @@ def test_the_best_epoch_is_selected_on_images_held_out_of_training_and_test(work
     selection = load_checkpoint(workspace / "results/train/best.pt")["selection"]
     assert selection["split"] == "val" and selection["source"] == "val_voc07.json"
     assert selection["items"] == len(val) > 0 and val < train and not val & test
-    run_id = json.loads((workspace / "results/train/run.json").read_text())["run_id"]
-    tags = mlflow.get_run(run_id).data.tags
+    tags = training_run(workspace / "results/train/best.pt").data.tags
     assert tags["selection"] == "val: val_voc07.json" and tags["evaluated_on_selection_images"] == "false"
 
 

@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 import yaml
-from conftest import REPO
+from conftest import repo_params
 from errorwalk import ITEMS, Walk, write
 
 from csra.data.loading import list_images, load_image
@@ -26,7 +26,7 @@ def params(tmp, edit=None, text=None):
     if text is not None:
         write(path, text)
     else:
-        data = yaml.safe_load((REPO / "params.yaml").read_text())
+        data = repo_params()
         edit(data)
         path.write_text(yaml.safe_dump(data))
     load_params(path)
@@ -147,12 +147,6 @@ def resume_from_a_state_without_ema(tmp):
     cfg = dataclasses.replace(train_cfg(), ema_decay=0.9)
     state = build_trainer(dataclasses.replace(cfg, ema_decay=0.0), train_data(), None, SINGLE, False).state_dict()
     build_trainer(cfg, train_data(), None, SINGLE, False).load_state_dict(state)
-
-
-@case
-def mlflow_run_file_malformed(tmp):
-    with tracking.stage_run(write(tmp / "run.json", {"run": 1}), "csra", {}, "x"):
-        pass
 
 
 @case

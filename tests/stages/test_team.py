@@ -16,8 +16,8 @@ import mlflow
 import pytest
 import torch
 import yaml
-from conftest import REPO, TINY, merge, new_store
-from helpers import run
+from conftest import TINY, merge, new_store, repo_params
+from helpers import run, training_run
 from mlflow import MlflowClient
 
 from csra.data.loading import load_image
@@ -94,7 +94,7 @@ def team(server, tmp_path_factory):
     """The chain prepare → train → evaluate → export, tracking to the server: (folder, server URL, artifacts)."""
     url, artifacts = server
     root = tmp_path_factory.mktemp("team")
-    params = merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY)
+    params = merge(repo_params(), TINY)
     params["tracking"]["system_metrics"] = 0.5  # a tiny training lasts seconds
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.MonkeyPatch.context() as patch:
@@ -116,8 +116,7 @@ def client(team, monkeypatch):
 
 def test_the_run_on_the_server_has_its_data_machine_load_and_artifacts(team, client):
     root, _, artifacts = team
-    run_id = json.loads((root / "results/train/run.json").read_text())["run_id"]
-    found = client.get_run(run_id)
+    found = training_run(root / "results/train/best.pt")
     assert found.info.run_name == "synthetic"  # the recipe (no git commit in this folder; else recipe-commit)
     inputs = {i.tags[0].value: i.dataset for i in found.inputs.dataset_inputs}  # evaluate's is the same input
     assert set(inputs) == {"training"} and inputs["training"].digest == dvc_md5(root / "data/prepared")
@@ -131,7 +130,8 @@ def test_the_run_on_the_server_has_its_data_machine_load_and_artifacts(team, cli
 
 
 def test_the_model_is_registered_with_the_alias_champion(team, client):
-    recorded = json.loads((team[0] / "results/export/mlflow_model.json").read_text())
+    run_id = training_run(team[0] / "results/train/best.pt").info.run_id  # export joined its execution's run
+    recorded = mlflow.artifacts.load_dict(f"runs:/{run_id}/export/registration.json")
     assert recorded["version"] == "1" and recorded["champion"] == "1" and recorded["registered"] == "registered"
     champion = client.get_model_version_by_alias("csra", "champion")
     metrics = json.loads((team[0] / "results/evaluate/metrics.json").read_text())
@@ -171,4 +171,3 @@ def test_demo_and_export_take_the_champion(team, client, tmp_path):
     assert code == 0, output
     contract = json.loads((tmp_path / "export/export.json").read_text())
     assert contract["source"] == "models:/csra/1" and len(contract["output"]["classes"]) == 10
-    assert json.loads((tmp_path / "export/mlflow_model.json").read_text())["model_uri"] == "models:/csra/1"

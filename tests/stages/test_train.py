@@ -11,17 +11,17 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-from helpers import assert_one_line_error, edit_params, run
+from helpers import assert_one_line_error, edit_params, run, training_run
 
 from csra.data import loading as datasets
 from csra.evaluate.metrics import average_precision, mean_average_precision
 from csra.evaluate.predict import predict
-from csra.model.checkpoints import load_model
+from csra.model.checkpoints import load_checkpoint, load_model
 from stages.params import load_params
 
 
 def history(path):
-    return [{k: v for k, v in row.items() if k != "images_per_s"} for row in csv.DictReader(path.open())]
+    return list(csv.DictReader(path.open()))
 
 
 def test_every_params_key_reaches_the_mlflow_run_under_its_name(tiny_params, mlflow_store):
@@ -29,9 +29,8 @@ def test_every_params_key_reaches_the_mlflow_run_under_its_name(tiny_params, mlf
     assert run("prepare")[0] == 0
     code, output = run("train", "--lam", "0.25")  # an option given on the command line is what the run used
     assert code == 0, output
-    run_id = json.loads((tiny_params.parent / "results/train/run.json").read_text())["run_id"]
     mlflow.set_tracking_uri(mlflow_store)
-    logged = mlflow.tracking.MlflowClient().get_run(run_id).data.params
+    logged = training_run(tiny_params.parent / "results/train/best.pt").data.params
     expected = load_params(tiny_params, train__lam=0.25).flat()
     assert logged == {key: str(value) for key, value in expected.items()}
     assert logged["train.lam"] == "0.25" and logged["prepare.synthetic.seed"] == "0"
@@ -58,17 +57,21 @@ def test_killed_mid_epoch_and_resumed_ends_like_an_uninterrupted_run(tiny_params
     partial = tiny_params.parent / "resumed.partial"
     assert code != 0 and (partial / "train_state.pt").is_file()
     assert not (tiny_params.parent / "resumed").exists()  # no output until a run is whole
-    run_id = json.loads((partial / "run.json").read_text())["run_id"]
+    run_id = torch.load(partial / "train_state.pt", weights_only=True)["extra"]["run_id"]  # the killed run's
     monkeypatch.setattr(datasets.MultiLabelDataset, "__getitem__", original)
     code, output = run("train", "--epochs", "3", "--out-dir", "resumed", "--resume")
     assert code == 0 and "resuming after epoch 2" in output, output
 
     root = tiny_params.parent
-    assert history(root / "resumed/history.csv") == history(root / "straight/history.csv")
-    assert json.loads((root / "resumed/metrics.json").read_text()) == json.loads(
-        (root / "straight/metrics.json").read_text())
-    assert json.loads((root / "resumed/run.json").read_text())["run_id"] == run_id  # the same MLflow run
+    for name in ("history.csv", "metrics.json"):
+        assert (root / "resumed" / name).read_bytes() == (root / "straight" / name).read_bytes(), name
+    resumed, straight = (load_checkpoint(root / name / "best.pt") for name in ("resumed", "straight"))
+    assert resumed.pop("params") == {**straight.pop("params"), "train.out_dir": "resumed"}  # the one param changed
+    weights = resumed.pop("state_dict"), straight.pop("state_dict")
+    assert resumed == straight and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
     mlflow.set_tracking_uri(mlflow_store)
+    resumed = mlflow.tracking.MlflowClient().get_run(run_id)  # the killed run, reopened and finished
+    assert resumed.info.status == "FINISHED" and resumed.data.tags["checkpoint"] == "resumed/best.pt"
     steps = [m.step for m in mlflow.tracking.MlflowClient().get_metric_history(run_id, "val_mAP")]
     assert sorted(set(steps)) == [1, 2, 3]
     assert not (root / "resumed/train_state.pt").exists() and not partial.exists()
@@ -145,7 +148,7 @@ def test_two_processes_with_gloo_one_run_one_set_of_outputs(tiny_params, mlflow_
     runs = mlflow.search_runs(experiment_names=["csra"])
     assert len(runs) == 1
     root = tiny_params.parent / "results/train"
-    assert sorted(p.name for p in root.iterdir()) == ["best.pt", "history.csv", "metrics.json", "run.json"]
+    assert sorted(p.name for p in root.iterdir()) == ["best.pt", "history.csv", "metrics.json"]
     # the validation mAP logged for the best epoch is the best.pt model's mAP on the whole validation set
     model, saved = load_model(root / "best.pt")
     items = json.loads((tiny_params.parent / "data/prepared/val_voc07.json").read_text())  # the held-out split
