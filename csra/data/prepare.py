@@ -1,8 +1,9 @@
 """Preparing a dataset: its converter (or the built-in generator) → the two annotation files and classes.txt,
-written into the prepared folder all at once or not at all."""
+and the digest of what each split's readers read, written into the prepared folder all at once or not at all."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from csra.data.formats import CLASSES_FILE, write_annotations, write_classes
@@ -13,6 +14,12 @@ from csra.errors import CSRAError
 from csra.fileio import atomic_dir
 
 SYNTHETIC_DIR = "synthetic"  # the built-in dataset is generated inside the prepared folder
+# One digest file per split, in md5sum's format: the MD5 of every file a reader of that split reads (the annotation
+# file, classes.txt, each image). A stage depends on the digests of the splits it reads, so that changing an image
+# re-runs the stages that read it and no other: train reads train and its selection split (val or test), evaluate
+# test. val.md5 is empty where the layout has no val split (the held-out images are then drawn from train's).
+SPLITS = ("train", "val", "test")
+MISSING = "missing"  # in place of the MD5 of an image that is not there (the stages skip or refuse it)
 
 
 def prepare_dataset(
@@ -48,4 +55,31 @@ def prepare_dataset(
         if val:
             write_annotations(tmp / entry.val_file, val)
         write_classes(tmp / CLASSES_FILE, classes)
+        files = {"train": (entry.train_file, train), "val": (entry.val_file, val), "test": (entry.test_file, test)}
+        for split, (file_name, items) in files.items():
+            write_digests(tmp, out_dir, split, file_name if items else None, items or [])
     return classes
+
+
+def _md5(path: Path) -> str:
+    if not path.is_file():
+        return MISSING
+    digest = hashlib.md5()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_digests(tmp: Path, out_dir: Path, split: str, file_name: str | None, items: list[dict]) -> None:
+    """tmp/<split>.md5: one `MD5  path` line per file a reader of the split reads, paths as the stages see them
+    (inside out_dir for the prepared files, whose bytes are still in tmp), sorted; empty when file_name is None."""
+
+    def on_disk(path: str) -> Path:
+        inside = Path(path).relative_to(out_dir) if Path(path).is_relative_to(out_dir) else None
+        return tmp / inside if inside is not None else Path(path)
+
+    paths = sorted({str(out_dir / file_name), str(out_dir / CLASSES_FILE)} | {item["img_path"] for item in items}
+                   if file_name else set())
+    text = "".join(f"{_md5(on_disk(path))}  {path}\n" for path in paths)
+    (tmp / f"{split}.md5").write_text(text, encoding="utf-8")

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from conftest import REPO, TINY, merge
 from dvc.utils.hydra import compose_and_dump
+from helpers import training_run
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@example.com"}
@@ -41,20 +42,50 @@ def tiny_conf(conf: Path) -> None:
     (conf / "train" / "two_heads.yaml").write_text(yaml.safe_dump(heads, sort_keys=False))
 
 
-@pytest.fixture
-def project(tmp_path):
-    root = tmp_path / "project"
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "tmp")
-    for name in ("csra", "stages", "conf", ".dvc"):
-        shutil.copytree(REPO / name, root / name, ignore=ignore)
-    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
-        shutil.copy(REPO / name, root / name)
+PROJECT = ("csra/", "stages/", "conf/", ".dvc/", "data/", "dvc.yaml", ".dvcignore", ".gitignore")
+
+
+def source_files(repo: Path) -> list[str]:
+    """The repository's own files under PROJECT: those git tracks and new ones it does not ignore — never the user's
+    DVC cache, MLflow store, results or prepared data, which git ignores."""
+    listed = sh("git", "ls-files", "--cached", "--others", "--exclude-standard", "-z", cwd=repo)
+    return sorted(name for name in set(listed.split("\0")) if name.startswith(PROJECT) and (repo / name).is_file())
+
+
+def build_project(repo: Path, root: Path) -> Path:
+    """A scratch git repository at root holding repo's pipeline with the tests' tiny settings."""
+    for name in source_files(repo):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(repo / name, root / name)
     tiny_conf(root / "conf")
     compose_and_dump(root / "params.yaml", str(root / "conf"), None, "config", str(root), [])
     sh("git", "init", "-q", cwd=root)
     sh("git", "add", "-A", cwd=root)
     sh("git", "commit", "-qm", "init", cwd=root)
     return root
+
+
+@pytest.fixture
+def project(tmp_path):
+    return build_project(REPO, tmp_path / "project")
+
+
+def test_the_project_is_built_from_the_repository_files_never_from_its_caches_stores_or_results(tmp_path):
+    """The workspace a user ran the pipeline in (a DVC cache, an MLflow store, results, prepared data, a queued
+    experiment's files) gives the DVC tests the same project as a fresh clone."""
+    clone = tmp_path / "clone"
+    sh("git", "clone", "-q", str(REPO), str(clone), cwd=tmp_path)
+    planted = [".dvc/cache/files/md5/66/93721b146aee0e90ea8e981abcf716", ".dvc/tmp/exps/run/x.json", "mlflow.db",
+               "mlartifacts/1/a/artifacts/model.pt2", "results/train/best.pt", "data/prepared/classes.txt",
+               "results/evaluate/scores.json", "csra/__pycache__/errors.cpython-311.pyc"]
+    for name in planted:
+        (clone / name).parent.mkdir(parents=True, exist_ok=True)
+        (clone / name).write_bytes(b"the user's")
+    root = build_project(clone, tmp_path / "project")
+    copied = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and ".git/" not in
+              p.relative_to(root).as_posix() + "/"}
+    assert not copied & set(planted)
+    assert {"dvc.yaml", ".dvc/config", "data/raw/README.md", "csra/errors.py", "params.yaml"} <= copied
 
 
 def dvc(*args, cwd):
@@ -86,7 +117,7 @@ def test_repro_noop_and_experiment(project, mlflow_store):
     assert json.loads((project / "results/evaluate/metrics.json").read_text())["mAP"] >= 0
     assert (project / "results/demo/predictions.json").is_file()
     assert len(list((project / "results/demo/heatmaps").glob("demo_*.png"))) == 3
-    assert {p.name for p in (project / "results/export").iterdir()} == {"export.json", "mlflow_model.json"}
+    assert {p.name for p in (project / "results/export").iterdir()} == {"export.json"}
     # the weights are stored twice, no more: the checkpoint (the DVC cache, linked into the workspace) and the
     # served model (the MLflow registry)
     stores = [project / ".dvc/cache", project / "results", Path(mlflow_store[len("sqlite:///"):]).parent]
@@ -99,6 +130,9 @@ def test_repro_noop_and_experiment(project, mlflow_store):
     assert "Running stage" not in dvc("repro", cwd=project)
     sh("git", "add", "-A", cwd=project)
     sh("git", "commit", "-qm", "pipeline outputs", cwd=project)
+    # a forced retrain writes the same checkpoint bytes: the lock and every tracked file stay as committed
+    forced = dvc("repro", "-f", "-s", "train", cwd=project)
+    assert "Running stage 'train'" in forced and sh("git", "status", "--porcelain", cwd=project) == ""
 
     # dvc exp show sees the effective recipe, and few params
     shown = json.loads(dvc("exp", "show", "--json", cwd=project))
@@ -125,7 +159,7 @@ def test_repro_noop_and_experiment(project, mlflow_store):
 
     # an experiment composes params.yaml from conf/ exactly: only the changed value's stages run, into a run of
     # its own, linked to the training run, which stays as it was
-    baseline = json.loads((project / "results/train/run.json").read_text())["run_id"]
+    baseline = training_run(project / "results/train/best.pt").info.run_id
     before = mlflow.get_run(baseline).data
     exp = dvc("exp", "run", "-S", "evaluate.threshold=0.3", "--name", "lower", cwd=project)
     assert re.findall(r"Running stage '(\w+)'", exp) == ["evaluate", "demo", "export"]  # those that read it
@@ -176,3 +210,53 @@ def test_repro_noop_and_experiment(project, mlflow_store):
     best = max(r.data.metrics["mAP"] for r in everything if "mAP" in r.data.metrics)
     assert float(champion.tags["mAP"]) == pytest.approx(best, abs=1e-4)
 
+
+
+def make_raw_csv(folder: Path) -> None:
+    """A tiny custom_csv dataset: 16 train and 8 test images of two colours, labelled by colour."""
+    from PIL import Image
+
+    colours = {"red": (220, 30, 30), "blue": (30, 30, 220)}
+    for split, count in (("train", 16), ("test", 8)):
+        rows = []
+        for i in range(count):
+            label = "red" if i % 2 else "blue"
+            (folder / "images").mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (48, 40), colours[label]).save(folder / "images" / f"{split}_{i}.png")
+            rows.append(f"images/{split}_{i}.png,{label}\n")
+        (folder / f"{split}.csv").write_text("".join(rows))
+
+
+def stale(project: Path) -> set[str]:
+    """The stages `dvc status` reports as changed."""
+    return set(re.findall(r"^(\w+):", dvc("status", cwd=project), re.MULTILINE))
+
+
+def test_a_changed_raw_image_makes_stale_the_stages_that_read_it_and_no_other(project):
+    """Real data under data/raw, tracked by `dvc add`: once prepare has re-run, a changed test image makes
+    evaluate stale and leaves train up to date; a changed training image makes train stale."""
+    from PIL import Image
+
+    raw = project / "data/raw/mini"
+    make_raw_csv(raw)
+    data = yaml.safe_load((project / "params.yaml").read_text())
+    merge(data, {"data": {"dataset": "custom_csv", "raw_path": "data/raw/mini", "val_fraction": 0.25},
+                 "train": {"epochs": 1}})
+    (project / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    dvc("add", "data/raw/mini", cwd=project)
+    ran = re.findall(r"Running stage '(\w+)'", dvc("repro", "evaluate", cwd=project))
+    assert ran == ["prepare", "train", "evaluate"]
+    digests = (project / "data/prepared/test.md5").read_text().splitlines()
+    assert len(digests) == 2 + 8 and digests[-1].endswith("  data/raw/mini/images/test_7.png")
+    assert stale(project) == {"demo", "export"}  # never run here
+
+    Image.new("RGB", (48, 40), (30, 220, 30)).save(raw / "images/test_3.png")  # other pixels, the same name
+    dvc("add", "data/raw/mini", cwd=project)
+    assert "prepare" in stale(project)
+    dvc("repro", "-s", "prepare", cwd=project)
+    assert stale(project) == {"evaluate", "demo", "export"}  # train did not read it
+
+    Image.new("RGB", (48, 40), (30, 220, 30)).save(raw / "images/train_5.png")
+    dvc("add", "data/raw/mini", cwd=project)
+    dvc("repro", "-s", "prepare", cwd=project)
+    assert stale(project) == {"train", "evaluate", "demo", "export"}
