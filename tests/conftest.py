@@ -1,11 +1,14 @@
-"""Shared fixtures: MLflow in a temp SQLite file, a tiny params.yaml derived from the repository's."""
+"""Shared fixtures: MLflow in a temp SQLite file, a tiny params.yaml derived from the repository's conf/ (never
+from the workspace's params.yaml, which `dvc exp run` rewrites)."""
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 # Tiny models gain nothing from several threads, and OpenMP threads that wait for a busy core slow every step
@@ -23,6 +26,22 @@ TINY = {
     "evaluate": {"batch_size": 16, "num_workers": 0, "device": "cpu"},
     "export": {"onnx": False},  # the pipeline tests skip the slowest export; test_export covers ONNX
 }
+
+
+@functools.cache
+def _composed() -> str:
+    """params.yaml as conf/ composes it (Hydra, as `dvc exp run` does), made once per session in a temp folder."""
+    from dvc.utils.hydra import compose_and_dump
+
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "params.yaml"
+        compose_and_dump(out, str(REPO / "conf"), None, "config", str(REPO), [])
+        return out.read_text()
+
+
+def repo_params() -> dict:
+    """The repository's params as conf/ composes them: what params.yaml holds until an experiment changes it."""
+    return yaml.safe_load(_composed())
 
 
 def merge(base: dict, update: dict) -> dict:
@@ -69,7 +88,7 @@ def mlflow_store(tmp_path_factory, monkeypatch, mlflow_template) -> str:
 @pytest.fixture
 def tiny_params(tmp_path, monkeypatch) -> Path:
     """The repository's params.yaml with tiny sizes, written to tmp_path, which becomes the working folder."""
-    params = merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY)
+    params = merge(repo_params(), TINY)
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)

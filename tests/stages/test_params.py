@@ -6,7 +6,7 @@ import math
 import mlflow
 import pytest
 import yaml
-from conftest import REPO
+from conftest import repo_params
 from helpers import DELETE, assert_one_line_error, edit_params, run
 
 from csra.errors import CSRAError
@@ -110,9 +110,10 @@ def test_missing_key_and_not_a_mapping(tiny_params):
     assert_one_line_error(*run("prepare"), "params.yaml: not UTF-8 text")
 
 
-def test_every_key_reaches_mlflow_under_its_name():
-    params = load_params(REPO / "params.yaml")
-    flat, data = params.flat(), yaml.safe_load((REPO / "params.yaml").read_text())
+def test_every_key_reaches_mlflow_under_its_name(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(repo_params()))
+    flat, data = load_params(path).flat(), repo_params()
 
     def keys(node, prefix=""):
         for k, v in node.items():
