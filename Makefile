@@ -27,8 +27,9 @@ repro: install
 	@echo "MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --port 5000"
 	@echo "the runs table: http://127.0.0.1:5000/#/experiments/$$($(BIN)/python -c $(EXPERIMENT_ID))/runs?workflowType=machine_learning"
 
+# no bytecode or pytest cache: the tests leave the repository exactly as they found it
 test: install
-	$(BIN)/python -m pytest
+	PYTHONDONTWRITEBYTECODE=1 $(BIN)/python -m pytest -p no:cacheprovider
 
 lint: install
 	$(BIN)/ruff check csra stages tests bench
