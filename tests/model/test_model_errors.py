@@ -155,7 +155,7 @@ def checkpoint_thresholds_out_of_range(tmp):
     tampered(tmp, thresholds=[1.5, None])
 
 
-@says("a whole CSRA model (it has CSRA heads), not backbone weights")
+@says("voc.pth: a whole CSRA model (it has CSRA heads), not backbone weights", "train.pretrained takes backbone")
 def pretrained_is_a_whole_csra_model(tmp):
     from official import official_resnet18_state
 

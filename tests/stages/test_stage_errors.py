@@ -232,7 +232,7 @@ def model_config_incomplete(tmp):
     ModelConfig.from_dict({"backbone": "resnet18"})
 
 
-@says("a file, not a folder of images")
+@says("photo.jpg: a file, not a folder of images")
 def demo_images_is_a_file(tmp):
     list_images(write(tmp / "photo.jpg", "x"))
 
