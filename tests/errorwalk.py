@@ -11,20 +11,21 @@ ITEMS = [{"target": [1, 0], "img_path": "x/a.jpg"}, {"target": [0, 1], "img_path
 
 
 class Walk:
-    """The cases of one test file: `@walk.case` registers a case, `@walk.says(words…)` one whose message must
-    hold these words; `walk.check(name, tmp)` runs one."""
+    """The cases of one test file: `@walk.says(words…)` registers a case whose message must hold each of these
+    words, at least one: the file or key it names and what was expected; `walk.check(name, tmp)` runs one."""
 
     def __init__(self):
         self.cases, self.messages = {}, {}
 
-    def case(self, fn):
-        self.cases[fn.__name__] = fn
-        return fn
-
     def says(self, *words):
+        if not words or not all(isinstance(w, str) and w.strip() for w in words):
+            raise TypeError("says() takes the words of the message: the file or key it names, what was expected")
+
         def register(fn):
-            self.messages[fn.__name__] = words
-            return self.case(fn)
+            if fn.__name__ in self.cases:
+                raise ValueError(f"{fn.__name__}: a case of this name is already registered")
+            self.cases[fn.__name__], self.messages[fn.__name__] = fn, words
+            return fn
         return register
 
     def check(self, name, tmp):
@@ -34,8 +35,8 @@ class Walk:
             assert isinstance(e, CSRAError), f"{type(e).__name__}: {e}"
             message = str(e)
             assert message.strip() and "\n" not in message and "Traceback" not in message, message
-            for words in self.messages.get(name, ()):
-                assert words in message, message
+            for words in self.messages[name]:
+                assert words in message, f"{words!r} not in: {message}"
         else:
             pytest.fail(f"{name}: no error")
 

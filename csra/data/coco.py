@@ -31,7 +31,7 @@ def load_coco(ann_file: Path) -> COCO:
             if bad:
                 raise CSRAError(f"{ann_file}: {key}[{i}] has {bad[0]!r} {entry[bad[0]]!r}; COCO ids are integers")
     if not data["categories"]:
-        raise CSRAError(f"{ann_file}: 'categories' is empty")
+        raise CSRAError(f"{ann_file}: 'categories' is empty; expected at least one {{'id', 'name'}} category")
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):

@@ -13,7 +13,7 @@ from pathlib import Path
 from csra.data.coco import coco_classes, coco_items, load_coco
 from csra.data.formats import CLASSES_FILE, read_classes
 from csra.data.voc import convert_voc_folder, parse_annotation, read_ids
-from csra.errors import CSRAError
+from csra.errors import CSRAError, describe_difference
 
 CSV_HEADER = ["path", "labels"]
 
@@ -66,7 +66,8 @@ def convert_custom_coco(data_path: str | Path) -> tuple[list[dict], list[dict], 
                         f"{len(classes)} of {folder / 'train.json'}; both splits need the same categories")
     given = _given_classes(folder)
     if given is not None and given != classes:
-        raise CSRAError(f"{folder / CLASSES_FILE}: names differ from the categories of {folder / 'train.json'}")
+        raise CSRAError(f"{folder / CLASSES_FILE}: names differ from the categories of {folder / 'train.json'}: "
+                        f"{describe_difference(given, classes)}")
     img_dir = os.path.join(str(data_path), "images/")
     return coco_items(train_coco, img_dir), coco_items(test_coco, img_dir), classes
 
@@ -88,7 +89,7 @@ def _read_csv(path: Path) -> list[tuple[str, list[str], int]]:
         except UnicodeDecodeError as e:
             raise CSRAError(f"{path}: not UTF-8 text ({e.reason})") from None
     if not rows:
-        raise CSRAError(f"{path}: no rows")
+        raise CSRAError(f"{path}: no rows; expected rows of path,label1;label2")
     return rows
 
 
@@ -99,7 +100,7 @@ def convert_custom_csv(data_path: str | Path) -> tuple[list[dict], list[dict], l
     splits = {name: _read_csv(folder / f"{name}.csv") for name in ("train", "test")}
     classes = _given_classes(folder) or sorted({label for rows in splits.values() for _, ls, _ in rows for label in ls})
     if not classes:
-        raise CSRAError(f"{folder}: no labels in train.csv or test.csv")
+        raise CSRAError(f"{folder}: no labels in train.csv or test.csv; expected rows of path,label1;label2")
     index = {name: i for i, name in enumerate(classes)}
     out = []
     for name, rows in splits.items():

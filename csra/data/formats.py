@@ -104,9 +104,10 @@ def read_classes(path: str | Path) -> list[str]:
         raise CSRAError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     names = [line.strip() for line in text.splitlines() if line.strip()]
     if not names:
-        raise CSRAError(f"{path}: class list is empty")
+        raise CSRAError(f"{path}: class list is empty (one class name per line)")
     if len(set(names)) != len(names):
-        raise CSRAError(f"{path}: class list has duplicate names")
+        duplicate = next(name for i, name in enumerate(names) if name in names[:i])
+        raise CSRAError(f"{path}: class list has duplicate name {duplicate!r}; expected each name once")
     return names
 
 

@@ -106,7 +106,7 @@ def load_training_data(dataset: str | DatasetEntry, prepared_dir: str | Path, sk
     train_items = read_annotations(prepared / entry.train_file, label_format="binary")
     train_items, val_items, label_format, source = selection_split(entry, prepared, train_items, selection,
                                                                    val_fraction, val_seed)
-    val_name = source if source.endswith(".json") else entry.train_file
+    val_name = source if source.endswith(".json") else f"{entry.train_file} (held-out split)"
     train_items, val_items = usable_items(prepared, [(entry.train_file, train_items), (val_name, val_items)], classes,
                                           skip_bad)
     if not train_items:

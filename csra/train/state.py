@@ -70,7 +70,7 @@ def find_resume(path: Path, cfg: TrainConfig, data: TrainData, mode: str, world_
     stale = state.get("fingerprint") != fingerprint(cfg, data) or state.get("world_size") != world_size
     if stale and mode == "always":
         raise CSRAError(f"{path}: saved with other settings or another number of processes "
-                        f"({state.get('world_size')}); it cannot be resumed with these")
+                        f"({state.get('world_size')}, this run {world_size}); it cannot be resumed with these")
     if stale:
         log.warning("warning: %s was saved with other settings; starting afresh", path)
         return None

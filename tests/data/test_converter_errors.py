@@ -8,7 +8,7 @@ from errorwalk import Walk, write
 from csra.data import coco, custom, prepare, voc, wider
 
 walk = Walk()
-case, says = walk.case, walk.says
+says = walk.says
 
 
 # --- converters: VOC2007, COCO 2014, WIDER-Attribute, custom VOC / COCO / CSV ------------------------------------
@@ -21,93 +21,97 @@ def voc_root(tmp, xml="<annotation><object><name>cat</name><difficult>0</difficu
     return root
 
 
-@case
+@says("/VOCdevkit: no VOC2007 folder inside (expected the VOCdevkit folder)")
 def voc_without_voc2007_folder(tmp):
-    voc.convert_voc07(tmp, ["cat"])
+    voc.convert_voc07(write(tmp / "VOCdevkit" / "VOC2012" / "README", "").parents[1], ["cat"])
 
 
-@case
+@says("VOC2007/Annotations/000001.xml: cannot parse VOC annotation")
 def voc_broken_xml(tmp):
     voc.convert_voc07(voc_root(tmp, xml="<annotation><object>"), ["cat"])
 
 
-@case
+@says("Annotations/000001.xml: <object> needs a <name> and <difficult> of 0 or 1")
 def voc_object_without_name(tmp):
     voc.convert_voc07(voc_root(tmp, xml="<annotation><object><difficult>0</difficult></object></annotation>"), ["cat"])
 
 
-@case
+@says("Annotations/000001.xml: <object> needs a <name> and <difficult> of 0 or 1")
 def voc_difficult_not_0_or_1(tmp):
     xml = "<annotation><object><name>cat</name><difficult>yes</difficult></object></annotation>"
     voc.convert_voc07(voc_root(tmp, xml=xml), ["cat"])
 
 
-@case
+@says("Annotations/000001.xml: class 'cat' is not in the class list (1 classes)")
 def voc_unknown_class(tmp):
     voc.convert_voc07(voc_root(tmp), ["dog"])
 
 
-@case
+@says("Annotations/000002.xml: image 000002 is listed in ImageSets/Main but has no annotation")
 def voc_listed_image_without_annotation(tmp):
     voc.convert_voc07(voc_root(tmp, ids="000001\n000002\n"), ["cat"])
 
 
-@case
+@says("ImageSets/Main/test.txt: image set file not found")
 def voc_missing_image_set(tmp):
     root = voc_root(tmp)
     (root / "VOC2007" / "ImageSets" / "Main" / "test.txt").unlink()
     voc.convert_voc07(root, ["cat"])
 
 
-@case
+@says("ImageSets/Main/val.txt: not UTF-8 text")
 def voc_image_set_not_utf8(tmp):
-    voc.convert_voc07(voc_root(tmp, ids=b"\xff\xfe0\x000\x00\n"), ["cat"])
+    root = voc_root(tmp)
+    write(root / "VOC2007" / "ImageSets" / "Main" / "val.txt", b"\xff\xfe0\x000\x00\n")  # train.txt is fine
+    voc.convert_voc07(root, ["cat"])
 
 
 def coco_file(tmp, content):
     return write(tmp / "instances.json", content)
 
 
-@case
+@says("instances.json: not valid JSON")
 def coco_not_json(tmp):
     coco.load_coco(coco_file(tmp, "{'images': []"))
 
 
-@case
+@says("instances.json: COCO annotation file not found")
 def coco_missing_file(tmp):
     coco.load_coco(tmp / "instances.json")
 
 
-@case
+@says("instances.json: expected a COCO object with 'images', 'annotations' and 'categories' lists")
 def coco_not_an_object(tmp):
     coco.load_coco(coco_file(tmp, []))
 
 
-@case
+@says("instances.json: images[1] needs 'id' and 'file_name'")
 def coco_image_without_file_name(tmp):
-    coco.load_coco(coco_file(tmp, {"images": [{"id": 1}], "annotations": [], "categories": [{"id": 1, "name": "a"}]}))
+    coco.load_coco(coco_file(tmp, {"images": [{"id": 1, "file_name": "a.jpg"}, {"id": 2}], "annotations": [],
+                                   "categories": [{"id": 1, "name": "a"}]}))
 
 
-@case
+@says("instances.json: 'categories' is empty; expected at least one {'id', 'name'} category")
 def coco_no_categories(tmp):
     coco.load_coco(coco_file(tmp, {"images": [], "annotations": [], "categories": []}))
 
 
-@case
+@says("instances.json: annotations use category id 7, which 'categories' lacks")
 def coco_unknown_category(tmp):
     coco.load_coco(coco_file(tmp, {"images": [{"id": 1, "file_name": "a.jpg"}],
                                    "annotations": [{"id": 1, "image_id": 1, "category_id": 7}],
                                    "categories": [{"id": 1, "name": "a"}]}))
 
 
-@case
+@says("instances.json: annotations[1] has 'category_id' [1]; COCO ids are integers")
 def coco_category_id_not_a_number(tmp):
     coco.load_coco(coco_file(tmp, {"images": [{"id": 1, "file_name": "a.jpg"}],
-                                   "annotations": [{"id": 1, "image_id": 1, "category_id": [1]}],
+                                   "annotations": [{"id": 1, "image_id": 1, "category_id": 1},
+                                                   {"id": 2, "image_id": 1, "category_id": [1]}],
                                    "categories": [{"id": 1, "name": "a"}]}))
 
 
-@case
+@says("annotations/instances_train2014.json: 1 categories, expected COCO's 80")
 def coco2014_with_too_few_categories(tmp):
     write(tmp / "annotations" / "instances_train2014.json",
           {"images": [], "annotations": [], "categories": [{"id": 1, "name": "person"}]})
@@ -121,50 +125,54 @@ def wider_file(tmp, images):
 PERSON = {"bbox": [1, 2, 3, 4], "attribute": [1] * 14}
 
 
-@case
+def wider_person(tmp, person):
+    """A file whose only bad person is images[1].targets[2]: a message must name both indices, in this order."""
+    images = [{"file_name": "a.jpg", "targets": [PERSON]}, {"file_name": "b.jpg", "targets": [PERSON, PERSON, person]}]
+    wider.wider_items(wider_file(tmp, images), "Image", 0)
+
+
+@says("wider.json: expected an object with an 'images' list")
 def wider_not_an_object(tmp):
     wider.wider_items(wider_file(tmp, None), "Image", 0)
 
 
-@case
+@says("wider.json: images[1] needs a 'file_name' and a 'targets' list")
 def wider_image_without_targets(tmp):
-    wider.wider_items(wider_file(tmp, [{"file_name": "a.jpg"}]), "Image", 0)
+    images = [{"file_name": "a.jpg", "targets": [PERSON]}, {"file_name": "b.jpg"}]
+    wider.wider_items(wider_file(tmp, images), "Image", 0)
 
 
-@case
+@says("wider.json: images[1].targets[2] needs a 'bbox' [x, y, w, h]")
 def wider_person_without_bbox(tmp):
-    wider.wider_items(wider_file(tmp, [{"file_name": "a.jpg", "targets": [{"attribute": [1] * 14}]}]), "Image", 0)
+    wider_person(tmp, {"attribute": [1] * 14})
 
 
-@case
+@says("wider.json: images[1].targets[2] needs an 'attribute' list of -1, 0 and 1")
 def wider_attribute_code_2(tmp):
-    person = {**PERSON, "attribute": [2] * 14}
-    wider.wider_items(wider_file(tmp, [{"file_name": "a.jpg", "targets": [person]}]), "Image", 0)
+    wider_person(tmp, {**PERSON, "attribute": [2] * 14})
 
 
-@case
+@says("wider.json: images[1].targets[2] needs an 'attribute' list of -1, 0 and 1")
 def wider_attribute_not_a_number(tmp):
-    person = {**PERSON, "attribute": [[1]] * 14}
-    wider.wider_items(wider_file(tmp, [{"file_name": "a.jpg", "targets": [person]}]), "Image", 0)
+    wider_person(tmp, {**PERSON, "attribute": [[1]] * 14})
 
 
-@case
+@says("wider.json: images[1].targets[2] has 13 attributes, expected 14")
 def wider_13_attributes(tmp):
-    person = {**PERSON, "attribute": [1] * 13}
-    wider.wider_items(wider_file(tmp, [{"file_name": "a.jpg", "targets": [person]}]), "Image", 0)
+    wider_person(tmp, {**PERSON, "attribute": [1] * 13})
 
 
-@case
+@says("Annotations/wider_attribute_trainval.json: WIDER-Attribute annotation file not found")
 def wider_missing_annotation_file(tmp):
     wider.convert_wider(tmp)
 
 
-@case
+@says("/my_images: no Annotations folder inside (expected a VOC-layout folder)")
 def custom_voc_without_annotations(tmp):
-    custom.convert_custom_voc(tmp)
+    custom.convert_custom_voc(write(tmp / "my_images" / "JPEGImages" / "a.jpg", "").parents[1])
 
 
-@case
+@says("/Annotations: no <object> in the annotations of the listed images")
 def custom_voc_without_objects(tmp):
     write(tmp / "Annotations" / "a.xml", "<annotation></annotation>")
     write(tmp / "ImageSets" / "Main" / "train.txt", "a\n")
@@ -177,73 +185,74 @@ def coco_split(categories):
             "categories": categories}
 
 
-@case
+@says("test.json: 1 categories differ from the 1 of ", "train.json; both splits need the same categories")
 def custom_coco_splits_with_other_categories(tmp):
     write(tmp / "train.json", coco_split([{"id": 1, "name": "a"}]))
     write(tmp / "test.json", coco_split([{"id": 1, "name": "b"}]))
     custom.convert_custom_coco(tmp)
 
 
-@case
+@says("classes.txt: names differ from the categories of ", "train.json: class 1 is 'c', not 'b'")
 def custom_coco_class_list_differs(tmp):
-    write(tmp / "train.json", coco_split([{"id": 1, "name": "a"}]))
-    write(tmp / "test.json", coco_split([{"id": 1, "name": "a"}]))
-    write(tmp / "classes.txt", "b\n")
+    categories = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]
+    write(tmp / "train.json", coco_split(categories))
+    write(tmp / "test.json", coco_split(categories))
+    write(tmp / "classes.txt", "a\nc\n")
     custom.convert_custom_coco(tmp)
 
 
-@case
+@says("train.csv: CSV file not found (rows of path,label1;label2)")
 def custom_csv_missing(tmp):
     custom.convert_custom_csv(tmp)
 
 
-@case
+@says("train.csv:2: expected 'path,label1;label2', got 'b.jpg,cat,dog'")
 def custom_csv_bad_row(tmp):
-    write(tmp / "train.csv", "a.jpg,cat,dog\n")
+    write(tmp / "train.csv", "a.jpg,cat\nb.jpg,cat,dog\n")
     write(tmp / "test.csv", "b.jpg,cat\n")
     custom.convert_custom_csv(tmp)
 
 
-@case
+@says("train.csv: no rows; expected rows of path,label1;label2")
 def custom_csv_no_rows(tmp):
     write(tmp / "train.csv", "path,labels\n")
     write(tmp / "test.csv", "b.jpg,cat\n")
     custom.convert_custom_csv(tmp)
 
 
-@case
+@says("/my_images: no labels in train.csv or test.csv; expected rows of path,label1;label2")
 def custom_csv_no_labels(tmp):
-    write(tmp / "train.csv", "a.jpg,\n")
-    write(tmp / "test.csv", "b.jpg,\n")
-    custom.convert_custom_csv(tmp)
+    write(tmp / "my_images" / "train.csv", "a.jpg,\n")
+    write(tmp / "my_images" / "test.csv", "b.jpg,\n")
+    custom.convert_custom_csv(tmp / "my_images")
 
 
-@case
+@says("test.csv:2: label 'dog' is not in classes.txt")
 def custom_csv_label_not_in_class_list(tmp):
     write(tmp / "train.csv", "a.jpg,cat\n")
-    write(tmp / "test.csv", "b.jpg,dog\n")
+    write(tmp / "test.csv", "b.jpg,cat\nc.jpg,dog\n")
     write(tmp / "classes.txt", "cat\n")
     custom.convert_custom_csv(tmp)
 
 
-@case
+@says("train.csv: not UTF-8 text")
 def custom_csv_not_utf8(tmp):
     write(tmp / "train.csv", "a.jpg,caf\xe9\n".encode("latin-1"))
     write(tmp / "test.csv", "b.jpg,cat\n")
     custom.convert_custom_csv(tmp)
 
 
-@case
+@says("unknown dataset 'imagenet'; expected one of synthetic, voc07, coco, wider, custom_voc, custom_coco, custom_csv")
 def prepare_unknown_dataset(tmp):
     prepare.prepare_dataset("imagenet", tmp / "out", tmp)
 
 
-@case
+@says("dataset voc07 needs data.raw_path: the VOCdevkit folder")
 def prepare_without_raw_path(tmp):
     prepare.prepare_dataset("voc07", tmp / "out")
 
 
-@case
+@says("nowhere: raw data folder of dataset custom_csv not found (data.raw_path)")
 def prepare_raw_path_missing(tmp):
     prepare.prepare_dataset("custom_csv", tmp / "out", tmp / "nowhere")
 

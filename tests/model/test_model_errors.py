@@ -14,7 +14,7 @@ from csra.model.checkpoints import ModelOptions, load_checkpoint, load_model, sa
 from csra.model.network import ModelConfig, build_model
 
 walk = Walk()
-case, says = walk.case, walk.says
+says = walk.says
 
 
 # --- checkpoints, official state dicts, training states ------------------------------------------------------------
@@ -32,17 +32,17 @@ class Payload:
     pass
 
 
-@case
+@says("best.pt: checkpoint not found")
 def checkpoint_missing(tmp):
     load_model(tmp / "best.pt")
 
 
-@case
+@says("best.pt: not a checkpoint: neither torch's zip format nor a pickle")
 def checkpoint_not_a_torch_file(tmp):
     load_model(write(tmp / "best.pt", "hello"))
 
 
-@case
+@says("best.pt: refused, it holds objects a weights-only load does not allow")
 def checkpoint_needs_unpickling(tmp):
     path = tmp / "best.pt"
     with open(path, "wb") as f:
@@ -50,58 +50,59 @@ def checkpoint_needs_unpickling(tmp):
     load_model(path)
 
 
-@case
+@says("best.pt: not a CSRA pipeline checkpoint (no format 'csra-checkpoint-v1')")
 def checkpoint_not_ours(tmp):
     torch.save({"weights": torch.zeros(1)}, tmp / "best.pt")
     load_checkpoint(tmp / "best.pt")
 
 
-@case
+@says("best.pt: not a state dict (expected a mapping of parameter names to tensors)")
 def checkpoint_not_a_state_dict(tmp):
     torch.save({"weights": "none"}, tmp / "best.pt")
     load_model(tmp / "best.pt", ModelOptions("resnet18", lam=0.1, classes=["a", "b"]))
 
 
-@case
+@says("best.pt: 3 class names, but the model has 2 classes")
 def checkpoint_class_names_do_not_fit_the_model(tmp):
     load_model(save_checkpoint(tmp / "best.pt", tiny_model(), ["a", "b", "c"], {}))
 
 
-@case
+@says("best.pt: the checkpoint's 2 classes are not the dataset's: class 1 is 'b', not 'c'")
 def checkpoint_other_classes_than_the_dataset(tmp):
     load_model(save_checkpoint(tmp / "best.pt", tiny_model(), ["a", "b"], {}), ModelOptions(classes=["a", "c"]))
 
 
-@case
+@says("best.pt: the checkpoint has num_heads 1, but 2 was given")
 def checkpoint_other_heads_than_given(tmp):
     load_model(save_checkpoint(tmp / "best.pt", tiny_model(), ["a", "b"], {}), ModelOptions(num_heads=2))
 
 
-@case
+@says("official.pth: an official state dict stores no model config",
+      "(--model, --lam, --dataset; --num-heads and --img-size are checked / optional)")
 def official_state_dict_without_options(tmp):
     torch.save(heads(1, 2), tmp / "official.pth")
     load_model(tmp / "official.pth")
 
 
-@case
+@says("official.pth: the state dict has 2 CSRA head(s), but 1 was given")
 def official_state_dict_other_head_count(tmp):
     torch.save(heads(2, 2), tmp / "official.pth")
     load_model(tmp / "official.pth", ModelOptions("resnet18", num_heads=1, lam=0.1, classes=["a", "b"]))
 
 
-@case
+@says("official.pth: the state dict has 2 classes, but the dataset has 3")
 def official_state_dict_other_class_count(tmp):
     torch.save(heads(1, 2), tmp / "official.pth")
     load_model(tmp / "official.pth", ModelOptions("resnet18", lam=0.1, classes=["a", "b", "c"]))
 
 
-@case
+@says("official.pth: weights do not fit the model", "missing key(s): backbone.conv1.weight")
 def official_state_dict_that_does_not_fit(tmp):
     torch.save(heads(1, 2), tmp / "official.pth")  # no backbone weights
     load_model(tmp / "official.pth", ModelOptions("resnet18", lam=0.1, classes=["a", "b"]))
 
 
-@case
+@says("best.pt: no per-class thresholds stored (train with train.tune_thresholds: true)")
 def per_class_thresholds_not_stored(tmp):
     class_thresholds(2, 0.5, None, per_class=True, source="best.pt")
 
@@ -154,7 +155,7 @@ def checkpoint_thresholds_out_of_range(tmp):
     tampered(tmp, thresholds=[1.5, None])
 
 
-@says("a whole CSRA model (it has CSRA heads), not backbone weights")
+@says("voc.pth: a whole CSRA model (it has CSRA heads), not backbone weights", "train.pretrained takes backbone")
 def pretrained_is_a_whole_csra_model(tmp):
     from official import official_resnet18_state
 

@@ -17,7 +17,7 @@ from stages import tracking
 from stages.params import load_params
 
 walk = Walk()
-case, says = walk.case, walk.says
+says = walk.says
 
 
 # --- params --------------------------------------------------------------------------------------------------------
@@ -32,77 +32,77 @@ def params(tmp, edit=None, text=None):
     load_params(path)
 
 
-@case
+@says("params.yaml: params file not found (run from the repository root or pass --params)")
 def params_missing_file(tmp):
     load_params(tmp / "params.yaml")
 
 
-@case
+@says("params.yaml: not valid YAML (while parsing a flow sequence)")
 def params_not_yaml(tmp):
     params(tmp, text="train: [1, 2\n")
 
 
-@case
+@says("params.yaml: not UTF-8 text")
 def params_not_utf8(tmp):
     params(tmp, text=b"data: {dataset: caf\xe9}\n")
 
 
-@case
+@says("params.yaml: expected a mapping of parameter groups")
 def params_not_a_mapping(tmp):
     params(tmp, text="- 1\n- 2\n")
 
 
-@case
+@says("params.yaml: unknown key train.lamda (did you mean lam?); train takes model, pretrained, head")
 def params_unknown_key(tmp):
     params(tmp, lambda d: d["train"].update(lamda=0.3))
 
 
-@case
+@says("params.yaml: missing key train.seed")
 def params_missing_key(tmp):
     params(tmp, lambda d: d["train"].pop("seed"))
 
 
-@case
+@says("params.yaml: train must be a mapping of keys, got [1, 2]")
 def params_group_not_a_mapping(tmp):
     params(tmp, lambda d: d.update(train=[1, 2]))
 
 
-@case
+@says("params.yaml: train.epochs must be an integer, got 'ten'")
 def params_wrong_type(tmp):
     params(tmp, lambda d: d["train"].update(epochs="ten"))
 
 
-@case
+@says("params.yaml: train.lam must be a number, got null")
 def params_null(tmp):
     params(tmp, lambda d: d["train"].update(lam=None))
 
 
-@case
+@says("params.yaml: train.momentum must be < 1, got 1.0")
 def params_out_of_range(tmp):
     params(tmp, lambda d: d["train"].update(momentum=1.0))
 
 
-@case
+@says("params.yaml: train.optimizer must be one of sgd, adamw, got 'adam'")
 def params_not_a_choice(tmp):
     params(tmp, lambda d: d["train"].update(optimizer="adam"))
 
 
-@case
+@says("params.yaml: train.model must be one of resnet18, resnet34, resnet50", "got 'resnet7'")
 def params_unknown_model(tmp):
     params(tmp, lambda d: d["train"].update(model="resnet7"))
 
 
-@case
+@says("params.yaml: train.img_size of vit_b16_224 must be a multiple of 16, got 200")
 def params_vit_size_not_a_multiple_of_16(tmp):
     params(tmp, lambda d: d["train"].update(model="vit_b16_224", img_size=200))
 
 
-@case
+@says("params.yaml: train.lr must be a finite number, got inf")
 def params_not_finite(tmp):
     params(tmp, lambda d: d["train"].update(lr=float("inf")))
 
 
-@case
+@says("params.yaml: prepare.synthetic.width must be ≥ 16, got 8")
 def params_nested_group(tmp):
     params(tmp, lambda d: d["prepare"]["synthetic"].update(width=8))
 
@@ -120,24 +120,24 @@ def train_cfg():
     return train_config()
 
 
-@case
+@says("train_state.pt: no interrupted run to resume")
 def resume_without_a_state(tmp):
     find_resume(tmp / "train_state.pt", train_cfg(), train_data(), "always", 1)
 
 
-@case
+@says("train_state.pt: not a CSRA training state (no format 'csra-train-state-v1')")
 def resume_from_a_file_that_is_not_a_state(tmp):
     torch.save({"epoch": 1}, tmp / "train_state.pt")
     find_resume(tmp / "train_state.pt", train_cfg(), train_data(), "auto", 1)
 
 
-@case
+@says("train_state.pt: saved with other settings or another number of processes (2, this run 1)")
 def resume_with_other_settings(tmp):
-    torch.save({"format": "csra-train-state-v1", "fingerprint": "x", "world_size": 1}, tmp / "train_state.pt")
+    torch.save({"format": "csra-train-state-v1", "fingerprint": "x", "world_size": 2}, tmp / "train_state.pt")
     find_resume(tmp / "train_state.pt", train_cfg(), train_data(), "always", 1)
 
 
-@case
+@says("the saved training state has no EMA weights, but train.ema_decay is set")
 def resume_from_a_state_without_ema(tmp):
     import dataclasses
 
@@ -149,7 +149,7 @@ def resume_from_a_state_without_ema(tmp):
     build_trainer(cfg, train_data(), None, SINGLE, False).load_state_dict(state)
 
 
-@case
+@says("MLflow tracking store sqlite:///", "/a_file/mlflow.db: ")
 def mlflow_store_unreachable(tmp):
     (tmp / "a_file").write_text("")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/a_file/mlflow.db"  # a folder that cannot be made
@@ -159,53 +159,54 @@ def mlflow_store_unreachable(tmp):
 
 
 # --- images, devices, model settings -------------------------------------------------------------------------------
-@case
+@says("a.jpg: cannot read image (not a JPEG, PNG or other format PIL decodes)")
 def image_unreadable(tmp):
     load_image(write(tmp / "a.jpg", "not an image"))
 
 
-@case
+@says("a.jpg: cannot read image", "No such file or directory")
 def image_missing(tmp):
     load_image(tmp / "a.jpg")
 
 
-@case
+@says("/images: image folder not found")
 def image_folder_missing(tmp):
     list_images(tmp / "images")
 
 
-@case
+@says("/photos: no JPEG or PNG images in this folder")
 def image_folder_empty(tmp):
-    list_images(tmp)
+    list_images(write(tmp / "photos" / "notes.txt", "").parent)
 
 
-@case
+@says("device 'gpu' is not a torch device (use auto, cpu, cuda or cuda:N)")
 def device_unknown(tmp):
     resolve_device("gpu")
 
 
-@case
+@says("model must be one of resnet18, resnet34, resnet50", "got 'resnet7'")
 def model_unknown(tmp):
     ModelConfig.create("resnet7", 2, 1, 0.1, 32)
 
 
-@case
+@says("num_heads must be one of 1, 2, 4, 6, 8, got 3")
 def model_head_count(tmp):
     build_model(ModelConfig.create("resnet18", 2, 3, 0.1, 32))
 
 
-@case
+@says("resnet18.pth: initial weights file not found (train.pretrained: imagenet, none or a path)")
 def initial_weights_missing(tmp):
     build_model(ModelConfig.create("resnet18", 2, 1, 0.1, 32), str(tmp / "resnet18.pth"))
 
 
-@case
+@says("weights.pth: weights do not fit the model",
+      "1 shape mismatch(es) (file vs model): conv1.weight (64, 3, 3, 3) vs (64, 3, 7, 7)")
 def initial_weights_that_do_not_fit(tmp):
     torch.save({"conv1.weight": torch.zeros(64, 3, 3, 3)}, tmp / "weights.pth")
     build_model(ModelConfig.create("resnet18", 2, 1, 0.1, 32), str(tmp / "weights.pth"))
 
 
-@case
+@says("ImageNet weights of resnet18 not found: put resnet18-", "/checkpoints (set TORCH_HOME")
 def imagenet_weights_not_in_the_cache(tmp):
     cache = torch.hub.get_dir()
     torch.hub.set_dir(str(tmp))  # an empty cache
@@ -215,17 +216,17 @@ def imagenet_weights_not_in_the_cache(tmp):
         torch.hub.set_dir(cache)
 
 
-@case
+@says("img_size must be ≥ 32, got 16")
 def model_img_size(tmp):
     ModelConfig.create("resnet18", 2, 1, 0.1, 16)
 
 
-@case
+@says("model config lacks img_size, lam, mean, num_classes, num_heads, std")
 def model_config_incomplete(tmp):
     ModelConfig.from_dict({"backbone": "resnet18"})
 
 
-@says("a file, not a folder of images")
+@says("photo.jpg: a file, not a folder of images")
 def demo_images_is_a_file(tmp):
     list_images(write(tmp / "photo.jpg", "x"))
 
