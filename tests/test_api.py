@@ -1,4 +1,4 @@
-"""The public API of the README: load a checkpoint (ours or official), score images and a folder, score a
+"""The public API of docs/api.md: load a checkpoint (ours or official), score images and a folder, score a
 predictions file; and `import csra` loads nothing heavy."""
 
 import json

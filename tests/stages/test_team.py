@@ -76,7 +76,7 @@ def post_json(url, payload):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, mlflow_template):
-    """(URL, artifact folder) of `mlflow server` with a SQLite database and proxied artifacts, as README shows."""
+    """(URL, artifact folder) of `mlflow server` with a SQLite database and proxied artifacts (docs/mlflow.md)."""
     root = tmp_path_factory.mktemp("server")
     port, log = free_port(), root / "server.log"
     process = start([str(BIN / "mlflow"), "server", "--backend-store-uri", new_store(root, mlflow_template),

@@ -59,7 +59,7 @@ def test_two_lr_groups_backbone_and_heads(optimizer):
     assert len(backbone["params"]) == len(list(model.backbone.parameters()))
 
 
-# What each recipe's optimiser must be (README, Training): the paper's SGD for the real datasets, AdamW for the
+# What each recipe's optimiser must be (docs/training.md): the paper's SGD for the real datasets, AdamW for the
 # built-in one. (class, backbone lr, heads lr, hyper-parameters every group must carry)
 PAPER_SGD = (torch.optim.SGD, 0.01, 0.1, {"momentum": 0.9, "weight_decay": 1e-4, "dampening": 0, "nesterov": False})
 OPTIMISERS = {
