@@ -29,6 +29,7 @@ EXTENSIONS = (".py", ".md", ".yaml", ".yml", ".toml", ".txt", ".json", ".csv", "
               ".pt", ".pt2", ".pth", ".onnx", ".png", ".jpg", ".html", ".sh")
 MACHINE = re.compile(r"(?<![\w.:/$~-])/(?:work|tmp|home|root|Users|mnt)/[^\s`)\]>\"']*(?<![.,;:])")
 PLACEHOLDER = re.compile(r"^[A-Z][A-Z0-9_]*$")  # NAME, RAW, IMAGE, CLASS, HOST0 …
+USER_DATA = "data/raw/"  # where users put their datasets: the docs name examples (data/raw/voc2007) there
 NOT_PLACEHOLDERS = {"README", "LICENSE", "CHANGELOG", "CONTRIBUTING", "ARCHITECTURE", "AUTHORS", "NOTICE",
                     "COPYING", "SECURITY", "CODEOWNERS", "MANIFEST"}
 SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
@@ -211,6 +212,8 @@ def path_problem(token: str, repo: Repo) -> str | None:
     if not token or token.startswith(("-", "/")) or any(c in token for c in ":$~=<>@…\\"):
         return None
     first = token.split("/")[0]
+    if token.startswith(USER_DATA) and not (REPO / token).is_file():
+        return None
     if "/" not in token:
         if not token.endswith(EXTENSIONS) or token not in repo.roots:
             return None  # a bare file name (best.pt, classes.txt) is relative to a folder the text names
