@@ -23,6 +23,10 @@ METRICS, HISTORY = "metrics.json", "history.csv"
 STATE = "train_state.pt"  # not a DVC output: it survives a crash so that the next run resumes from it
 PARTIAL = ".partial"  # results/train.partial: an unfinished run's outputs and state, swapped in when it ends
 TIMINGS = ("images_per_s",)  # wall-clock figures: MLflow metrics, never in a DVC-tracked file
+# The params that change train's outputs: its params in dvc.yaml, and what the checkpoint records of the params (a
+# key outside them, such as where runs are recorded, would make a checkpoint depend on what DVC does not track).
+OUTPUT_PARAMS = ("data.dataset", "data.prepared_dir", "data.bad_images", "data.selection", "data.val_fraction",
+                 "data.val_seed", "train")
 
 
 def dist_context():
@@ -133,9 +137,10 @@ def train(
                    + f", {cfg.num_workers} loader workers{' each' if ctx.enabled else ''}"
                    + (f"; resuming after epoch {state['epoch']}" if state else ""))
     flat = params.flat()
+    recorded = {k: v for k, v in flat.items() if k in OUTPUT_PARAMS or k.split(".")[0] in OUTPUT_PARAMS}
     progress = sys.stderr.isatty()
     if not ctx.is_main:
-        run_training(cfg, data, paths, resume=state, metadata=flat, ctx=ctx, progress=progress)
+        run_training(cfg, data, paths, resume=state, metadata=recorded, ctx=ctx, progress=progress)
         return
     run_id = state["extra"].get("run_id") if state else None
     name = run_name(params.train.recipe)
@@ -143,7 +148,7 @@ def train(
                                params.tracking.system_metrics) as recorder:
         recorder.tag("selection", f"{data.selection.split}: {data.selection.source}")
         recorder.dataset(prepared_version(get_dataset(params.data.dataset), params.data.prepared_dir), "training")
-        result = run_training(cfg, data, paths, resume=state, metadata=flat, ctx=ctx, progress=progress,
+        result = run_training(cfg, data, paths, resume=state, metadata=recorded, ctx=ctx, progress=progress,
                               callbacks=make_callbacks(work, out, cfg.epochs, recorder),
                               extra_state={"run_id": recorder.run_id})
     with disk_errors(out):

@@ -76,3 +76,12 @@ def test_heatmap_and_export_code_is_not_a_dep_of_train_or_evaluate():
     for stage in ("train", "evaluate"):
         assert not {d for d in code_deps(stage) if d.startswith("csra/deploy")}
     assert "csra/deploy/heatmaps.py" in code_deps("demo") and "csra/deploy/export.py" in code_deps("export")
+
+
+def test_train_records_in_its_checkpoint_exactly_the_params_it_depends_on():
+    """A checkpoint holds no param that DVC does not track for train (where runs are recorded, evaluate's settings):
+    else a retrain after an unrelated change would write other bytes under the same lock."""
+    from stages.train import OUTPUT_PARAMS
+
+    declared = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]["params"]
+    assert list(OUTPUT_PARAMS) == declared
