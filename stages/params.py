@@ -13,6 +13,7 @@ import yaml
 from csra.data.registry import DATASETS, SELECTIONS
 from csra.data.synthetic import SyntheticSpec
 from csra.errors import CSRAError
+from csra.fileio import read_text
 from csra.settings import check_fields, from_mapping, setting, to_flat
 from csra.train.config import DEVICE_PATTERN, TrainConfig
 
@@ -120,9 +121,7 @@ def read_params_file(path: Path) -> dict:
     if not path.is_file():
         raise CSRAError(f"{path}: params file not found (run from the repository root or pass --params)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as e:
-        raise CSRAError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        data = yaml.safe_load(read_text(path))
     except yaml.YAMLError as e:
         raise CSRAError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
