@@ -15,7 +15,7 @@ import typer
 
 from csra.errors import CSRAError
 
-DEFAULT_PARAMS_PATH = Path("params.yaml")
+DEFAULT_PARAMS_PATH = Path("params.yaml")  # the params file the stages and load_params read by default
 BEST = "best.pt"  # the checkpoint train makes and evaluate, demo and export read
 ParamsOption = Annotated[Path, typer.Option("--params", help="The params file every default is read from.")]
 

@@ -16,8 +16,8 @@ from csra.errors import CSRAError
 from csra.fileio import read_text
 from csra.settings import check_fields, from_mapping, setting, to_flat
 from csra.train.config import DEVICE_PATTERN, TrainConfig
+from stages.common import DEFAULT_PARAMS_PATH
 
-DEFAULT_PARAMS = "params.yaml"
 BAD_IMAGES = ("skip", "fail")  # a missing or unreadable training image is left out, or ends the run
 RESUME = ("auto", "never")
 THRESHOLDS = ("global", "per_class")
@@ -129,7 +129,7 @@ def read_params_file(path: Path) -> dict:
     return data
 
 
-def load_params(path: str | Path = DEFAULT_PARAMS, **overrides: Any) -> Params:
+def load_params(path: str | Path = DEFAULT_PARAMS_PATH, **overrides: Any) -> Params:
     """The checked params of the file at path, after overrides: dotted keys written with '__' for '.'
     (train__lam=0.3), as the CLI options give them; None means not given."""
     path = Path(path)
