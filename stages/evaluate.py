@@ -22,7 +22,7 @@ from stages.inference import (
     load_for_inference,
 )
 
-METRICS, SCORES, PER_CLASS = "metrics.json", "scores.json", "per_class.csv"
+METRICS_FILE, SCORES, PER_CLASS = "metrics.json", "scores.json", "per_class.csv"
 PLOTS, PR_CURVES, AP_BARS = "plots", "pr_curves.png", "ap_per_class.png"
 
 
@@ -94,7 +94,7 @@ def write_report(folder: Path, values: Any, items: list[dict], classes: list[str
                                                                              threshold)))
     plot_pr_curves(values, targets, label_format, classes, aps, folder / PLOTS / PR_CURVES)
     plot_ap_bars(classes, aps, folder / PLOTS / AP_BARS)
-    write_json(folder / METRICS, metrics, indent=2)
+    write_json(folder / METRICS_FILE, metrics, indent=2)
     return metrics, aps
 
 

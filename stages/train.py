@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from csra.train.run import TrainResult
     from stages.tracking import Recorder
 
-METRICS, HISTORY = "metrics.json", "history.csv"
+METRICS_FILE, HISTORY = "metrics.json", "history.csv"
 STATE = "train_state.pt"  # not a DVC output: it survives a crash so that the next run resumes from it
 PARTIAL = ".partial"  # results/train.partial: an unfinished run's outputs and state, swapped in when it ends
 TIMINGS = ("images_per_s",)  # wall-clock figures: MLflow metrics, never in a DVC-tracked file
@@ -62,7 +62,7 @@ def make_callbacks(out: Path, done: Path, epochs: int, recorder: Recorder):
         def on_end(self, result: TrainResult) -> None:
             final = result.final  # metrics.json holds MLflow's names: train_loss and val_mAP at the last step
             summary = {"epochs": final["epoch"], "best_epoch": result.best_epoch, "best_val_mAP": result.best_val_mAP}
-            write_json(out / METRICS, {**summary, "train_loss": final["train_loss"], "val_mAP": final["val_mAP"]},
+            write_json(out / METRICS_FILE, {**summary, "train_loss": final["train_loss"], "val_mAP": final["val_mAP"]},
                        indent=2)
             recorder.metrics(summary, step=final["epoch"])
             recorder.tag("best_epoch", str(result.best_epoch))
