@@ -1,5 +1,7 @@
 """Typed settings: dataclasses whose fields state their allowed values, checked when one is made, and built from
-plain mappings (a YAML group) with one-line errors that name the key; unknown keys get the closest known one."""
+plain mappings (a YAML group) with one-line errors that name the key; unknown keys get the closest known one.
+A setting's dotted params key is its library name (train.lr is TrainConfig.lr, data.raw_path prepare_dataset's
+raw_path), so library messages may name it that way, though the library reads no params file."""
 
 from __future__ import annotations
 
