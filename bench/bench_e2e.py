@@ -24,14 +24,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 
-from csra.data.loading import auto_workers
 from csra.data.prepared import TrainData
 from csra.distributed import SINGLE
 from csra.evaluate.predict import resolve_device
 from csra.train.config import TrainConfig
 from csra.train.loop import Trainer
 from csra.train.run import build_trainer
-from stages.common import machine
+from stages.common import loader_workers, machine
 
 CLASSES = [f"class{i}" for i in range(20)]
 PAPER = dict(  # the paper's optimiser; the schedule does not change the speed
@@ -94,7 +93,7 @@ def model_alone(trainer: Trainer, batches: list) -> float:
 
 def run(args: argparse.Namespace, items: list[dict]) -> tuple[dict[str, float], Trainer]:
     device = resolve_device(args.device)
-    workers = auto_workers(*machine(), device.type) if args.workers == "auto" else int(args.workers)
+    workers = loader_workers(args.workers, device.type)
     cfg = TrainConfig(model=args.model, img_size=args.img_size, batch_size=args.batch_size, amp=args.amp,
                       channels_last=args.channels_last, compile=args.compile, num_workers=workers,
                       device=str(device), **PAPER)

@@ -1,5 +1,6 @@
 """Outputs whole or absent: a file or folder is written under a temporary name beside its place and swapped in at
-the end; leftovers of killed writers are removed by the next one; a full or read-only disk is a one-line error."""
+the end; leftovers of killed writers are removed by the next one; a full or read-only disk is a one-line error.
+Text files are read as UTF-8, with one error message for a file that is not."""
 
 from __future__ import annotations
 
@@ -98,6 +99,19 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
             Path(tmp).unlink(missing_ok=True)
             raise
     return path
+
+
+def decode_text(data: bytes, path: Path) -> str:
+    """data (the bytes of the file at path) as UTF-8 text, or a CSRAError naming the file and the first bad byte."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CSRAError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def read_text(path: Path) -> str:
+    """The UTF-8 text of the file at path (which exists), or a CSRAError naming the file and the first bad byte."""
+    return decode_text(path.read_bytes(), path)
 
 
 def write_text(path: str | Path, text: str) -> Path:

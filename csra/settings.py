@@ -1,5 +1,7 @@
 """Typed settings: dataclasses whose fields state their allowed values, checked when one is made, and built from
-plain mappings (a YAML group) with one-line errors that name the key; unknown keys get the closest known one."""
+plain mappings (a YAML group) with one-line errors that name the key; unknown keys get the closest known one.
+A setting's dotted params key is its library name (train.lr is TrainConfig.lr, data.raw_path prepare_dataset's
+raw_path), so library messages may name it that way, though the library reads no params file."""
 
 from __future__ import annotations
 
@@ -26,11 +28,12 @@ class SettingError(CSRAError):
 
 def rule(*, min: float | None = None, above: float | None = None, max: float | None = None,
          below: float | None = None, choices: tuple | None = None, pattern: str | None = None,
-         keywords: tuple[str, ...] | None = None, help: str = "") -> dict[str, Any]:
+         keywords: tuple[str, ...] | None = None, length: int | None = None, help: str = "") -> dict[str, Any]:
     """Field metadata: the allowed values of a setting (bounds are inclusive, `above`/`below` exclusive). A field
-    typed `int | str` with keywords takes one of the keywords or a number within the bounds (`auto` or ≥ 0)."""
+    typed `int | str` with keywords takes one of the keywords or a number within the bounds (`auto` or ≥ 0); a
+    field typed `tuple[X, ...]` takes a list of X, of `length` items when given."""
     return {"min": min, "above": above, "max": max, "below": below, "choices": choices, "pattern": pattern,
-            "keywords": keywords, "help": help}
+            "keywords": keywords, "length": length, "help": help}
 
 
 def setting(**kwargs: Any) -> Any:
@@ -41,6 +44,9 @@ def setting(**kwargs: Any) -> Any:
 def _type_name(kind: Any) -> str:
     names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
     return names.get(kind, getattr(kind, "__name__", str(kind)))
+
+
+PLURALS = {bool: "booleans", int: "integers", float: "numbers", str: "strings"}
 
 
 def _coerce(value: Any, kind: Any, key: str) -> Any:
@@ -93,6 +99,19 @@ def _keyword_or_number(value: Any, kind: Any, meta: Mapping[str, Any], key: str)
     return value
 
 
+def _items(value: Any, kind: Any, meta: Mapping[str, Any], key: str) -> tuple:
+    """A field typed `tuple[X, ...]`: a list (or tuple) of X, of the rule's length when it has one, as a tuple;
+    anything else is one SettingError ('must be 3 numbers, got [0.5, 0.5]')."""
+    item, length = typing.get_args(kind)[0], meta.get("length")
+    wanted = f"{length if length is not None else 'a list of'} {PLURALS[item]}"
+    if not isinstance(value, (list, tuple)) or (length is not None and len(value) != length):
+        raise SettingError(key, f"must be {wanted}, got {'null' if value is None else repr(value)}")
+    try:
+        return tuple(_coerce(v, item, key) for v in value)
+    except SettingError:
+        raise SettingError(key, f"must be {wanted}, got {value!r}") from None
+
+
 def check_fields(obj: Any) -> None:
     """Check every field of a settings dataclass against its type and rule (call it in __post_init__); fix up
     ints given for floats. A wrong value is a SettingError naming the field."""
@@ -100,6 +119,8 @@ def check_fields(obj: Any) -> None:
     for f in dataclasses.fields(obj):
         if f.metadata.get("keywords"):
             value = _keyword_or_number(getattr(obj, f.name), hints[f.name], f.metadata, f.name)
+        elif typing.get_origin(hints[f.name]) is tuple:
+            value = _items(getattr(obj, f.name), hints[f.name], f.metadata, f.name)
         else:
             value = _coerce(getattr(obj, f.name), hints[f.name], f.name)
             _check_rule(value, f.metadata, f.name)
@@ -123,10 +144,11 @@ def from_mapping(cls: type, data: Any, where: str, prefix: str = "") -> Any:
         if key not in names:
             raise CSRAError(f"{where}: unknown key {prefix}{key}{closest(str(key), names)}; "
                             f"{prefix.rstrip('.') or 'the file'} takes {', '.join(names)}")
+    missing = [f"{prefix}{name}" for name in names if name not in data]
+    if missing:
+        raise CSRAError(f"{where}: missing key{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
     values = {}
     for name in names:
-        if name not in data:
-            raise CSRAError(f"{where}: missing key {prefix}{name}")
         kind = hints[name]
         nested = dataclasses.is_dataclass(kind)
         values[name] = from_mapping(kind, data[name], where, f"{prefix}{name}.") if nested else data[name]

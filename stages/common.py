@@ -1,5 +1,5 @@
 """Shared by the stage commands: the user-error wrapper, the library's warnings on stderr, typed option aliases, and
-the machine facts that `num_workers: auto` is computed from."""
+`num_workers: auto` resolved from the machine's facts."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import typer
 
 from csra.errors import CSRAError
 
-DEFAULT_PARAMS_PATH = Path("params.yaml")
+DEFAULT_PARAMS_PATH = Path("params.yaml")  # the params file the stages and load_params read by default
 BEST = "best.pt"  # the checkpoint train makes and evaluate, demo and export read
 ParamsOption = Annotated[Path, typer.Option("--params", help="The params file every default is read from.")]
 
@@ -26,6 +26,14 @@ def machine() -> tuple[int, int]:
     starts on this machine (LOCAL_WORLD_SIZE, 1 without torchrun), which share them."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return cores, int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+
+
+def loader_workers(setting: int | str, device_type: str) -> int:
+    """The data loader workers of a `num_workers` setting: a number as given; 'auto' from this machine's share of
+    cores and the device (csra.data.loading.auto_workers)."""
+    from csra.data.loading import auto_workers
+
+    return auto_workers(*machine(), device_type) if setting == "auto" else int(setting)
 
 
 class _Stderr(logging.Handler):

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from csra.data.registry import DATASETS
-from stages.common import BEST, DEFAULT_PARAMS_PATH, ParamsOption, machine, user_errors
+from stages.common import BEST, DEFAULT_PARAMS_PATH, ParamsOption, loader_workers, user_errors
 from stages.inference import (
     CheckpointOption,
     ImgSizeOption,
@@ -22,7 +22,7 @@ from stages.inference import (
     load_for_inference,
 )
 
-METRICS, SCORES, PER_CLASS = "metrics.json", "scores.json", "per_class.csv"
+METRICS_FILE, SCORES, PER_CLASS = "metrics.json", "scores.json", "per_class.csv"
 PLOTS, PR_CURVES, AP_BARS = "plots", "pr_curves.png", "ap_per_class.png"
 
 
@@ -56,12 +56,11 @@ def model_scores(net: Any, items: list[dict], params: Any) -> Any:
     """A model's scores of every item through the one prediction path (the only part that needs torch), with the
     loader workers of this machine when evaluate.num_workers is auto."""
     from csra.backends import set_kernels
-    from csra.data.loading import auto_workers
     from csra.evaluate.predict import predict, resolve_device
 
-    device, workers = resolve_device(params.evaluate.device), params.evaluate.num_workers
+    device = resolve_device(params.evaluate.device)
     set_kernels(params.evaluate.deterministic)
-    workers = auto_workers(*machine(), device.type) if workers == "auto" else workers
+    workers = loader_workers(params.evaluate.num_workers, device.type)
     return predict(net, items, net.config, params.evaluate.batch_size, workers, device).scores
 
 
@@ -95,7 +94,7 @@ def write_report(folder: Path, values: Any, items: list[dict], classes: list[str
                                                                              threshold)))
     plot_pr_curves(values, targets, label_format, classes, aps, folder / PLOTS / PR_CURVES)
     plot_ap_bars(classes, aps, folder / PLOTS / AP_BARS)
-    write_json(folder / METRICS, metrics, indent=2)
+    write_json(folder / METRICS_FILE, metrics, indent=2)
     return metrics, aps
 
 

@@ -13,10 +13,11 @@ import yaml
 from csra.data.registry import DATASETS, SELECTIONS
 from csra.data.synthetic import SyntheticSpec
 from csra.errors import CSRAError
+from csra.fileio import read_text
 from csra.settings import check_fields, from_mapping, setting, to_flat
 from csra.train.config import DEVICE_PATTERN, TrainConfig
+from stages.common import DEFAULT_PARAMS_PATH
 
-DEFAULT_PARAMS = "params.yaml"
 BAD_IMAGES = ("skip", "fail")  # a missing or unreadable training image is left out, or ends the run
 RESUME = ("auto", "never")
 THRESHOLDS = ("global", "per_class")
@@ -120,9 +121,7 @@ def read_params_file(path: Path) -> dict:
     if not path.is_file():
         raise CSRAError(f"{path}: params file not found (run from the repository root or pass --params)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as e:
-        raise CSRAError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        data = yaml.safe_load(read_text(path))
     except yaml.YAMLError as e:
         raise CSRAError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
@@ -130,7 +129,7 @@ def read_params_file(path: Path) -> dict:
     return data
 
 
-def load_params(path: str | Path = DEFAULT_PARAMS, **overrides: Any) -> Params:
+def load_params(path: str | Path = DEFAULT_PARAMS_PATH, **overrides: Any) -> Params:
     """The checked params of the file at path, after overrides: dotted keys written with '__' for '.'
     (train__lam=0.3), as the CLI options give them; None means not given."""
     path = Path(path)

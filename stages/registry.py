@@ -11,7 +11,7 @@ from typing import Any
 
 from csra.errors import CSRAError
 from stages.params import METRICS
-from stages.tracking import TEST_DIGEST, TEST_FILE, Recorder, connect, reachable
+from stages.tracking import TEST_DIGEST, TEST_FILE, Recorder, connect, store_errors
 
 CHAMPION = "champion"
 KEY_TAG = "csra.model_key"  # on a logged model: the checkpoint and model config it was made from
@@ -45,7 +45,7 @@ def log_scoring_model(recorder: Recorder, key: str, scoring: Any, example: Any, 
     from mlflow.types.schema import Schema, TensorSpec
 
     mlflow = recorder.mlflow
-    with reachable():
+    with store_errors():
         experiment = mlflow.get_run(recorder.run_id).info.experiment_id
         found = mlflow.search_logged_models(experiment_ids=[experiment], output_format="list", max_results=1,
                                             filter_string=f"tags.`{KEY_TAG}` = '{key}'")
@@ -138,7 +138,7 @@ def register(recorder: Recorder, model_id: str, name: str, policy: str, metric: 
     Returns what the run records as export/registration.json."""
     from mlflow import MlflowClient
 
-    with reachable():
+    with store_errors():
         client, candidate = MlflowClient(), evaluation(recorder)
         mine = [v for v in client.search_model_versions(f"name = '{name}'") if v.source == f"models:/{model_id}"]
         reason = "already registered" if mine else _decision(client, name, policy, metric, candidate)
@@ -167,7 +167,7 @@ def fetch(uri: str, folder: Path) -> tuple[Path, dict[str, Any], dict[str, str]]
         raise CSRAError(f"{uri}: expected a registered model as models:/NAME@ALIAS or models:/NAME/VERSION")
     name, alias, number = match["name"], match["alias"], match["version"]
     connect()
-    with reachable():
+    with store_errors():
         client = MlflowClient()
         try:
             version = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(

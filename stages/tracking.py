@@ -60,7 +60,7 @@ def connect() -> Any:
     mlflow.set_tracking_uri(uri)
     if uri.startswith("sqlite:///"):
         database = Path(uri[len("sqlite:///"):])
-        with reachable():
+        with store_errors():
             database.parent.mkdir(parents=True, exist_ok=True)
             with open(f"{database}.lock", "a") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
@@ -125,7 +125,7 @@ class Recorder:
 
 
 @contextmanager
-def reachable() -> Iterator[None]:
+def store_errors() -> Iterator[None]:
     """A store that cannot be reached (a team server down, a database locked) is one line, not a traceback."""
     try:
         yield
@@ -150,7 +150,7 @@ def training_run(experiment: str, params: dict[str, Any], name: str, run_id: str
     mlflow = connect()
     if system_metrics > 0:
         mlflow.set_system_metrics_sampling_interval(system_metrics)
-    with reachable():
+    with store_errors():
         experiment_id = _experiment_id(mlflow, experiment)
         where = {"run_id": run_id} if run_id else {"experiment_id": experiment_id, "run_name": name}
         with mlflow.start_run(**where, log_system_metrics=system_metrics > 0) as run:
@@ -180,7 +180,7 @@ def stage_run(checkpoint: Path | None, experiment: str, params: dict[str, Any], 
     execution's run is never changed."""
     mlflow = connect()
     execution = execution_id()
-    with reachable():
+    with store_errors():
         trained = training_run_of(mlflow, checkpoint, execution) if checkpoint is not None else None
         experiment_id = trained.info.experiment_id if trained else _experiment_id(mlflow, experiment)
         train_run_id = trained.info.run_id if trained else None

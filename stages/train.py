@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from stages.common import BEST, DEFAULT_PARAMS_PATH, ParamsOption, machine, user_errors
+from stages.common import BEST, DEFAULT_PARAMS_PATH, ParamsOption, loader_workers, user_errors
 
 if TYPE_CHECKING:
     from csra.train.run import TrainResult
     from stages.tracking import Recorder
 
-METRICS, HISTORY = "metrics.json", "history.csv"
+METRICS_FILE, HISTORY = "metrics.json", "history.csv"
 STATE = "train_state.pt"  # not a DVC output: it survives a crash so that the next run resumes from it
 PARTIAL = ".partial"  # results/train.partial: an unfinished run's outputs and state, swapped in when it ends
 TIMINGS = ("images_per_s",)  # wall-clock figures: MLflow metrics, never in a DVC-tracked file
@@ -66,7 +66,7 @@ def make_callbacks(out: Path, done: Path, epochs: int, recorder: Recorder):
         def on_end(self, result: TrainResult) -> None:
             final = result.final  # metrics.json holds MLflow's names: train_loss and val_mAP at the last step
             summary = {"epochs": final["epoch"], "best_epoch": result.best_epoch, "best_val_mAP": result.best_val_mAP}
-            write_json(out / METRICS, {**summary, "train_loss": final["train_loss"], "val_mAP": final["val_mAP"]},
+            write_json(out / METRICS_FILE, {**summary, "train_loss": final["train_loss"], "val_mAP": final["val_mAP"]},
                        indent=2)
             recorder.metrics(summary, step=final["epoch"])
             recorder.tag("best_epoch", str(result.best_epoch))
@@ -103,7 +103,6 @@ def train(
         train__pretrained=pretrained, train__epochs=epochs, train__batch_size=batch_size, train__lr=lr,
         train__seed=seed, train__device=device, train__out_dir=str(out_dir) if out_dir else None,
     )
-    from csra.data.loading import auto_workers
     from csra.data.prepared import load_training_data
     from csra.data.registry import get_dataset
     from csra.evaluate.predict import resolve_device
@@ -117,8 +116,8 @@ def train(
 
     out, ctx = Path(params.train.out_dir), dist_context()
     work = out.with_name(f"{out.name}{PARTIAL}")  # the run's outputs while it is unfinished, its resume point
-    device, workers = resolve_device(params.train.device, ctx.local_rank), params.train.num_workers
-    cfg = params.train.config(auto_workers(*machine(), device.type) if workers == "auto" else workers)
+    device = resolve_device(params.train.device, ctx.local_rank)
+    cfg = params.train.config(loader_workers(params.train.num_workers, device.type))
     data = load_training_data(params.data.dataset, params.data.prepared_dir, params.data.bad_images == "skip",
                               params.data.selection, params.data.val_fraction, params.data.val_seed)
     paths = TrainPaths(work / BEST, work / STATE)

@@ -7,6 +7,7 @@ else from the annotations (VOC, CSV: sorted names; COCO: the category names by i
 from __future__ import annotations
 
 import csv
+import io
 import os
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from csra.data.coco import coco_classes, coco_items, load_coco
 from csra.data.formats import CLASSES_FILE, read_classes
 from csra.data.voc import convert_voc_folder, parse_annotation, read_ids
 from csra.errors import CSRAError, describe_difference
+from csra.fileio import read_text
 
 CSV_HEADER = ["path", "labels"]
 
@@ -77,17 +79,13 @@ def _read_csv(path: Path) -> list[tuple[str, list[str], int]]:
     if not path.is_file():
         raise CSRAError(f"{path}: CSV file not found (rows of path,label1;label2)")
     rows = []
-    with path.open(newline="", encoding="utf-8") as f:
-        try:
-            for line, row in enumerate(csv.reader(f), start=1):
-                if not row or (line == 1 and [c.strip() for c in row] == CSV_HEADER):
-                    continue
-                if len(row) != 2 or not row[0].strip():
-                    raise CSRAError(f"{path}:{line}: expected 'path,label1;label2', got {','.join(row)!r}")
-                labels = [label.strip() for label in row[1].split(";") if label.strip()]
-                rows.append((row[0].strip(), labels, line))
-        except UnicodeDecodeError as e:
-            raise CSRAError(f"{path}: not UTF-8 text ({e.reason})") from None
+    for line, row in enumerate(csv.reader(io.StringIO(read_text(path), newline="")), start=1):
+        if not row or (line == 1 and [c.strip() for c in row] == CSV_HEADER):
+            continue
+        if len(row) != 2 or not row[0].strip():
+            raise CSRAError(f"{path}:{line}: expected 'path,label1;label2', got {','.join(row)!r}")
+        labels = [label.strip() for label in row[1].split(";") if label.strip()]
+        rows.append((row[0].strip(), labels, line))
     if not rows:
         raise CSRAError(f"{path}: no rows; expected rows of path,label1;label2")
     return rows

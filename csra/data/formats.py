@@ -13,7 +13,7 @@ import numpy as np
 import orjson
 
 from csra.errors import CSRAError
-from csra.fileio import write_json, write_text
+from csra.fileio import decode_text, read_text, write_json, write_text
 
 # Label codes allowed per label format. Training files are always 0/1.
 # voc07 test: 1 positive, 0 difficult (ignored), -1 negative. wider test: 99 = unspecified (ignored for mAP).
@@ -36,9 +36,7 @@ def read_json(path: Path, kind: str) -> Any:
     except orjson.JSONDecodeError:
         pass  # not strict JSON: the json module also reads NaN and Infinity (checked where they matter) and says why
     try:
-        return json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise CSRAError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        return json.loads(decode_text(data, path))
     except json.JSONDecodeError as e:
         raise CSRAError(f"{path}: not valid JSON ({e})") from None
 
@@ -98,10 +96,7 @@ def read_classes(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise CSRAError(f"{path}: class list not found (one class name per line)")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise CSRAError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    text = read_text(path)
     names = [line.strip() for line in text.splitlines() if line.strip()]
     if not names:
         raise CSRAError(f"{path}: class list is empty (one class name per line)")

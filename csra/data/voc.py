@@ -8,6 +8,7 @@ from pathlib import Path
 
 from csra.data.registry import VOC_CLASSES
 from csra.errors import CSRAError
+from csra.fileio import read_text
 
 
 def parse_annotation(xml_path: Path) -> tuple[str | None, list[tuple[str, bool]]]:
@@ -45,11 +46,7 @@ def read_ids(path: Path, required: bool = True) -> list[str]:
         if not required:
             return []
         raise CSRAError(f"{path}: image set file not found")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise CSRAError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    return [line.split()[0] for line in text.splitlines() if line.strip()]
+    return [line.split()[0] for line in read_text(path).splitlines() if line.strip()]
 
 
 def convert_voc_folder(

@@ -82,16 +82,6 @@ def checked_fields(path: Path, payload: dict[str, Any]) -> dict[str, Any]:
     return payload
 
 
-def _config(path: Path, data: dict) -> ModelConfig:
-    """The model config a checkpoint stores, or one line naming what is wrong with it."""
-    try:
-        return ModelConfig.from_dict(data)
-    except CSRAError as e:
-        raise CSRAError(f"{path}: checkpoint field 'model_config': {e}") from None
-    except (TypeError, ValueError) as e:
-        raise CSRAError(f"{path}: checkpoint field 'model_config' has a value of the wrong kind ({e})") from None
-
-
 def _check_agrees(path: Path, config: ModelConfig, classes: list[str], options: ModelOptions) -> None:
     said = {
         "model": (options.backbone and canonical_name(options.backbone), config.backbone),
@@ -136,7 +126,8 @@ def load_model(path: str | Path, options: ModelOptions | None = None) -> tuple[C
     if isinstance(payload, dict) and str(payload.get("format", "")).startswith(TRAIN_STATE):
         raise CSRAError(f"{path}: the resumable state of a training run, not a checkpoint (use best.pt)")
     if isinstance(payload, dict) and payload.get("format") == FORMAT:
-        config = _config(path, checked_fields(path, payload)["model_config"])
+        config = ModelConfig.from_dict(checked_fields(path, payload)["model_config"],
+                                        f"{path}: checkpoint field 'model_config'")
         if len(payload["classes"]) != config.num_classes:
             raise CSRAError(f"{path}: {len(payload['classes'])} class names, but the model has {config.num_classes} "
                             "classes")

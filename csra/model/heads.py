@@ -7,17 +7,7 @@ import torch
 from torch import nn
 
 from csra.errors import CSRAError
-from csra.model.zoo import HEADS
-
-# Temperatures per head count, as in the paper; T = 99 stands for max pooling (T → ∞).
-TEMPERATURES: dict[int, list[int]] = {
-    1: [1],
-    2: [1, 99],
-    4: [1, 2, 4, 99],
-    6: [1, 2, 3, 4, 5, 99],
-    8: [1, 2, 3, 4, 5, 6, 7, 99],
-}
-MAX_POOL_TEMPERATURE = 99
+from csra.model.zoo import HEADS, MAX_POOL_TEMPERATURE, TEMPERATURES
 
 
 class CSRA(nn.Module):

@@ -3,7 +3,9 @@ carries the preprocessing."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
 
 import torch
 from torch import nn
@@ -12,21 +14,26 @@ from csra.errors import CSRAError
 from csra.model.backbones import create_backbone, load_initial_weights
 from csra.model.heads import build_head
 from csra.model.zoo import HEADS, canonical_name, check_img_size, normalization_for
+from csra.settings import SettingError, check_fields, from_mapping, rule, setting
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild a model and feed it: architecture, heads and preprocessing. head 'gap' (the
-    baseline) has no CSRA heads: its num_heads and lam are 0."""
+    baseline) has no CSRA heads: its num_heads and lam are 0. Each field is checked when a config is made."""
 
-    backbone: str
-    num_classes: int
-    num_heads: int
-    lam: float
-    img_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    head: str = "csra"  # checkpoints written before the baseline existed have no head field: theirs is CSRA
+    backbone: str = setting()
+    num_classes: int = setting(min=1)
+    num_heads: int = setting()
+    lam: float = setting()
+    img_size: int = setting()
+    mean: tuple[float, ...] = setting(length=3)
+    std: tuple[float, ...] = setting(length=3)
+    # checkpoints written before the baseline existed have no head field: theirs is CSRA
+    head: str = field(default="csra", metadata=rule(choices=HEADS))
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
     @classmethod
     def create(cls, backbone: str, num_classes: int, num_heads: int, lam: float, img_size: int,
@@ -36,12 +43,10 @@ class ModelConfig:
         mean, std = normalization_for(backbone)
         if head == "gap":
             num_heads, lam = 0, 0.0
-        return cls(backbone, num_classes, num_heads, float(lam), img_size, mean, std, head).checked()
+        return cls(backbone, num_classes, num_heads, lam, img_size, mean, std, head).checked()
 
     def checked(self) -> ModelConfig:
-        """self, or a CSRAError for a head we do not know or an input size the backbone cannot take."""
-        if self.head not in HEADS:
-            raise CSRAError(f"model config field 'head' must be one of {', '.join(HEADS)}, got {self.head!r}")
+        """self, or a CSRAError for an input size the backbone cannot take."""
         check_img_size(self.backbone, self.img_size)
         return self
 
@@ -49,29 +54,17 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> ModelConfig:
-        """The config a checkpoint stores, each field's kind checked (a CSRAError names the first wrong one)."""
-        data = {"head": "csra", **data}
-        names = {f.name for f in fields(cls)}
-        missing = names - set(data)
-        if missing:
-            raise CSRAError(f"model config lacks {', '.join(sorted(missing))}")
-        values = {k: data[k] for k in names}
-        kinds = {"backbone": str, "num_classes": int, "num_heads": int, "img_size": int, "lam": (int, float),
-                 "head": str}
-        for name, kind in kinds.items():
-            if not isinstance(values[name], kind) or isinstance(values[name], bool):
-                raise CSRAError(f"model config field {name!r} is {values[name]!r}, of the wrong kind")
-        for name in ("mean", "std"):
-            stats = values[name]
-            if not isinstance(stats, (list, tuple)) or len(stats) != 3 or not all(
-                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in stats):
-                raise CSRAError(f"model config field {name!r} must be 3 numbers, got {stats!r}")
-            values[name] = tuple(float(v) for v in stats)
-        if values["num_classes"] < 1:
-            raise CSRAError(f"model config field 'num_classes' must be ≥ 1, got {values['num_classes']}")
-        values["backbone"], values["lam"] = canonical_name(values["backbone"]), float(values["lam"])
-        return cls(**values).checked()
+    def from_dict(cls, data: Mapping[str, Any], where: str = "model config") -> ModelConfig:
+        """The config a checkpoint stores (where names it), checked like any setting: a CSRAError 'where: key …'
+        names the first wrong field; keys that are not fields are ignored."""
+        if isinstance(data, Mapping):
+            names = {f.name for f in fields(cls)}
+            data = {"head": "csra", **{k: v for k, v in data.items() if k in names}}
+        config = from_mapping(cls, data, where)
+        try:
+            return replace(config, backbone=canonical_name(config.backbone)).checked()
+        except SettingError as e:
+            raise CSRAError(f"{where}: {e.key} {e.why}") from None
 
 
 class CSRAModel(nn.Module):

@@ -1,5 +1,5 @@
-"""The model zoo's names and each entry's preprocessing spec (official input size, mean and std), known without
-importing torch, so that settings are checked before anything heavy loads."""
+"""The model zoo's names, each entry's preprocessing spec (official input size, mean and std) and the paper's head
+counts and temperatures, known without importing torch, so that settings are checked before anything heavy loads."""
 
 from __future__ import annotations
 
@@ -16,7 +16,16 @@ NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 DEFAULT_IMG_SIZE = {"resnet": 448, "vit": 224}  # the official input sizes
 VIT_PATCH = 16
 MIN_IMG_SIZE = 32
-HEAD_COUNTS = (1, 2, 4, 6, 8)  # the paper's head counts (their temperatures are in heads.py)
+# Temperatures per head count, as in the paper; T = 99 stands for max pooling (T → ∞).
+TEMPERATURES: dict[int, list[int]] = {
+    1: [1],
+    2: [1, 99],
+    4: [1, 2, 4, 99],
+    6: [1, 2, 3, 4, 5, 99],
+    8: [1, 2, 3, 4, 5, 6, 7, 99],
+}
+MAX_POOL_TEMPERATURE = 99
+HEAD_COUNTS = tuple(TEMPERATURES)  # the paper's head counts: 1, 2, 4, 6, 8
 HEADS = ("csra", "gap")  # the paper's head, and its baseline: global average pooling + a linear classifier
 
 

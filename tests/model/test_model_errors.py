@@ -144,7 +144,7 @@ def checkpoint_mistyped_field(tmp):
     tampered(tmp, classes="a,b")
 
 
-@says("best.pt: checkpoint field 'model_config': model config field 'num_classes' is 'two', of the wrong kind")
+@says("best.pt: checkpoint field 'model_config': num_classes must be an integer, got 'two'")
 def checkpoint_mistyped_model_config(tmp):
     config = tiny_model().config.to_dict()
     tampered(tmp, model_config={**config, "num_classes": "two"})

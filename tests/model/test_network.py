@@ -61,7 +61,7 @@ def test_a_config_stored_before_the_head_field_is_csra_and_a_wrong_head_is_named
     stored = ModelConfig.create("resnet18", 3, 2, 0.1, 32).to_dict()
     del stored["head"]
     assert ModelConfig.from_dict(stored).head == "csra"
-    with pytest.raises(CSRAError, match="model config field 'head' must be one of csra, gap, got 'fc'"):
+    with pytest.raises(CSRAError, match="model config: head must be one of csra, gap, got 'fc'"):
         ModelConfig.from_dict({**stored, "head": "fc"})
-    with pytest.raises(CSRAError, match="model config field 'head' is 3, of the wrong kind"):
+    with pytest.raises(CSRAError, match="model config: head must be a string, got 3"):
         ModelConfig.from_dict({**stored, "head": 3})

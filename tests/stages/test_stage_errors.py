@@ -221,7 +221,7 @@ def model_img_size(tmp):
     ModelConfig.create("resnet18", 2, 1, 0.1, 16)
 
 
-@says("model config lacks img_size, lam, mean, num_classes, num_heads, std")
+@says("model config: missing keys num_classes, num_heads, lam, img_size, mean, std")
 def model_config_incomplete(tmp):
     ModelConfig.from_dict({"backbone": "resnet18"})
 
