@@ -50,6 +50,10 @@ def export(
                          data__dataset=dataset)
     only_one_source(checkpoint, model_uri, dataset=dataset, model=model, num_heads=num_heads, lam=lam,
                     img_size=img_size)
+    if params.export.onnx:
+        from csra.deploy.export import require_onnx
+
+        require_onnx()  # before any model is loaded or downloaded
     if model_uri is not None:
         return export_registered(model_uri, params)
     ckpt = checkpoint or Path(params.train.out_dir) / BEST

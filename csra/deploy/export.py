@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import io
 from collections.abc import Callable
 from functools import partial
@@ -23,6 +24,7 @@ from csra.model.network import CSRAModel
 PARITY_TOLERANCE = 1e-4
 INPUT_NAME, OUTPUT_NAME = "images", "scores"
 PROGRAM_FILE, ONNX_FILE = "model.pt2", "model.onnx"
+ONNX_MODULES = ("onnx", "onnxscript", "onnxruntime")  # torch's dynamo exporter needs the first two; parity the last
 # Batch, height and width stay free; the exporter specialises a dimension only where the model needs it to.
 DYNAMIC_SHAPES = ({0: Dim.AUTO, 2: Dim.AUTO, 3: Dim.AUTO},)
 
@@ -80,8 +82,20 @@ def load_program(source: Path | bytes) -> Callable[[torch.Tensor], torch.Tensor]
     return torch.export.load(io.BytesIO(source) if isinstance(source, bytes) else source).module()
 
 
+def require_onnx() -> None:
+    """ONNX is opt-in, its packages are the `export` extra: a CSRAError naming the extra when one is missing."""
+    for name in ONNX_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            reason = (str(e).strip() or type(e).__name__).splitlines()[0]
+            raise CSRAError(f"ONNX export (export.onnx, --onnx) needs the export extra: {name} cannot be imported "
+                            f"({reason}); install it with pip install 'csra[export]'") from None
+
+
 def export_onnx(program: ExportedProgram, path: Path) -> Path:
     """An exported program as an ONNX file (torch's dynamo exporter), input 'images', output 'scores'."""
+    require_onnx()
     onnx_program = torch.onnx.export(
         program, dynamo=True, verbose=False, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME]
     )
@@ -132,7 +146,9 @@ def write_exports(scoring: ScoringModel, folder: Path, seed: int, onnx: bool) ->
     """The torch.export program of the scoring module (serialised and read back in memory) and, with onnx,
     folder/model.onnx; returns the program and each form's largest score difference from the eager path of
     evaluate and demo (PIL's resize) on fresh noise and photo-like images, and raises a CSRAError if one exceeds
-    PARITY_TOLERANCE."""
+    PARITY_TOLERANCE (or at once, before any work, when onnx and the export extra is missing)."""
+    if onnx:
+        require_onnx()
     img_size = scoring.model.config.img_size
     program = export_program(scoring, example_images(img_size, seed))
     batches = parity_images(img_size, seed)

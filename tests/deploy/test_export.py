@@ -2,6 +2,7 @@
 registers it (serving it: tests/stages/test_team.py)."""
 
 import json
+import sys
 from functools import partial
 
 import mlflow
@@ -9,7 +10,7 @@ import pytest
 import torch
 import yaml
 from conftest import make_tiny_checkpoint, new_store, repo_params
-from helpers import run
+from helpers import assert_one_line_error, run
 
 from csra.deploy.export import (
     PARITY_TOLERANCE,
@@ -19,6 +20,7 @@ from csra.deploy.export import (
     max_difference,
     onnx_runner,
     parity_images,
+    require_onnx,
 )
 from csra.deploy.scoring import ScoringModel
 from csra.errors import CSRAError
@@ -74,6 +76,20 @@ def test_a_form_beyond_the_tolerance_is_refused():
     assert check_parity({"model.pt2": 0.0, "model.onnx": 9e-5}) == {"model.pt2": 0.0, "model.onnx": 9e-5}
     with pytest.raises(CSRAError, match=r"model.onnx: scores differ from the eager model by 2.00e-04 > 0.0001"):
         check_parity({"model.pt2": 0.0, "model.onnx": 2e-4})
+
+
+@pytest.mark.parametrize("missing", ["onnx", "onnxscript", "onnxruntime"])
+def test_onnx_without_the_export_extra_is_one_line_naming_it(monkeypatch, tmp_path, tiny_checkpoint, missing):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(repo_params()))
+    monkeypatch.setitem(sys.modules, missing, None)  # what an environment without the extra imports
+    with pytest.raises(CSRAError, match=rf"needs the export extra: {missing} cannot be imported"):
+        require_onnx()
+    code, output = run("export", "--checkpoint", str(tiny_checkpoint), "--out-dir", str(tmp_path / "export"), "--onnx",
+                       "--params", str(params))
+    assert_one_line_error(code, output, "export.onnx, --onnx", f"{missing} cannot be imported",
+                          "pip install 'csra[export]'")
+    assert not (tmp_path / "export").exists()
 
 
 def test_export_json_states_the_input_contract_and_the_registered_version(exported):
