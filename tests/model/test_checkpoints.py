@@ -19,6 +19,17 @@ def test_round_trip_same_logits_config_and_classes(tmp_path):
     assert not list(tmp_path.glob(".*tmp"))  # no temp file left behind
 
 
+def test_the_same_model_saved_twice_anywhere_is_the_same_bytes(tmp_path):
+    """DVC hashes the checkpoint: its bytes depend on the weights and fields only, not on the file's name or folder
+    (torch names the zip archive's root after the file it writes, which is a temporary one)."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.create("resnet18", 3, 2, 0.3, 32)).eval()
+    first = save_checkpoint(tmp_path / "a" / "best.pt", model, ["a", "b", "c"], {"train.lam": 0.3}, epoch=4)
+    second = save_checkpoint(tmp_path / "b" / "c" / "other.pt", model, ["a", "b", "c"], {"train.lam": 0.3}, epoch=4)
+    assert first.read_bytes() == second.read_bytes()
+    assert b".best.pt." not in first.read_bytes() and b"best/" not in first.read_bytes()
+
+
 class Payload:
     pass
 
