@@ -8,8 +8,7 @@ import mlflow
 import pytest
 import torch
 import yaml
-from conftest import make_tiny_checkpoint, new_store, repo_params
-from helpers import run
+from helpers import make_tiny_checkpoint, new_store, repo_params, run
 
 from csra.deploy.export import (
     PARITY_TOLERANCE,
