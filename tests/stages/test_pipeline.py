@@ -36,7 +36,8 @@ def test_chain_writes_every_output(trained_workspace):
     scores = json.loads((root / "results/evaluate/scores.json").read_text())
     assert [s["file_name"] for s in scores] == [Path(i["img_path"]).stem for i in test_items]
     assert all(len(s["scores"]) == 10 and all(0 <= x <= 1 for x in s["scores"]) for s in scores)
-    assert "mAP" in outputs["evaluate"] and "lowest AP" in outputs["evaluate"]
+    assert f"mAP {metrics['mAP']:.2f}  CP {metrics['CP']:.2f}" in outputs["evaluate"]  # the console says what it wrote
+    assert "lowest AP: " in outputs["evaluate"]
     assert sorted(p.name for p in (root / "results/evaluate/plots").iterdir()) == ["ap_per_class.png", "pr_curves.png"]
 
     lines = (root / "results/demo/predictions.txt").read_text().splitlines()
