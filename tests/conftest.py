@@ -1,14 +1,13 @@
-"""Shared fixtures: MLflow in a temp SQLite file, a tiny params.yaml derived from the repository's conf/ (never
-from the workspace's params.yaml, which `dvc exp run` rewrites)."""
+"""The shared fixtures (plain helper functions live in helpers.py): MLflow in a temp SQLite file, a tiny params.yaml
+derived from the repository's conf/ (never from the workspace's params.yaml, which `dvc exp run` rewrites), tiny
+data, a tiny checkpoint, and the session's one tiny trained workspace with a private copy for each test that writes."""
 
 from __future__ import annotations
 
-import functools
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 # Tiny models gain nothing from several threads, and OpenMP threads that wait for a busy core slow every step
@@ -17,40 +16,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 import yaml  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-
-TINY = {
-    "prepare": {"synthetic": {"num_trainval": 24, "num_test": 16, "num_demo": 3, "width": 64, "height": 48}},
-    "train": {"img_size": 32, "epochs": 2, "batch_size": 8, "num_workers": 0, "device": "cpu"},
-    "evaluate": {"batch_size": 16, "num_workers": 0, "device": "cpu"},
-    "export": {"onnx": False},  # the pipeline tests skip the slowest export; test_export covers ONNX
-}
-
-
-@functools.cache
-def _composed() -> str:
-    """params.yaml as conf/ composes it (Hydra, as `dvc exp run` does), made once per session in a temp folder."""
-    from dvc.utils.hydra import compose_and_dump
-
-    with tempfile.TemporaryDirectory() as folder:
-        out = Path(folder) / "params.yaml"
-        compose_and_dump(out, str(REPO / "conf"), None, "config", str(REPO), [])
-        return out.read_text()
-
-
-def repo_params() -> dict:
-    """The repository's params as conf/ composes them: what params.yaml holds until an experiment changes it."""
-    return yaml.safe_load(_composed())
-
-
-def merge(base: dict, update: dict) -> dict:
-    for key, value in update.items():
-        if isinstance(value, dict):
-            merge(base.setdefault(key, {}), value)
-        else:
-            base[key] = value
-    return base
+from helpers import TINY, copy_workspace, make_tiny_checkpoint, merge, new_store, repo_params, run_chain  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -66,14 +32,6 @@ def mlflow_template(tmp_path_factory):
     if process.poll() is None:
         process.kill()
         process.wait(timeout=30)
-
-
-def new_store(folder: Path, mlflow_template) -> str:
-    """The URI of a new MLflow store, folder/mlflow.db: a copy of the made database once it is ready."""
-    process, template = mlflow_template
-    if process.poll() == 0:
-        shutil.copyfile(template, folder / "mlflow.db")
-    return f"sqlite:///{folder / 'mlflow.db'}"
 
 
 @pytest.fixture(autouse=True)
@@ -107,18 +65,40 @@ def tiny_data(tmp_path_factory):
     return CLASSES, trainval, test
 
 
-def make_tiny_checkpoint(path: Path) -> Path:
-    """A randomly initialised ResNet-18 at 32 px with 2 heads and 3 classes, saved as our checkpoint."""
-    import torch
-
-    from csra.model.checkpoints import save_checkpoint
-    from csra.model.network import ModelConfig, build_model
-
-    torch.manual_seed(0)
-    model = build_model(ModelConfig.create("resnet18", 3, num_heads=2, lam=0.1, img_size=32)).eval()
-    return save_checkpoint(path, model, ["circle", "square", "triangle"], {})
-
-
 @pytest.fixture
 def tiny_checkpoint(tmp_path) -> Path:
     return make_tiny_checkpoint(tmp_path / "ckpt" / "model.pt")
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A folder where prepare, train, evaluate and demo ran once through the CLI on the tiny built-in dataset."""
+
+    root: Path  # params.yaml, data/prepared, results/{train,evaluate,demo}, mlflow.db and mlartifacts
+    store: str  # the URI of its MLflow store, root/mlflow.db
+    outputs: dict  # what each stage printed
+
+
+@pytest.fixture(scope="session")
+def trained_workspace(tmp_path_factory, mlflow_template) -> Trained:
+    """The session's one tiny trained workspace: params.yaml = repo_params() with TINY, `csra prepare`, `train`,
+    `evaluate` and `demo` run once, tracking to its own MLflow store. Read it, never write to it: a test that runs a
+    command there takes its own copy (the `workspace` fixture), so that no test changes another's inputs."""
+    root = tmp_path_factory.mktemp("trained")
+    store = new_store(root, mlflow_template)
+    outputs = run_chain(root, store)
+    return Trained(root, store, outputs)
+
+
+@pytest.fixture
+def workspace(trained_workspace, tmp_path, monkeypatch) -> Path:
+    """This test's own copy of the trained workspace, made the working folder, with MLflow (the environment and
+    this process) pointed at the copy of its store."""
+    import mlflow
+
+    root = tmp_path / "workspace"
+    store = copy_workspace(trained_workspace.root, root)
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    mlflow.set_tracking_uri(store)
+    return root

@@ -1,16 +1,50 @@
-"""Helpers shared by the tests: run a `csra` command in-process, check the one-line error contract, edit params."""
+"""The one place for the tests' plain helper functions; test files import them from here (`from helpers import …`).
+
+Fixtures live in conftest.py (the MLflow store of each test, the tiny params, the tiny data and checkpoint, and the
+session's one tiny trained workspace). Two helper modules stay apart because each is a subject of its own:
+errorwalk.py walks the user errors of tests/stages/test_stage_errors.py, and official.py is the independent
+re-implementation of the official CSRA code that the metric and model tests compare against.
+
+The CLI is called in-process one way: `run(*args)` gives (exit code, output); `ok(*args)` asserts exit code 0 and
+gives the output."""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import sqlite3
+import tempfile
+from pathlib import Path
 
 import yaml
 from typer.testing import CliRunner
 
 from stages.cli import app
 
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "prepare": {"synthetic": {"num_trainval": 24, "num_test": 16, "num_demo": 3, "width": 64, "height": 48}},
+    "train": {"img_size": 32, "epochs": 2, "batch_size": 8, "num_workers": 0, "device": "cpu"},
+    "evaluate": {"batch_size": 16, "num_workers": 0, "device": "cpu"},
+    "export": {"onnx": False},  # the pipeline tests skip the slowest export; test_export covers ONNX
+}
+
 runner = CliRunner()
 
 
+# --- the CLI ---------------------------------------------------------------------------------------------------
 def run(*args):
-    result = runner.invoke(app, list(args))
+    """(exit code, output) of `csra *args`, in-process."""
+    result = runner.invoke(app, [str(arg) for arg in args])
     return result.exit_code, result.output
+
+
+def ok(*args):
+    """The output of `csra *args`, which must succeed."""
+    code, output = run(*args)
+    assert code == 0, f"csra {' '.join(map(str, args))} exited {code}:\n{output}"
+    return output
 
 
 def assert_one_line_error(code, output, *needles):
@@ -21,6 +55,37 @@ def assert_one_line_error(code, output, *needles):
     assert "Traceback" not in output
     for needle in needles:
         assert needle in errors[0]
+
+
+# --- params ----------------------------------------------------------------------------------------------------
+@functools.cache
+def _composed() -> str:
+    """params.yaml as conf/ composes it (Hydra, as `dvc exp run` does), made once per session in a temp folder."""
+    from dvc.utils.hydra import compose_and_dump
+
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "params.yaml"
+        compose_and_dump(out, str(REPO / "conf"), None, "config", str(REPO), [])
+        return out.read_text()
+
+
+def repo_params() -> dict:
+    """The repository's params as conf/ composes them: what params.yaml holds until an experiment changes it."""
+    return yaml.safe_load(_composed())
+
+
+def tiny_params_dict() -> dict:
+    """repo_params() with the tests' TINY sizes."""
+    return merge(repo_params(), TINY)
+
+
+def merge(base: dict, update: dict) -> dict:
+    for key, value in update.items():
+        if isinstance(value, dict):
+            merge(base.setdefault(key, {}), value)
+        else:
+            base[key] = value
+    return base
 
 
 DELETE = object()
@@ -55,6 +120,39 @@ def train_config(**changes):
     return TrainConfig(**{**values, **changes})
 
 
+# --- MLflow ----------------------------------------------------------------------------------------------------
+def new_store(folder: Path, mlflow_template) -> str:
+    """The URI of a new MLflow store, folder/mlflow.db: a copy of the made database (conftest's mlflow_template)
+    once it is ready."""
+    process, template = mlflow_template
+    if process.poll() == 0:
+        shutil.copyfile(template, folder / "mlflow.db")
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def repoint_store(database: Path, old: Path, new: Path) -> None:
+    """Make a copied MLflow database name the copy's folder: the experiments' artifact locations, the runs'
+    artifact URIs and every other text that holds the old folder's path now hold the new one's, so that what a
+    test writes through the copy lands in the copy."""
+    with sqlite3.connect(database) as db:
+        tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            for column in db.execute(f'PRAGMA table_info("{table}")').fetchall():
+                name, kind = column[1], column[2].upper()
+                if "CHAR" in kind or "TEXT" in kind or kind == "":
+                    db.execute(f'UPDATE "{table}" SET "{name}" = replace("{name}", ?, ?) WHERE "{name}" LIKE ?',
+                               (str(old), str(new), f"%{old}%"))
+    db.close()
+
+
+def copy_workspace(source: Path, target: Path) -> str:
+    """A private copy of a workspace (params, data, results and its MLflow store source/mlflow.db with its
+    artifacts): the URI of the copy's store."""
+    shutil.copytree(source, target)
+    repoint_store(target / "mlflow.db", source, target)
+    return f"sqlite:///{target / 'mlflow.db'}"
+
+
 def training_run(checkpoint):
     """The MLflow run that trained this checkpoint (the latest, by the checkpoint's MD5), as the stages find it."""
     import mlflow
@@ -64,3 +162,32 @@ def training_run(checkpoint):
     run = training_run_of(mlflow, checkpoint, execution="")
     assert run is not None, f"no training run made {checkpoint}"
     return run
+
+
+# --- models and chains -----------------------------------------------------------------------------------------
+def make_tiny_checkpoint(path: Path) -> Path:
+    """A randomly initialised ResNet-18 at 32 px with 2 heads and 3 classes, saved as our checkpoint."""
+    import torch
+
+    from csra.model.checkpoints import save_checkpoint
+    from csra.model.network import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.create("resnet18", 3, num_heads=2, lam=0.1, img_size=32)).eval()
+    return save_checkpoint(path, model, ["circle", "square", "triangle"], {})
+
+
+CHAIN = ("prepare", "train", "evaluate", "demo")
+
+
+def run_chain(root: Path, store: str, params: dict | None = None) -> dict[str, str]:
+    """The output of each stage of CHAIN run through the CLI in root (made, with params.yaml = params or the tiny
+    params), tracking to store."""
+    import pytest
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "params.yaml").write_text(yaml.safe_dump(params or tiny_params_dict()))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        patch.setenv("MLFLOW_TRACKING_URI", store)
+        return {stage: ok(stage) for stage in CHAIN}

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import assert_one_line_error, edit_params, run
+from helpers import assert_one_line_error, edit_params, ok, run
 from PIL import Image
 
 from csra.data.check import check_prepared
@@ -38,7 +38,8 @@ def prepare_check(root):
 
 
 def test_clean_data_passes(tiny_params, tmp_path):
-    root = raw_csv(tmp_path / "raw", [("a.jpg", "x"), ("b.jpg", "y")], [("c.jpg", "x;y")])
+    (tmp_path / "data/raw").mkdir(parents=True)  # where DVC tracks raw data: no warning about the folder either
+    root = raw_csv(tmp_path / "data/raw/mini", [("a.jpg", "x"), ("b.jpg", "y")], [("c.jpg", "x;y")])
     code, output = prepare_check(root)
     assert code == 0, output
     assert "check: every image readable" in output and "warning" not in output
@@ -109,7 +110,7 @@ def test_train_start_missing_images_fail_or_skip(tmp_path, capsys):
 
 
 def test_train_stage_checks_on_start(tiny_params):
-    run("prepare")
+    ok("prepare")
     edit_params(tiny_params, **{"data.bad_images": "fail", "data.selection": "test"})  # train on all 24
     first = sorted((tiny_params.parent / "data/prepared/synthetic/VOC2007/JPEGImages").glob("*.jpg"))[0]
     first.unlink()

@@ -1,12 +1,11 @@
 import json
 
 import pytest
-from typer.testing import CliRunner
+from helpers import ok
 
 from csra.data.coco import coco_items, convert_coco2014, load_coco
 from csra.data.registry import COCO_CLASSES
 from csra.errors import CSRAError
-from stages.cli import app
 
 # COCO's 80 category ids run from 1 to 90 with gaps; the JSON lists them out of order here.
 COCO_IDS = [i for i in range(1, 91) if i not in (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)]
@@ -65,8 +64,7 @@ def test_convert_coco2014_official_paths_and_targets(tmp_path):
 def test_prepare_coco_writes_the_official_files(tmp_path, tiny_params):
     root = write_coco2014(tmp_path / "COCO2014")
     out = tmp_path / "prepared"
-    result = CliRunner().invoke(app, ["prepare", "coco", "--data-path", str(root), "--out-dir", str(out)])
-    assert result.exit_code == 0, result.output
+    ok("prepare", "coco", "--data-path", str(root), "--out-dir", str(out))
     val = out / "val_coco2014.json"
     assert val.read_text() == json.dumps(
         [{"target": one_hot(10), "img_path": f"{root}/images/val2014/COCO_val2014_000000000042.jpg"}])

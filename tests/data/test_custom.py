@@ -1,11 +1,10 @@
 import json
 
 import pytest
-from typer.testing import CliRunner
+from helpers import ok
 
 from csra.data.custom import convert_custom_coco, convert_custom_csv, convert_custom_voc
 from csra.errors import CSRAError
-from stages.cli import app
 
 
 def write_custom_voc(root, annotations, sets, filenames=None):
@@ -104,8 +103,7 @@ def test_prepare_custom_csv_writes_json_and_class_list(tmp_path, tiny_params):
     (raw / "train.csv").write_text("x.jpg,b\n")
     (raw / "test.csv").write_text("y.jpg,a;b\n")
     out = tmp_path / "prepared"
-    result = CliRunner().invoke(app, ["prepare", "custom_csv", "--data-path", str(raw), "--out-dir", str(out)])
-    assert result.exit_code == 0, result.output
+    ok("prepare", "custom_csv", "--data-path", str(raw), "--out-dir", str(out))
     assert (out / "train_custom.json").read_text() == f'[{{"target": [0, 1], "img_path": "{raw}/x.jpg"}}]'
     assert (out / "test_custom.json").read_text() == f'[{{"target": [1, 1], "img_path": "{raw}/y.jpg"}}]'
     assert (out / "classes.txt").read_text() == "a\nb\n"

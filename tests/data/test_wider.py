@@ -1,12 +1,11 @@
 import json
 
 import pytest
-from typer.testing import CliRunner
+from helpers import ok
 
 from csra.data.registry import WIDER_ATTRIBUTES
 from csra.data.wider import convert_wider, wider_items
 from csra.errors import CSRAError
-from stages.cli import app
 
 A = [1, -1, 0, 1, -1, -1, 0, 0, 1, -1, 1, 0, -1, 1]  # raw WIDER attributes: 1 yes, -1 no, 0 unspecified
 B = [-1, 1, 1, 0, 0, -1, -1, 1, 1, 0, -1, -1, 1, 0]
@@ -51,8 +50,7 @@ def test_one_item_per_person_in_file_order(tmp_path):
 def test_prepare_wider_writes_the_official_files(tmp_path, tiny_params):
     root = write_wider(tmp_path / "WIDER")
     out = tmp_path / "prepared"
-    result = CliRunner().invoke(app, ["prepare", "wider", "--data-path", str(root), "--out-dir", str(out)])
-    assert result.exit_code == 0, result.output
+    ok("prepare", "wider", "--data-path", str(root), "--out-dir", str(out))
     text = (out / "test_wider.json").read_text()
     assert text == json.dumps(convert_wider(root)[1])
     assert text.startswith(f'[{{"img_path": "{root}/Image/1--Handshaking/1_Handshaking_c.jpg", "bbox": [1, 2, 3, 4]')

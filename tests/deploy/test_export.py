@@ -9,8 +9,7 @@ import mlflow
 import pytest
 import torch
 import yaml
-from conftest import make_tiny_checkpoint, new_store, repo_params
-from helpers import assert_one_line_error, run
+from helpers import assert_one_line_error, make_tiny_checkpoint, new_store, repo_params, run
 
 from csra.deploy.export import (
     PARITY_TOLERANCE,

@@ -1,6 +1,8 @@
 """The DVC pipeline itself, in a scratch git repository with Hydra composition on: repro, no-op repro, what
 `dvc exp show` sees, what a code change makes stale, experiments with -S (a value, a recipe), plots, and a queued
-sweep run two at a time."""
+sweep run two at a time. The tests from the first repro to the sweep share one project, built and reproduced once
+(`reproduced`); each test puts back what it changed (`pipeline_project`), so they may run in any order; only the
+MLflow store's list of runs grows from one to the next."""
 
 import json
 import os
@@ -9,21 +11,28 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 import pytest
 import yaml
-from conftest import REPO, TINY, merge
 from dvc.utils.hydra import compose_and_dump
-from helpers import training_run
+from helpers import REPO, TINY, merge, new_store, training_run
 
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@example.com"}
 
 
-def sh(*args, cwd, timeout=600):
+def sh(*args, cwd, timeout=600, log=None):
+    """The output of a command that must succeed; with log, the output goes to that file instead (for a command
+    that leaves a daemon behind, which would hold a captured pipe open until it exits)."""
     env = {**os.environ, **GIT_ENV, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    if log is not None:
+        with open(log, "w") as sink:
+            result = subprocess.run(args, cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT, timeout=timeout)
+        assert result.returncode == 0, f"{' '.join(args)}\n{Path(log).read_text()}"
+        return Path(log).read_text()
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"{' '.join(args)}\n{result.stdout}\n{result.stderr}"
     return result.stdout + result.stderr
@@ -109,56 +118,115 @@ def params_of(entry):
 SWEEP_TIMEOUT_S = 400
 
 
-def test_repro_noop_and_experiment(project, mlflow_store):
-    mlflow.set_tracking_uri(mlflow_store)  # the store the dvc subprocesses log into (MLFLOW_TRACKING_URI)
-    first = dvc("repro", cwd=project)
+@dataclass(frozen=True)
+class Reproduced:
+    """The scratch project after its first `dvc repro` (then committed), and what its stores held right then."""
+
+    root: Path
+    store: str  # the MLflow store every dvc command of these tests logs into
+    first: str  # the output of the first `dvc repro`
+    weights: dict  # inode → the paths of a file over 1 MiB in the DVC cache, results/ and the MLflow store
+    best: int  # the inode of results/train/best.pt
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory, mlflow_template) -> Reproduced:
+    """The project built and reproduced once for the tests below, its outputs committed: each test starts from
+    this state, and `pipeline_project` puts it back after each test (git checkout, git clean, dvc checkout), so
+    the tests do not depend on one another's success; the one thing that accumulates is the MLflow store's runs."""
+    root = build_project(REPO, tmp_path_factory.mktemp("dvc") / "project")
+    folder = tmp_path_factory.mktemp("dvc-mlflow")
+    store = new_store(folder, mlflow_template)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", store)  # what the dvc subprocesses log into
+        first = dvc("repro", cwd=root)
+        weights = {}  # a hard link is no copy
+        for f in (f for place in (root / ".dvc/cache", root / "results", folder) for f in place.rglob("*")
+                  if f.is_file() and f.stat().st_size > 1 << 20):
+            weights.setdefault(f.stat().st_ino, []).append(f)
+        sh("git", "add", "-A", cwd=root)
+        sh("git", "commit", "-qm", "pipeline outputs", cwd=root)
+    return Reproduced(root, store, first, weights, (root / "results/train/best.pt").stat().st_ino)
+
+
+@pytest.fixture
+def pipeline_project(reproduced, monkeypatch) -> Path:
+    """The reproduced project, with MLflow (the dvc subprocesses and this process) on its store; whatever the test
+    changed in the project is put back afterwards."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", reproduced.store)
+    mlflow.set_tracking_uri(reproduced.store)
+    yield reproduced.root
+    if sh("git", "status", "--porcelain", cwd=reproduced.root):
+        sh("git", "checkout", "-q", "--", ".", cwd=reproduced.root)
+        sh("git", "clean", "-fdq", cwd=reproduced.root)
+        dvc("checkout", "-f", cwd=reproduced.root)
+
+
+def test_the_first_repro_runs_the_five_stages_and_writes_their_outputs(reproduced):
+    project = reproduced.root
     for stage in ("prepare", "train", "evaluate", "demo", "export"):
-        assert f"Running stage '{stage}'" in first
-    assert json.loads((project / "results/evaluate/metrics.json").read_text())["mAP"] >= 0
+        assert f"Running stage '{stage}'" in reproduced.first
+    # the mAP written is the one the written scores give on the prepared test file
+    from csra.evaluate.metrics import evaluate_scores
+
+    scores = json.loads((project / "results/evaluate/scores.json").read_text())
+    targets = [item["target"] for item in json.loads((project / "data/prepared/test_voc07.json").read_text())]
+    recomputed, _ = evaluate_scores([s["scores"] for s in scores], targets, "voc07", 0.5)
+    mAP = json.loads((project / "results/evaluate/metrics.json").read_text())["mAP"]
+    assert 0 < mAP <= 100 and mAP == pytest.approx(recomputed["mAP"], abs=1e-4)
     assert (project / "results/demo/predictions.json").is_file()
     assert len(list((project / "results/demo/heatmaps").glob("demo_*.png"))) == 3
     assert {p.name for p in (project / "results/export").iterdir()} == {"export.json"}
-    # the weights are stored twice, no more: the checkpoint (the DVC cache, linked into the workspace) and the
-    # served model (the MLflow registry)
-    stores = [project / ".dvc/cache", project / "results", Path(mlflow_store[len("sqlite:///"):]).parent]
-    copies = {}  # inode → the paths of a weight file (a hard link is no copy)
-    for f in (f for store in stores for f in store.rglob("*") if f.is_file() and f.stat().st_size > 1 << 20):
-        copies.setdefault(f.stat().st_ino, []).append(f)
-    best = (project / "results/train/best.pt").stat().st_ino
-    [served] = [paths for inode, paths in copies.items() if inode != best]
-    assert len(copies) == 2 and len(copies[best]) == 2 and [f.name for f in served] == ["model.pt2"], copies
-    assert "Running stage" not in dvc("repro", cwd=project)
-    sh("git", "add", "-A", cwd=project)
-    sh("git", "commit", "-qm", "pipeline outputs", cwd=project)
-    # a forced retrain writes the same checkpoint bytes: the lock and every tracked file stay as committed
-    forced = dvc("repro", "-f", "-s", "train", cwd=project)
-    assert "Running stage 'train'" in forced and sh("git", "status", "--porcelain", cwd=project) == ""
 
-    # dvc exp show sees the effective recipe, and few params
-    shown = json.loads(dvc("exp", "show", "--json", cwd=project))
+
+def test_the_weights_are_stored_twice_only(reproduced):
+    """The checkpoint (the DVC cache, linked into the workspace) and the served model (the MLflow registry)."""
+    copies = reproduced.weights
+    [served] = [paths for inode, paths in copies.items() if inode != reproduced.best]
+    assert len(copies) == 2 and len(copies[reproduced.best]) == 2, copies
+    assert [f.name for f in served] == ["model.pt2"], copies
+
+
+def test_a_second_repro_runs_nothing(pipeline_project):
+    assert "Running stage" not in dvc("repro", cwd=pipeline_project)
+
+
+def test_a_forced_retrain_writes_the_same_checkpoint_bytes(pipeline_project):
+    """The lock and every tracked file stay as committed."""
+    forced = dvc("repro", "-f", "-s", "train", cwd=pipeline_project)
+    assert "Running stage 'train'" in forced and sh("git", "status", "--porcelain", cwd=pipeline_project) == ""
+
+
+def test_exp_show_sees_the_effective_recipe_and_few_params(pipeline_project):
+    shown = json.loads(dvc("exp", "show", "--json", cwd=pipeline_project))
     params = params_of(shown[0])
     assert params["train"]["lam"] == 0.1 and params["train"]["recipe"] == "synthetic"
     assert len(leaves(params)) < 80
 
-    # an unused recipe or the demo's heatmap code leave train and evaluate up to date
+
+def test_an_unused_recipe_or_the_heatmap_code_leave_train_and_evaluate_up_to_date(pipeline_project):
+    project = pipeline_project
     (project / "conf/train/coco.yaml").write_text("defaults: [paper, _self_]\nrecipe: coco\nnum_heads: 8\n")
     assert "up to date" in dvc("status", cwd=project)
     with (project / "csra/deploy/heatmaps.py").open("a") as f:
         f.write("\n# edited\n")
     stale = dvc("status", cwd=project)
     assert "demo:" in stale and "train:" not in stale and "evaluate:" not in stale
-    sh("git", "checkout", "csra", "conf", cwd=project)
 
-    # a new λ re-runs train, not prepare (a dry run; the stages after train depend on its best.pt)
-    data = yaml.safe_load((project / "params.yaml").read_text())
+
+def test_a_new_lambda_reruns_train_not_prepare(pipeline_project):
+    """A dry run; the stages after train depend on its best.pt."""
+    data = yaml.safe_load((pipeline_project / "params.yaml").read_text())
     data["train"]["lam"] = 0.3
-    (project / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    dry = dvc("repro", "--dry", cwd=project)
+    (pipeline_project / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    dry = dvc("repro", "--dry", cwd=pipeline_project)
     assert "Running stage 'train'" in dry and "Running stage 'prepare'" not in dry
-    sh("git", "checkout", "params.yaml", cwd=project)
 
-    # an experiment composes params.yaml from conf/ exactly: only the changed value's stages run, into a run of
-    # its own, linked to the training run, which stays as it was
+
+def test_an_experiment_runs_the_stages_that_read_its_value_into_a_run_of_its_own(pipeline_project):
+    """An experiment composes params.yaml from conf/ exactly: only the changed value's stages run, into a run of
+    its own, linked to the training run, which stays as it was; `dvc exp show` lists it with its value."""
+    project = pipeline_project
     baseline = training_run(project / "results/train/best.pt").info.run_id
     before = mlflow.get_run(baseline).data
     exp = dvc("exp", "run", "-S", "evaluate.threshold=0.3", "--name", "lower", cwd=project)
@@ -168,27 +236,49 @@ def test_repro_noop_and_experiment(project, mlflow_store):
     [own] = mlflow.search_runs(experiment_names=["csra"], filter_string="tags.`dvc.exp_name` = 'lower'",
                                output_format="list")
     assert own.info.run_name == "lower" and own.data.tags["csra.train_run_id"] == baseline
-    assert own.data.params["evaluate.threshold"] == "0.3" and "mAP" in own.data.metrics
-    dvc("plots", "show", "-o", "plots", cwd=project)
-    assert (project / "plots" / "index.html").is_file()
+    assert own.data.params["evaluate.threshold"] == "0.3"
+    shown = json.loads(dvc("exp", "show", "--json", cwd=project))
+    experiments = {e.get("name"): e for row in shown for e in (row.get("experiments") or [])}
+    lower = data_of(experiments["lower"])["metrics"]["results/evaluate/metrics.json"]["data"]
+    assert params_of(experiments["lower"])["evaluate"]["threshold"] == 0.3
+    assert {k: own.data.metrics[k] for k in lower} == pytest.approx(lower)  # the run holds the experiment's metrics
+    assert set(lower) >= {"mAP", "OF1"}
 
-    # a queued sweep switches recipe and sweeps one value (2 experiments), run two at a time: each into its own
-    # run, named after it, with every write there; the champion is the best version on this test file
+
+def test_plots_show_writes_the_page(pipeline_project, tmp_path):
+    dvc("plots", "show", "-o", str(tmp_path / "plots"), cwd=pipeline_project)
+    assert (tmp_path / "plots" / "index.html").is_file()
+
+
+def followed(name, project, deadline):
+    """The log of queued experiment name, followed until its task ends: asked again while no worker has started it
+    yet (`queue start` returns at once)."""
+    while True:
+        try:
+            return sh(sys.executable, "-m", "dvc", "queue", "logs", "-f", name, cwd=project,
+                      timeout=max(1, deadline - time.monotonic()))
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(2)
+
+
+def test_a_queued_sweep_runs_two_at_a_time_each_into_its_own_run(pipeline_project, tmp_path):
+    """A queued sweep switches recipe and sweeps one value (2 experiments), run two at a time: each into its own
+    run, named after it, with every write there; the champion is the best version on this test file."""
+    project = pipeline_project
     dvc("exp", "run", "--queue", "-S", "train=two_heads", "-S", "train.head=csra,gap", cwd=project)
     names = re.findall(r"^\w+\s+(\S+)\s+.*Queued$", dvc("queue", "status", cwd=project), re.MULTILINE)
     assert len(names) == 2, names
     shown = json.loads(dvc("exp", "show", "--json", cwd=project))
     experiments = {e.get("name"): e for row in shown for e in (row.get("experiments") or [])}
-    lower = data_of(experiments["lower"])["metrics"]["results/evaluate/metrics.json"]["data"]
-    assert params_of(experiments["lower"])["evaluate"]["threshold"] == 0.3 and "OF1" in lower
     queued = [params_of(experiments[name])["train"] for name in names]
     assert sorted(q["head"] for q in queued) == ["csra", "gap"]
     assert all(q["recipe"] == "two_heads" and q["num_heads"] == 2 and q["lam"] == 0.5 for q in queued)
     try:
-        dvc("queue", "start", "-j", "2", cwd=project)
+        sh(sys.executable, "-m", "dvc", "queue", "start", "-j", "2", cwd=project, log=tmp_path / "queue-start.log")
         deadline = time.monotonic() + SWEEP_TIMEOUT_S
-        logs = [sh(sys.executable, "-m", "dvc", "queue", "logs", "-f", name, cwd=project,  # until the task ends
-                   timeout=max(1, deadline - time.monotonic())) for name in names]
+        logs = [followed(name, project, deadline) for name in names]
     finally:
         dvc("queue", "stop", cwd=project)
     status = dvc("queue", "status", cwd=project)
@@ -209,7 +299,6 @@ def test_repro_noop_and_experiment(project, mlflow_store):
     champion = client.get_model_version_by_alias("csra", "champion")
     best = max(r.data.metrics["mAP"] for r in everything if "mAP" in r.data.metrics)
     assert float(champion.tags["mAP"]) == pytest.approx(best, abs=1e-4)
-
 
 
 def make_raw_csv(folder: Path) -> None:

@@ -6,8 +6,7 @@ import math
 import mlflow
 import pytest
 import yaml
-from conftest import repo_params
-from helpers import DELETE, assert_one_line_error, edit_params, run
+from helpers import DELETE, assert_one_line_error, edit_params, ok, repo_params, run
 
 from csra.errors import CSRAError
 from stages.params import load_params
@@ -89,7 +88,7 @@ def test_misspelt_keys_are_refused_with_the_closest_known_one(tiny_params):
 
 
 def test_bad_values_stop_before_any_work_or_mlflow_run(tiny_params, mlflow_store):
-    assert run("prepare")[0] == 0
+    ok("prepare")
     for option, value, message in (("--epochs", "0", "train.epochs must be ≥ 1"),
                                    ("--lr", "-1", "train.lr must be > 0"),
                                    ("--batch-size", "0", "train.batch_size must be ≥ 1")):

@@ -1,4 +1,5 @@
-"""The whole chain on a tiny built-in dataset through the CLI: files written and the one MLflow run."""
+"""The whole chain on a tiny built-in dataset through the CLI: files written and the one MLflow run. The chain is
+conftest's session-wide `trained_workspace`; tests that run a command do so in their own copy (`workspace`)."""
 
 import csv
 import hashlib
@@ -8,63 +9,19 @@ from pathlib import Path
 
 import mlflow
 import pytest
-import yaml
-from conftest import TINY, merge, new_store, repo_params
-from helpers import training_run
+from helpers import CHAIN, new_store, ok, run, run_chain, training_run
 from mlflow.tracking import MlflowClient
 from PIL import Image
-from typer.testing import CliRunner
 
 from stages import tracking
-from stages.cli import app
-
-runner = CliRunner()
 
 
-def ok(*args):
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
-STAGES = ("prepare", "train", "evaluate", "demo")
-
-
-def run_chain(root, mlflow_template):
-    """(store, the output of each stage) of the chain run in root, with its own MLflow store."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "params.yaml").write_text(yaml.safe_dump(merge(repo_params(), TINY)))
-    store = new_store(root, mlflow_template)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root)
-        patch.setenv("MLFLOW_TRACKING_URI", store)
-        outputs = {stage: ok(stage) for stage in STAGES}
-    return store, outputs
-
-
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory, mlflow_template):
-    """The chain run once for this module, in its own folder and MLflow store: (root, store, stage outputs).
-    Tests that run a stage again write to their own out-dir, so the chain's outputs stay as they were."""
-    root = tmp_path_factory.mktemp("pipeline")
-    return root, *run_chain(root, mlflow_template)
-
-
-@pytest.fixture
-def pipeline(chain, monkeypatch):
-    root, store, outputs = chain
-    monkeypatch.chdir(root)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
-    mlflow.set_tracking_uri(store)
-    return root, outputs
-
-
-def test_chain_writes_every_output(pipeline):
-    root, outputs = pipeline
+def test_chain_writes_every_output(trained_workspace):
+    root, outputs = trained_workspace.root, trained_workspace.outputs
     prepared = root / "data" / "prepared"
     test_items = json.loads((prepared / "test_voc07.json").read_text())
     assert len(json.loads((prepared / "trainval_voc07.json").read_text())) == 24 and len(test_items) == 16
-    assert all(Path(item["img_path"]).is_file() for item in test_items)
+    assert all((root / item["img_path"]).is_file() for item in test_items)  # relative to the workspace
 
     history = list(csv.DictReader((root / "results/train/history.csv").open()))
     assert [row["epoch"] for row in history] == ["1", "2"]
@@ -79,7 +36,8 @@ def test_chain_writes_every_output(pipeline):
     scores = json.loads((root / "results/evaluate/scores.json").read_text())
     assert [s["file_name"] for s in scores] == [Path(i["img_path"]).stem for i in test_items]
     assert all(len(s["scores"]) == 10 and all(0 <= x <= 1 for x in s["scores"]) for s in scores)
-    assert "mAP" in outputs["evaluate"] and "lowest AP" in outputs["evaluate"]
+    assert f"mAP {metrics['mAP']:.2f}  CP {metrics['CP']:.2f}" in outputs["evaluate"]  # the console says what it wrote
+    assert "lowest AP: " in outputs["evaluate"]
     assert sorted(p.name for p in (root / "results/evaluate/plots").iterdir()) == ["ap_per_class.png", "pr_curves.png"]
 
     lines = (root / "results/demo/predictions.txt").read_text().splitlines()
@@ -94,8 +52,8 @@ def test_chain_writes_every_output(pipeline):
         assert sorted(p.stem for p in (heatmaps / stem).glob("*.png")) == sorted(item["labels"])
 
 
-def test_one_mlflow_run_with_params_curves_metrics_and_checkpoint(pipeline):
-    root, _ = pipeline
+def test_one_mlflow_run_with_params_curves_metrics_and_checkpoint(workspace):
+    root = workspace
     run_id = training_run(root / "results/train/best.pt").info.run_id
     experiment = mlflow.get_experiment_by_name("csra")
     assert len(mlflow.search_runs([experiment.experiment_id])) == 1
@@ -123,8 +81,8 @@ def test_one_mlflow_run_with_params_curves_metrics_and_checkpoint(pipeline):
         "evaluate/metrics.json", "evaluate/per_class.csv", "evaluate/scores.json", "evaluate/plots"}
 
 
-def test_a_later_execution_records_into_a_run_of_its_own(pipeline, monkeypatch):
-    root, _ = pipeline
+def test_a_later_execution_records_into_a_run_of_its_own(workspace, monkeypatch):
+    root = workspace
     train_run = training_run(root / "results/train/best.pt").info.run_id
     before = mlflow.get_run(train_run).data
     monkeypatch.setattr(tracking, "execution_id", lambda: "another-execution")
@@ -137,40 +95,41 @@ def test_a_later_execution_records_into_a_run_of_its_own(pipeline, monkeypatch):
     assert len(runs) == 1
     new = runs[0].data
     assert new.tags["csra.train_run_id"] == train_run and new.tags["mlflow.parentRunId"] == train_run
-    assert new.params["evaluate.threshold"] == "0.3" and "mAP" in new.metrics
+    assert new.params["evaluate.threshold"] == "0.3"
+    lower = json.loads((root / "results/evaluate_0.3/metrics.json").read_text())
+    assert {k: new.metrics[k] for k in lower} == pytest.approx(lower)  # this execution's evaluate, not the baseline's
     [scored] = runs[0].inputs.dataset_inputs  # the data evaluate scored, as DVC hashes it
     assert scored.tags[0].value == "evaluation" and scored.dataset.digest.endswith(".dir")
     assert new.tags["test.file"] == "data/prepared/test_voc07.json" and len(new.tags["test.digest"]) == 64
     assert {a.path for a in MlflowClient().list_artifacts(runs[0].info.run_id)} >= {"evaluate", "demo"}
 
 
-def test_class_count_mismatch_and_unreadable_demo_image(pipeline, tmp_path):
+def test_class_count_mismatch_and_unreadable_demo_image(workspace, tmp_path):
     ann = tmp_path / "three.json"
     ann.write_text(json.dumps([{"target": [1, 0, -1], "img_path": "x.jpg"}]))
-    result = runner.invoke(app, ["evaluate", "--annotations", str(ann)])
-    assert result.exit_code == 1 and "3 classes per target, but results/train/best.pt has 10" in result.output
+    code, output = run("evaluate", "--annotations", str(ann))
+    assert code == 1 and "3 classes per target, but results/train/best.pt has 10" in output
 
     images = tmp_path / "images"
     images.mkdir()
     Image.new("RGB", (40, 30), "red").save(images / "good.png")
     (images / "broken.jpg").write_bytes(b"not a jpeg")
-    result = runner.invoke(app, ["demo", "--images", str(images), "--out-dir", str(tmp_path / "out")])
-    assert result.exit_code == 0, result.output
-    assert "broken.jpg: cannot read image" in result.output
+    output = ok("demo", "--images", str(images), "--out-dir", str(tmp_path / "out"))
+    assert "broken.jpg: cannot read image" in output
     assert (tmp_path / "out/predictions.txt").read_text().startswith(f"{images / 'good.png'} prediction: ")
 
 
-def test_written_scores_rescore_to_the_same_metrics(pipeline, tmp_path):
-    root, _ = pipeline
+def test_written_scores_rescore_to_the_same_metrics(workspace, tmp_path):
+    root = workspace
     ok("evaluate", "--scores", "results/evaluate/scores.json", "--out-dir", str(tmp_path / "again"))
     again = json.loads((tmp_path / "again/metrics.json").read_text())
     assert again == json.loads((root / "results/evaluate/metrics.json").read_text())
 
 
-def test_per_class_thresholds_travel_in_the_checkpoint_to_demo(pipeline, tmp_path):
+def test_per_class_thresholds_travel_in_the_checkpoint_to_demo(workspace, tmp_path):
     from csra.model.checkpoints import load_checkpoint
 
-    root, outputs = pipeline
+    root = workspace
     thresholds = load_checkpoint(root / "results/train/best.pt")["thresholds"]
     assert len(thresholds) == 10 and all(t is None or 0 <= t <= 1 for t in thresholds)
     ok("demo", "--thresholds", "per_class", "--out-dir", str(tmp_path / "pc"))
@@ -179,20 +138,24 @@ def test_per_class_thresholds_travel_in_the_checkpoint_to_demo(pipeline, tmp_pat
         expected = [c for i, (c, s) in enumerate(item["scores"].items())
                     if s >= (0.5 if thresholds[i] is None else thresholds[i])]
         assert item["labels"] == expected
-    result = runner.invoke(app, ["demo", "--thresholds", "best"])
+    code, output = run("demo", "--thresholds", "best")
     expected = "params.yaml: demo.thresholds must be one of global, per_class, got 'best'"
-    assert result.exit_code == 1 and expected in result.output
+    assert code == 1 and expected in output
 
 
 def files_of(folder):
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_the_same_inputs_give_the_same_bytes_in_another_folder_and_store(chain, tmp_path, mlflow_template):
+def test_the_same_inputs_give_the_same_bytes_in_another_folder_and_store(trained_workspace, tmp_path,
+                                                                         mlflow_template):
     """Every file a stage writes is a function of code, params and data: no temporary name, time, host, path or
-    run id inside (the checkpoint's zip archive, the history, the plots, the heatmaps, the digests)."""
-    root = chain[0]
-    run_chain(tmp_path / "elsewhere", mlflow_template)
+    run id inside (the checkpoint's zip archive, the history, the plots, the heatmaps, the digests). The second
+    chain is a real second run, in another folder with another MLflow store."""
+    root = trained_workspace.root
+    (tmp_path / "elsewhere").mkdir()
+    outputs = run_chain(tmp_path / "elsewhere", new_store(tmp_path / "elsewhere", mlflow_template))
+    assert list(outputs) == list(CHAIN)
     for folder in ("data/prepared", "results/train", "results/evaluate", "results/demo"):
         first, second = files_of(root / folder), files_of(tmp_path / "elsewhere" / folder)
         assert sorted(first) == sorted(second), folder

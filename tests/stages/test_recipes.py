@@ -5,8 +5,8 @@ import subprocess
 
 import pytest
 import yaml
-from conftest import REPO
 from dvc.utils.hydra import compose_and_dump
+from helpers import REPO
 
 from stages.params import load_params
 

@@ -1,6 +1,7 @@
 """Records users can trust: a stage's outputs appear whole or not at all (a kill, a full disk, a read-only folder
 leave the previous output exactly as it was, and the next run removes the leftovers); the best epoch is selected on
-images held out of both training and test, and evaluate says so when it reports on the selection images."""
+images held out of both training and test, and evaluate says so when it reports on the selection images.
+Each test works in its own copy of conftest's tiny trained workspace (`workspace`)."""
 
 import hashlib
 import json
@@ -11,31 +12,9 @@ from contextlib import contextmanager
 
 import pytest
 import yaml
-from conftest import TINY, merge, new_store, repo_params
 from helpers import assert_one_line_error, run, training_run
 
 from csra.model.checkpoints import load_checkpoint
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, mlflow_template):
-    """A tiny built-in dataset, prepared and trained once (default selection: held-out val split)."""
-    root = tmp_path_factory.mktemp("records")
-    (root / "params.yaml").write_text(yaml.safe_dump(merge(repo_params(),
-                                                           TINY)))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root)
-        patch.setenv("MLFLOW_TRACKING_URI", new_store(root, mlflow_template))
-        for stage in ("prepare", "train", "evaluate"):
-            assert run(stage)[0] == 0
-    return root
-
-
-@pytest.fixture
-def workspace(trained, monkeypatch):
-    monkeypatch.chdir(trained)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{trained / 'mlflow.db'}")
-    return trained
 
 
 def snapshot(folder):

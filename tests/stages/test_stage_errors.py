@@ -6,8 +6,8 @@ import os
 import pytest
 import torch
 import yaml
-from conftest import repo_params
 from errorwalk import ITEMS, Walk, write
+from helpers import repo_params
 
 from csra.data.loading import list_images, load_image
 from csra.evaluate.predict import resolve_device

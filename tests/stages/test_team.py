@@ -16,8 +16,7 @@ import mlflow
 import pytest
 import torch
 import yaml
-from conftest import TINY, merge, new_store, repo_params
-from helpers import run, training_run
+from helpers import TINY, merge, new_store, repo_params, run, training_run
 from mlflow import MlflowClient
 
 from csra.data.loading import load_image

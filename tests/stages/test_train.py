@@ -11,7 +11,7 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-from helpers import assert_one_line_error, edit_params, run, training_run
+from helpers import assert_one_line_error, edit_params, ok, run, training_run
 
 from csra.data import loading as datasets
 from csra.evaluate.metrics import average_precision, mean_average_precision
@@ -26,7 +26,7 @@ def history(path):
 
 def test_every_params_key_reaches_the_mlflow_run_under_its_name(tiny_params, mlflow_store):
     edit_params(tiny_params, **{"train.epochs": 1, "data.raw_path": "raw"})
-    assert run("prepare")[0] == 0
+    ok("prepare")
     code, output = run("train", "--lam", "0.25")  # an option given on the command line is what the run used
     assert code == 0, output
     mlflow.set_tracking_uri(mlflow_store)
@@ -39,7 +39,7 @@ def test_every_params_key_reaches_the_mlflow_run_under_its_name(tiny_params, mlf
 
 
 def test_killed_mid_epoch_and_resumed_ends_like_an_uninterrupted_run(tiny_params, monkeypatch, mlflow_store):
-    assert run("prepare")[0] == 0
+    ok("prepare")
     code, output = run("train", "--epochs", "3", "--out-dir", "straight")
     assert code == 0, output
 
@@ -81,7 +81,7 @@ def test_killed_mid_epoch_and_resumed_ends_like_an_uninterrupted_run(tiny_params
 def test_nan_loss_stops_and_keeps_the_last_good_state(tiny_params, monkeypatch):
     from csra.train import loop as trainer
 
-    assert run("prepare")[0] == 0
+    ok("prepare")
     real = trainer.make_criterion
 
     def nan_after_epoch_1(cfg):
@@ -118,7 +118,7 @@ def kernels():
 def test_auto_workers_come_from_this_machine_and_a_set_value_wins(tiny_params, monkeypatch, kernels):
     from csra.data import loading
 
-    assert run("prepare")[0] == 0
+    ok("prepare")
     seen = []
     monkeypatch.setattr(loading, "auto_workers", lambda *facts: seen.append(facts) or 1)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(6)), raising=False)
@@ -137,7 +137,7 @@ def test_auto_workers_come_from_this_machine_and_a_set_value_wins(tiny_params, m
 
 
 def test_two_processes_with_gloo_one_run_one_set_of_outputs(tiny_params, mlflow_store):
-    assert run("prepare")[0] == 0
+    ok("prepare")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",

@@ -4,9 +4,8 @@ import functools
 
 import pytest
 import torch
-from conftest import REPO
 from dvc.utils.hydra import compose_and_dump
-from helpers import train_config
+from helpers import REPO, train_config
 
 from csra.data.prepared import TrainData
 from csra.distributed import SINGLE
