@@ -24,13 +24,14 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 
+from csra.data.loading import loader_workers
 from csra.data.prepared import TrainData
 from csra.distributed import SINGLE
 from csra.evaluate.predict import resolve_device
 from csra.train.config import TrainConfig
 from csra.train.loop import Trainer
 from csra.train.run import build_trainer
-from stages.common import loader_workers, machine
+from stages.common import machine
 
 CLASSES = [f"class{i}" for i in range(20)]
 PAPER = dict(  # the paper's optimiser; the schedule does not change the speed
@@ -93,7 +94,7 @@ def model_alone(trainer: Trainer, batches: list) -> float:
 
 def run(args: argparse.Namespace, items: list[dict]) -> tuple[dict[str, float], Trainer]:
     device = resolve_device(args.device)
-    workers = loader_workers(args.workers, device.type)
+    workers = loader_workers(args.workers, *machine(), device.type)
     cfg = TrainConfig(model=args.model, img_size=args.img_size, batch_size=args.batch_size, amp=args.amp,
                       channels_last=args.channels_last, compile=args.compile, num_workers=workers,
                       device=str(device), **PAPER)

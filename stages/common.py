@@ -28,14 +28,6 @@ def machine() -> tuple[int, int]:
     return cores, int(os.environ.get("LOCAL_WORLD_SIZE", 1))
 
 
-def loader_workers(setting: int | str, device_type: str) -> int:
-    """The data loader workers of a `num_workers` setting: a number as given; 'auto' from this machine's share of
-    cores and the device (csra.data.loading.auto_workers)."""
-    from csra.data.loading import auto_workers
-
-    return auto_workers(*machine(), device_type) if setting == "auto" else int(setting)
-
-
 class _Stderr(logging.Handler):
     """Writes each record's message to the current sys.stderr (which a test runner may have replaced)."""
 

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from csra.data.registry import DATASETS
-from stages.common import BEST, DEFAULT_PARAMS_PATH, ParamsOption, loader_workers, user_errors
+from stages.common import BEST, DEFAULT_PARAMS_PATH, ParamsOption, machine, user_errors
 from stages.inference import (
     CheckpointOption,
     ImgSizeOption,
@@ -56,11 +56,12 @@ def model_scores(net: Any, items: list[dict], params: Any) -> Any:
     """A model's scores of every item through the one prediction path (the only part that needs torch), with the
     loader workers of this machine when evaluate.num_workers is auto."""
     from csra.backends import set_kernels
+    from csra.data.loading import loader_workers
     from csra.evaluate.predict import predict, resolve_device
 
     device = resolve_device(params.evaluate.device)
     set_kernels(params.evaluate.deterministic)
-    workers = loader_workers(params.evaluate.num_workers, device.type)
+    workers = loader_workers(params.evaluate.num_workers, *machine(), device.type)
     return predict(net, items, net.config, params.evaluate.batch_size, workers, device).scores
 
 

@@ -49,7 +49,7 @@ class PrepareParams(Group):
 
 
 def workers_setting() -> Any:
-    """num_workers: 'auto' (the stage picks from the machine, see stages.common.loader_workers) or a number ≥ 0."""
+    """num_workers: 'auto' (the stage picks from the machine, see csra.data.loading.loader_workers) or a number ≥ 0."""
     return setting(min=0, keywords=("auto",))
 
 

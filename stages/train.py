@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from stages.common import BEST, DEFAULT_PARAMS_PATH, ParamsOption, loader_workers, user_errors
+from stages.common import BEST, DEFAULT_PARAMS_PATH, ParamsOption, machine, user_errors
 
 if TYPE_CHECKING:
     from csra.train.run import TrainResult
@@ -103,6 +103,7 @@ def train(
         train__pretrained=pretrained, train__epochs=epochs, train__batch_size=batch_size, train__lr=lr,
         train__seed=seed, train__device=device, train__out_dir=str(out_dir) if out_dir else None,
     )
+    from csra.data.loading import loader_workers
     from csra.data.prepared import load_training_data
     from csra.data.registry import get_dataset
     from csra.evaluate.predict import resolve_device
@@ -117,7 +118,7 @@ def train(
     out, ctx = Path(params.train.out_dir), dist_context()
     work = out.with_name(f"{out.name}{PARTIAL}")  # the run's outputs while it is unfinished, its resume point
     device = resolve_device(params.train.device, ctx.local_rank)
-    cfg = params.train.config(loader_workers(params.train.num_workers, device.type))
+    cfg = params.train.config(loader_workers(params.train.num_workers, *machine(), device.type))
     data = load_training_data(params.data.dataset, params.data.prepared_dir, params.data.bad_images == "skip",
                               params.data.selection, params.data.val_fraction, params.data.val_seed)
     paths = TrainPaths(work / BEST, work / STATE)

@@ -188,6 +188,11 @@ def auto_workers(cores: int, local_processes: int, device_type: str) -> int:
     return min(workers, MAX_WORKERS)
 
 
+def loader_workers(setting: int | str, cores: int, local_processes: int, device_type: str) -> int:
+    """The loader processes of a num_workers setting: a number as given, 'auto' from the machine (auto_workers)."""
+    return auto_workers(cores, local_processes, device_type) if setting == "auto" else int(setting)
+
+
 def make_loader(
     items: list[dict], config: ModelConfig, train: bool, batch_size: int, num_workers: int,
     sampler: Sampler | None = None, skip_bad: bool = False, device_type: str = "cpu",
