@@ -208,12 +208,12 @@ def initial_weights_that_do_not_fit(tmp):
 
 @says("ImageNet weights of resnet18 not found: put resnet18-", "/checkpoints (set TORCH_HOME")
 def imagenet_weights_not_in_the_cache(tmp):
-    cache = torch.hub.get_dir()
-    torch.hub.set_dir(str(tmp))  # an empty cache
+    before = os.environ.get("TORCH_HOME")
+    os.environ["TORCH_HOME"] = str(tmp)  # an empty cache (torch.hub.set_dir would pin it for later tests)
     try:
         build_model(ModelConfig.create("resnet18", 2, 1, 0.1, 32), "imagenet")
     finally:
-        torch.hub.set_dir(cache)
+        os.environ.pop("TORCH_HOME") if before is None else os.environ.__setitem__("TORCH_HOME", before)
 
 
 @says("img_size must be ≥ 32, got 16")
