@@ -27,9 +27,10 @@ repro: install
 	@echo "MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --port 5000"
 	@echo "the runs table: http://127.0.0.1:5000/#/experiments/$$($(BIN)/python -c $(EXPERIMENT_ID))/runs?workflowType=machine_learning"
 
-# no bytecode or pytest cache: the tests leave the repository exactly as they found it
+# Two worker processes, one test file each at a time (the DVC file's pipeline runs beside the rest); no bytecode
+# or pytest cache: the tests leave the repository exactly as they found it.
 test: install
-	PYTHONDONTWRITEBYTECODE=1 $(BIN)/python -m pytest -p no:cacheprovider
+	PYTHONDONTWRITEBYTECODE=1 $(BIN)/python -m pytest -p no:cacheprovider -n 2 --dist loadfile
 
 lint: install
 	$(BIN)/ruff check csra stages tests bench
