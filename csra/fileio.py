@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import hashlib
 import json
 import os
 import re
@@ -112,6 +113,15 @@ def decode_text(data: bytes, path: Path) -> str:
 def read_text(path: Path) -> str:
     """The UTF-8 text of the file at path (which exists), or a CSRAError naming the file and the first bad byte."""
     return decode_text(path.read_bytes(), path)
+
+
+def file_md5(path: Path) -> str:
+    """The MD5 of a file's bytes (DVC's hash of a file), read in 1 MiB blocks."""
+    digest = hashlib.md5()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_text(path: str | Path, text: str) -> Path:

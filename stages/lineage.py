@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from csra.data.registry import DatasetEntry
+from csra.fileio import file_md5
 
 LOCK = "dvc.lock"
 
@@ -24,14 +25,6 @@ class DataVersion:
     source: str
     digest: str
     items: dict[str, int]
-
-
-def file_md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def dvc_md5(path: Path) -> str:

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from csra.errors import CSRAError
+from csra.fileio import file_md5
 from stages.execution import execution_id, run_tags
-from stages.lineage import DataVersion, file_md5
+from stages.lineage import DataVersion
 
 DVC_TEMP_WORKSPACES = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
 TEST_FILE, TEST_DIGEST = "test.file", "test.digest"  # the annotation file evaluate scored, by path and items_digest

@@ -3,7 +3,6 @@ and the digest of what each split's readers read, written into the prepared fold
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from csra.data.formats import CLASSES_FILE, write_annotations, write_classes
@@ -11,7 +10,7 @@ from csra.data.registry import get_dataset
 from csra.data.synthetic import SyntheticSpec, generate_synthetic
 from csra.data.voc import convert_voc07, voc07_val
 from csra.errors import CSRAError
-from csra.fileio import atomic_dir
+from csra.fileio import atomic_dir, file_md5
 
 SYNTHETIC_DIR = "synthetic"  # the built-in dataset is generated inside the prepared folder
 # One digest file per split, in md5sum's format: the MD5 of every file a reader of that split reads (the annotation
@@ -61,16 +60,6 @@ def prepare_dataset(
     return classes
 
 
-def _md5(path: Path) -> str:
-    if not path.is_file():
-        return MISSING
-    digest = hashlib.md5()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_digests(tmp: Path, out_dir: Path, split: str, file_name: str | None, items: list[dict]) -> None:
     """tmp/<split>.md5: one `MD5  path` line per file a reader of the split reads, paths as the stages see them
     (inside out_dir for the prepared files, whose bytes are still in tmp), sorted; empty when file_name is None."""
@@ -81,5 +70,8 @@ def write_digests(tmp: Path, out_dir: Path, split: str, file_name: str | None, i
 
     paths = sorted({str(out_dir / file_name), str(out_dir / CLASSES_FILE)} | {item["img_path"] for item in items}
                    if file_name else set())
-    text = "".join(f"{_md5(on_disk(path))}  {path}\n" for path in paths)
+    def md5(path: str) -> str:
+        return file_md5(on_disk(path)) if on_disk(path).is_file() else MISSING
+
+    text = "".join(f"{md5(path)}  {path}\n" for path in paths)
     (tmp / f"{split}.md5").write_text(text, encoding="utf-8")
