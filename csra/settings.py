@@ -17,6 +17,8 @@ from typing import Any
 from csra.errors import CSRAError
 
 
+DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"  # a device setting: auto (a GPU when there is one), cpu, cuda or cuda:N
+
 class SettingError(CSRAError):
     """One setting has a value it may not take: key names it (dotted inside nested settings), why says what is
     allowed."""

@@ -1,5 +1,5 @@
-"""Shared by the stage commands: the user-error wrapper, the library's warnings on stderr, typed option aliases, and
-`num_workers: auto` resolved from the machine's facts."""
+"""Shared by the stage commands, light enough for the CLI to import: the user-error wrapper, the library's warnings on
+stderr, the model a stage after train reads (ModelSource), and the machine's facts for `num_workers: auto`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
@@ -17,7 +18,37 @@ from csra.errors import CSRAError
 
 DEFAULT_PARAMS_PATH = Path("params.yaml")  # the params file the stages and load_params read by default
 BEST = "best.pt"  # the checkpoint train makes and evaluate, demo and export read
-ParamsOption = Annotated[Path, typer.Option("--params", help="The params file every default is read from.")]
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """The model a stage after train reads, as the command line named it: a checkpoint (None: train.out_dir/best.pt)
+    — ours, or an official state dict described by the model options — or a registered model (model_uri).
+    dataset_given: the user named the dataset, so our checkpoint's class names must be its names."""
+
+    checkpoint: Path | None = None
+    model_uri: str | None = None
+    dataset_given: bool = False
+    backbone: str | None = None
+    num_heads: int | None = None
+    lam: float | None = None
+    img_size: int | None = None
+
+    def checked(self) -> ModelSource:
+        """self; a registered model carries its own model and preprocessing, so it takes no checkpoint and no model
+        option (a CSRAError naming them)."""
+        if self.model_uri is None:
+            return self
+        given = {"--checkpoint": self.checkpoint, "--dataset": self.dataset_given or None, "--model": self.backbone,
+                 "--num-heads": self.num_heads, "--lam": self.lam, "--img-size": self.img_size}
+        named = [option for option, value in given.items() if value is not None]
+        if named:
+            raise CSRAError(f"--model-uri {self.model_uri}: a registered model takes no {', '.join(named)}")
+        return self
+
+    def checkpoint_or(self, out_dir: str) -> Path:
+        """The checkpoint to read: the one named, else the one train wrote in out_dir."""
+        return self.checkpoint or Path(out_dir) / BEST
 
 
 def machine() -> tuple[int, int]:

@@ -4,61 +4,66 @@ version (--model-uri), its input contract and ONNX form."""
 
 from __future__ import annotations
 
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
+import torch
 import typer
 
-from stages.common import BEST, DEFAULT_PARAMS_PATH, ParamsOption, user_errors
-from stages.inference import (
-    CheckpointOption,
-    ImgSizeOption,
-    LamOption,
-    ModelOption,
-    ModelUriOption,
-    NumHeadsOption,
-    load_for_inference,
-    only_one_source,
+from csra.deploy.export import (
+    PARITY_TOLERANCE,
+    example_images,
+    input_contract,
+    require_onnx,
+    write_exports,
+    write_onnx_of,
 )
+from csra.deploy.scoring import ScoringModel
+from csra.evaluate.metrics import METRIC_NAMES
+from csra.fileio import atomic_dir, write_json
+from csra.model.network import CSRAModel
+from csra.settings import setting
+from stages import registry, tracking
+from stages.common import ModelSource
+from stages.inference import load_for_inference, stage_run_name
+from stages.lineage import model_key
+from stages.params import DatasetParams, Group, StageParams, TrackingParams, TrainOutput, load_params
 
 CONTRACT = "export.json"
 REGISTRATION = "export/registration.json"  # in the MLflow run: the ids and versions of this execution
+REGISTER = ("always", "better", "never")  # register a new model version: on every export, when it beats the champion
 
 
-@user_errors
-def export(
-    checkpoint: CheckpointOption = None,
-    model_uri: ModelUriOption = None,
-    out_dir: Annotated[Path | None, typer.Option(help="Output folder (export.out_dir).")] = None,
-    onnx: Annotated[bool | None, typer.Option("--onnx/--no-onnx", help="Also write ONNX (export.onnx).")] = None,
-    registered_model: Annotated[str | None, typer.Option(help="MLflow model name (export.registered_model).")] = None,
-    register: Annotated[str | None, typer.Option(help="Register a version: always, better (than the champion) or "
-                                                      "never (export.register).")] = None,
-    dataset: Annotated[str | None, typer.Option(help="Class names of an official state dict: voc07, coco, wider "
-                                                     "(data.dataset).")] = None,
-    model: ModelOption = None,
-    num_heads: NumHeadsOption = None,
-    lam: LamOption = None,
-    img_size: ImgSizeOption = None,
-    params_file: ParamsOption = DEFAULT_PARAMS_PATH,
-) -> None:
-    """Export the model (uint8 RGB images of any size in, class scores out) and register it in MLflow."""
-    from stages.params import load_params
+@dataclass(frozen=True)
+class ExportParams(Group):
+    out_dir: str = setting()
+    onnx: bool = setting()
+    registered_model: str = setting(pattern=r"[A-Za-z0-9_.\-]+", help="a model name (letters, digits, _ . -)")
+    register: str = setting(choices=REGISTER)
+    champion_metric: str = setting(choices=METRIC_NAMES)  # any of evaluate's metrics can elect the champion
+    seed: int = setting(min=0)
 
-    params = load_params(params_file, export__out_dir=str(out_dir) if out_dir else None, export__onnx=onnx,
-                         export__registered_model=registered_model, export__register=register,
-                         data__dataset=dataset)
-    only_one_source(checkpoint, model_uri, dataset=dataset, model=model, num_heads=num_heads, lam=lam,
-                    img_size=img_size)
+
+@dataclass(frozen=True)
+class Params(StageParams):
+    """What export reads of params.yaml (tracking: where the model is recorded, no dependency)."""
+
+    data: DatasetParams
+    train: TrainOutput
+    export: ExportParams
+    tracking: TrackingParams
+
+
+def run(params_file: Path, overrides: dict[str, object], source: ModelSource) -> None:
+    params = load_params(Params, params_file, overrides)
     if params.export.onnx:
-        from csra.deploy.export import require_onnx
-
         require_onnx()  # before any model is loaded or downloaded
-    if model_uri is not None:
-        return export_registered(model_uri, params)
-    ckpt = checkpoint or Path(params.train.out_dir) / BEST
-    net, saved = load_for_inference(ckpt, params.data.dataset, params.data.prepared_dir, dataset is not None,
-                                    model, num_heads, lam, img_size)
+    if source.model_uri is not None:
+        return export_registered(source.model_uri, params)
+    ckpt = source.checkpoint_or(params.train.out_dir)
+    net, saved = load_for_inference(ckpt, source, params.data, source.dataset_given)
     registered = export_checkpoint(ckpt, net, saved, params)
     typer.echo(f"MLflow: {registered['registered']}: {registered['model_uri']}; champion: "
                + (f"version {registered['champion']} (by {registered['metric']})" if registered["champion"]
@@ -67,16 +72,9 @@ def export(
                  "--env-manager local --port 5001")
 
 
-def export_checkpoint(ckpt: Path, net: Any, saved: dict, params: Any) -> dict[str, Any]:
+def export_checkpoint(ckpt: Path, net: CSRAModel, saved: dict[str, Any], params: Params) -> dict[str, Any]:
     """export.json (and model.onnx), the model logged once per trained model, the version registered as
     export.register says, and its record in the run (REGISTRATION), which it returns."""
-    from csra.deploy.export import PARITY_TOLERANCE, example_images, input_contract, write_exports
-    from csra.deploy.scoring import ScoringModel
-    from csra.fileio import atomic_dir, write_json
-    from stages import registry, tracking
-    from stages.execution import run_name
-    from stages.lineage import model_key
-
     scoring = ScoringModel(net).eval()
     contract = input_contract(scoring, saved["classes"])
     with atomic_dir(Path(params.export.out_dir)) as tmp:
@@ -85,7 +83,7 @@ def export_checkpoint(ckpt: Path, net: Any, saved: dict, params: Any) -> dict[st
         write_json(tmp / CONTRACT, {**contract, "parity": {"tolerance": PARITY_TOLERANCE,
                                                            "max_abs_difference": parity}}, indent=2)
         with tracking.stage_run(ckpt, params.tracking.experiment, params.flat(),
-                                run_name(params.train.recipe)) as recorder:
+                                stage_run_name(saved, "export")) as recorder:
             model_id = registry.log_scoring_model(
                 recorder, model_key(ckpt, net.config.to_dict()), scoring,
                 example_images(net.config.img_size, params.export.seed).numpy(), saved["classes"],
@@ -97,18 +95,9 @@ def export_checkpoint(ckpt: Path, net: Any, saved: dict, params: Any) -> dict[st
     return registered
 
 
-def export_registered(uri: str, params: Any) -> None:
+def export_registered(uri: str, params: Params) -> None:
     """export.json of a registered version (its input contract, from the model's metadata, and the version it
     resolved to) and, with export.onnx, model.onnx checked against the program."""
-    import tempfile
-
-    import torch
-
-    from csra.deploy.export import PARITY_TOLERANCE, write_onnx_of
-    from csra.fileio import atomic_dir, write_json
-    from stages import registry, tracking
-    from stages.execution import run_name
-
     with tempfile.TemporaryDirectory() as download, atomic_dir(Path(params.export.out_dir)) as tmp:
         program, metadata, found = registry.fetch(uri, Path(download))
         contract = {k: metadata[k] for k in ("input", "preprocessing", "output") if k in metadata}
@@ -121,7 +110,7 @@ def export_registered(uri: str, params: Any) -> None:
                                     "parity": {"tolerance": PARITY_TOLERANCE, "max_abs_difference": parity}},
                    indent=2)
         with tracking.stage_run(None, params.tracking.experiment, params.flat(),
-                                run_name(params.train.recipe)) as recorder:
+                                stage_run_name(None, "export")) as recorder:
             recorder.tag("csra.model_uri", found["model_uri"])
             recorder.artifact(tmp / CONTRACT, "export")
             recorder.record(found, REGISTRATION)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from csra.errors import CSRAError
-from stages.params import METRICS
+from csra.evaluate.metrics import METRIC_NAMES
 from stages.tracking import TEST_DIGEST, TEST_FILE, Recorder, connect, store_errors
 
 CHAMPION = "champion"
@@ -66,7 +66,7 @@ def evaluation(recorder: Recorder) -> Evaluation | None:
     for run_id in dict.fromkeys(filter(None, (recorder.run_id, recorder.train_run_id))):
         data = recorder.mlflow.get_run(run_id).data
         if TEST_DIGEST in data.tags:
-            return Evaluation({k: data.metrics[k] for k in METRICS if k in data.metrics}, data.tags[TEST_FILE],
+            return Evaluation({k: data.metrics[k] for k in METRIC_NAMES if k in data.metrics}, data.tags[TEST_FILE],
                               data.tags[TEST_DIGEST])
     return None
 

@@ -176,9 +176,9 @@ def training_run_of(mlflow: Any, checkpoint: Path, execution: str) -> Any | None
 @contextmanager
 def stage_run(checkpoint: Path | None, experiment: str, params: dict[str, Any], name: str) -> Iterator[Recorder]:
     """This execution's run for a stage after train (evaluate, demo, export) that reads checkpoint: the training
-    run if train ran in this same execution; else this execution's own run — found by its tag, or created with
-    every param and linked to the training run it builds on (tag csra.train_run_id, nested under it). Another
-    execution's run is never changed."""
+    run if train ran in this same execution; else this execution's own run — found by its tag, or created and
+    linked to the training run it builds on (tag csra.train_run_id, nested under it). The stage adds the params it
+    read that the run does not hold yet. Another execution's run is never changed."""
     mlflow = connect()
     execution = execution_id()
     with store_errors():
@@ -192,7 +192,8 @@ def stage_run(checkpoint: Path | None, experiment: str, params: dict[str, Any], 
             if run_id is None:
                 links = {"csra.train_run_id": train_run_id, "mlflow.parentRunId": train_run_id} if train_run_id else {}
                 mlflow.set_tags({**run_tags(), "csra.execution": execution, **links})
-                mlflow.log_params(params)
+            logged = mlflow.get_run(run.info.run_id).data.params  # each stage adds the params it read
+            mlflow.log_params({k: v for k, v in params.items() if k not in logged})
             yield Recorder(mlflow, run.info.run_id, train_run_id)
 
 

@@ -106,6 +106,26 @@ def edit_params(path, **changes):
     path.write_text(yaml.safe_dump(params))
 
 
+STAGES = ("prepare", "train", "evaluate", "demo", "export")
+
+
+def stage_params(stage: str, path, overrides: dict | None = None):
+    """What the stage reads of the params file at path (its schema, checked), after overrides."""
+    import importlib
+
+    from stages.params import load_params
+
+    return load_params(importlib.import_module(f"stages.{stage}").Params, path, overrides)
+
+
+def load_all_params(path, overrides: dict | None = None) -> dict:
+    """Every stage's params from the file at path, checked as the stages check them (prepare first), flat."""
+    flat: dict = {}
+    for stage in STAGES:
+        flat.update(stage_params(stage, path, overrides).flat())
+    return flat
+
+
 def train_config(**changes):
     """A TrainConfig for tiny CPU runs: resnet18 from scratch at 32 px, the paper's SGD schedule, 2 epochs."""
     from csra.train.config import TrainConfig

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 THRESHOLD_METRICS = ("CP", "CR", "CF1", "OP", "OR", "OF1")
+# The names of evaluate_scores' metrics, in its order; all are higher-is-better.
+METRIC_NAMES = ("mAP", *THRESHOLD_METRICS, *(f"{name}_top3" for name in THRESHOLD_METRICS))
 
 
 def _labels(targets: np.ndarray, label_format: str, for_ap: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -6,11 +6,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from csra.model.zoo import HEAD_COUNTS, HEADS, canonical_name, check_img_size
-from csra.settings import check_fields, setting
+from csra.settings import DEVICE_PATTERN, check_fields, setting
 
 OPTIMIZERS = ("sgd", "adamw")
 LOSSES = ("bce", "asl")
-DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"
 # Settings that may change between an interrupted run and its resume: they do not change its trajectory.
 RESUMABLE_CHANGES = ("epochs", "num_workers", "device", "compile")
 # Settings a stage may derive from the machine (num_workers: auto): left out of the recipe a checkpoint records, so

@@ -7,14 +7,13 @@ import pytest
 import torch
 import yaml
 from errorwalk import ITEMS, Walk, write
-from helpers import repo_params
+from helpers import load_all_params, repo_params
 
 from csra.data.loading import list_images, load_image
 from csra.evaluate.predict import resolve_device
 from csra.model.network import ModelConfig, build_model
 from csra.train.state import find_resume
 from stages import tracking
-from stages.params import load_params
 
 walk = Walk()
 says = walk.says
@@ -29,12 +28,12 @@ def params(tmp, edit=None, text=None):
         data = repo_params()
         edit(data)
         path.write_text(yaml.safe_dump(data))
-    load_params(path)
+    load_all_params(path)
 
 
 @says("params.yaml: params file not found (run from the repository root or pass --params)")
 def params_missing_file(tmp):
-    load_params(tmp / "params.yaml")
+    load_all_params(tmp / "params.yaml")
 
 
 @says("params.yaml: not valid YAML (while parsing a flow sequence)")
@@ -247,9 +246,9 @@ def registered_model_missing(tmp):
 
 @says("--model-uri models:/csra@champion: a registered model takes no --checkpoint, --lam")
 def registered_model_with_model_options(tmp):
-    from stages.inference import only_one_source
+    from stages.common import ModelSource
 
-    only_one_source(tmp / "best.pt", "models:/csra@champion", model=None, lam=0.1)
+    ModelSource(tmp / "best.pt", "models:/csra@champion", lam=0.1).checked()
 
 
 @pytest.mark.parametrize("name", sorted(walk.cases))

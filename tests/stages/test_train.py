@@ -11,13 +11,12 @@ import mlflow
 import numpy as np
 import pytest
 import torch
-from helpers import assert_one_line_error, edit_params, ok, run, training_run
+from helpers import assert_one_line_error, edit_params, ok, run, stage_params, training_run
 
 from csra.data import loading as datasets
 from csra.evaluate.metrics import average_precision, mean_average_precision
 from csra.evaluate.predict import predict
 from csra.model.checkpoints import load_checkpoint, load_model
-from stages.params import load_params
 
 
 def history(path):
@@ -31,11 +30,10 @@ def test_every_params_key_reaches_the_mlflow_run_under_its_name(tiny_params, mlf
     assert code == 0, output
     mlflow.set_tracking_uri(mlflow_store)
     logged = training_run(tiny_params.parent / "results/train/best.pt").data.params
-    expected = load_params(tiny_params, train__lam=0.25).flat()
+    expected = stage_params("train", tiny_params, {"train.lam": 0.25}).flat()
     assert logged == {key: str(value) for key, value in expected.items()}
-    assert logged["train.lam"] == "0.25" and logged["prepare.synthetic.seed"] == "0"
-    assert {key.split(".")[0] for key in logged} == {"data", "prepare", "train", "evaluate", "demo", "export",
-                                                     "tracking"}
+    assert logged["train.lam"] == "0.25" and logged["data.selection"] == "val"
+    assert {key.split(".")[0] for key in logged} == {"data", "train", "tracking"}  # what train read
 
 
 def test_killed_mid_epoch_and_resumed_ends_like_an_uninterrupted_run(tiny_params, monkeypatch, mlflow_store):

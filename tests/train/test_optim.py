@@ -5,14 +5,13 @@ import functools
 import pytest
 import torch
 from dvc.utils.hydra import compose_and_dump
-from helpers import REPO, train_config
+from helpers import REPO, stage_params, train_config
 
 from csra.data.prepared import TrainData
 from csra.distributed import SINGLE
 from csra.model.network import ModelConfig, build_model
 from csra.train.optim import lr_factor, make_optimizer
 from csra.train.run import build_trainer
-from stages.params import load_params
 
 CFG = train_config()
 
@@ -77,7 +76,7 @@ def test_each_recipe_builds_its_optimiser(tmp_path, recipe):
     kind, backbone_lr, heads_lr, hyper = OPTIMISERS[recipe]
     path = tmp_path / "params.yaml"  # composed by Hydra as `dvc exp run -S train=RECIPE` does
     compose_and_dump(path, str(REPO / "conf"), None, "config", str(REPO), [f"train={recipe}"])
-    cfg = load_params(path).train.config(num_workers=0)
+    cfg = stage_params("train", path).train.config(num_workers=0)
     model = shared_model()
     opt = make_optimizer(model, cfg)
     assert type(opt) is kind
