@@ -16,7 +16,7 @@ import typer
 from stages.common import BEST, DEFAULT_PARAMS_PATH, ParamsOption, machine, user_errors
 
 if TYPE_CHECKING:
-    from csra.train.run import TrainResult
+    from csra.train.run import EpochRow, TrainHooks, TrainResult
     from stages.tracking import Recorder
 
 METRICS_FILE, HISTORY = "metrics.json", "history.csv"
@@ -50,14 +50,14 @@ def write_history(path: Path, history: list[dict]) -> None:
     write_text(path, buffer.getvalue())
 
 
-def make_callbacks(out: Path, done: Path, epochs: int, recorder: Recorder):
+def make_hooks(out: Path, done: Path, epochs: int, recorder: Recorder) -> TrainHooks:
     """Per epoch: MLflow metrics, history.csv (in the work folder out) and one console line; at the end
     metrics.json, the best epoch, and which checkpoint the run made (in done, once swapped in)."""
     from csra.fileio import write_json
-    from csra.train.run import TrainCallbacks
+    from csra.train.run import TrainHooks
 
-    class Record(TrainCallbacks):
-        def on_epoch(self, row: dict, history: list[dict]) -> None:
+    class Record(TrainHooks):
+        def on_epoch(self, row: EpochRow, history: list[EpochRow]) -> None:
             recorder.metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
             write_history(out / HISTORY, history)
             typer.echo(f"epoch {row['epoch']:>3}/{epochs}  loss {row['train_loss']:.4f}  lr {row['lr']:.5f}  "
@@ -137,10 +137,12 @@ def train(
                    + f", {cfg.num_workers} loader workers{' each' if ctx.enabled else ''}"
                    + (f"; resuming after epoch {state['epoch']}" if state else ""))
     flat = params.flat()
-    recorded = {k: v for k, v in flat.items() if k in OUTPUT_PARAMS or k.split(".")[0] in OUTPUT_PARAMS}
+    in_recipe = {f"train.{name}" for name in cfg.recipe()}  # the checkpoint records the recipe itself, once
+    recorded = {k: v for k, v in flat.items()
+                if (k in OUTPUT_PARAMS or k.split(".")[0] in OUTPUT_PARAMS) and k not in in_recipe}
     progress = sys.stderr.isatty()
     if not ctx.is_main:
-        run_training(cfg, data, paths, resume=state, metadata=recorded, ctx=ctx, progress=progress)
+        run_training(cfg, data, paths, device=device, resume=state, params=recorded, ctx=ctx, progress=progress)
         return
     run_id = state["extra"].get("run_id") if state else None
     name = run_name(params.train.recipe)
@@ -148,8 +150,8 @@ def train(
                                params.tracking.system_metrics) as recorder:
         recorder.tag("selection", f"{data.selection.split}: {data.selection.source}")
         recorder.dataset(prepared_version(get_dataset(params.data.dataset), params.data.prepared_dir), "training")
-        result = run_training(cfg, data, paths, resume=state, metadata=recorded, ctx=ctx, progress=progress,
-                              callbacks=make_callbacks(work, out, cfg.epochs, recorder),
+        result = run_training(cfg, data, paths, device=device, resume=state, params=recorded, ctx=ctx,
+                              progress=progress, hooks=make_hooks(work, out, cfg.epochs, recorder),
                               extra_state={"run_id": recorder.run_id})
     with disk_errors(out):
         replace_dir(work, out)  # the previous complete outputs stay until now
