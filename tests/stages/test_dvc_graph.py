@@ -78,10 +78,18 @@ def test_heatmap_and_export_code_is_not_a_dep_of_train_or_evaluate():
     assert "csra/deploy/heatmaps.py" in code_deps("demo") and "csra/deploy/export.py" in code_deps("export")
 
 
-def test_train_records_in_its_checkpoint_exactly_the_params_it_depends_on():
+def test_train_records_in_its_checkpoint_exactly_the_params_it_depends_on(trained_workspace):
     """A checkpoint holds no param that DVC does not track for train (where runs are recorded, evaluate's settings):
-    else a retrain after an unrelated change would write other bytes under the same lock."""
+    else a retrain after an unrelated change would write other bytes under the same lock. It holds each once: the
+    recipe (train.* less num_workers) under 'recipe', the rest under 'params'."""
+    from csra.model.checkpoints import load_checkpoint
+    from stages.params import load_params
     from stages.train import OUTPUT_PARAMS
 
     declared = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]["params"]
     assert list(OUTPUT_PARAMS) == declared
+    flat = load_params(trained_workspace.root / "params.yaml").flat()
+    tracked = {k for k in flat if k in declared or k.split(".")[0] in declared}
+    saved = load_checkpoint(trained_workspace.root / "results/train/best.pt")
+    recipe = {f"train.{k}" for k in saved["recipe"]}
+    assert not recipe & set(saved["params"]) and recipe | set(saved["params"]) == tracked
