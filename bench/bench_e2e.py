@@ -5,9 +5,9 @@ on the same batches, so that the bottleneck shows on any machine.
     python bench/bench_e2e.py --model resnet18 --img-size 224 --batch-size 16 --steps 12 --device cpu
 
 Writes steps x batch-size VOC-sized JPEGs (500x375: shapes on a gradient with noise, quality 90, about 70 KB
-where VOC's average 90 KB) to a temp folder and builds the Trainer of `csra train` on them (the paper's SGD, random
-weights). Then: the loader alone (make_loader with EpochSampler and the train transform: one pass, no model), the
-model alone (Trainer.train_step on the same batches held in memory) and both together (Trainer.train_one_epoch).
+where VOC's average 90 KB) to a temp folder and builds the training objects of `csra train` on them (the paper's
+SGD, random weights). Then: the loader alone (make_loader with EpochSampler and the train transform: one pass, no
+model), the model alone (train_step on the same batches held in memory) and both together (train_one_epoch).
 Each is timed after a warm-up pass (worker start, cuDNN autotuning, compilation), R times in turn, and the best
 kept. Not a test: the figures depend on the
 machine and on what else runs on it.
@@ -29,8 +29,7 @@ from csra.data.prepared import TrainData
 from csra.distributed import SINGLE
 from csra.evaluate.predict import resolve_device
 from csra.train.config import TrainConfig
-from csra.train.loop import Trainer
-from csra.train.run import build_trainer
+from csra.train.loop import Training, build_training, train_one_epoch, train_step
 from stages.common import machine
 
 CLASSES = [f"class{i}" for i in range(20)]
@@ -73,7 +72,7 @@ def wait(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def loader_alone(trainer: Trainer) -> float:
+def loader_alone(trainer: Training) -> float:
     """Images per second of one pass of the training loader (its workers already started)."""
     count, start = 0, time.perf_counter()
     for batch in trainer.loader:
@@ -81,34 +80,34 @@ def loader_alone(trainer: Trainer) -> float:
     return count / (time.perf_counter() - start)
 
 
-def model_alone(trainer: Trainer, batches: list) -> float:
-    """Images per second of Trainer.train_step over batches already in memory."""
+def model_alone(trainer: Training, batches: list) -> float:
+    """Images per second of train_step over batches already in memory."""
     trainer.net.train()
     wait(trainer.device)
     start = time.perf_counter()
     for batch in batches:
-        loss = trainer.train_step(batch)
+        loss = train_step(trainer, batch)
     loss.item()  # waits for the last step
     return sum(len(b[0]) for b in batches) / (time.perf_counter() - start)
 
 
-def run(args: argparse.Namespace, items: list[dict]) -> tuple[dict[str, float], Trainer]:
+def run(args: argparse.Namespace, items: list[dict]) -> tuple[dict[str, float], Training, TrainConfig]:
     device = resolve_device(args.device)
     workers = loader_workers(args.workers, *machine(), device.type)
     cfg = TrainConfig(model=args.model, img_size=args.img_size, batch_size=args.batch_size, amp=args.amp,
                       channels_last=args.channels_last, compile=args.compile, num_workers=workers,
                       device=str(device), **PAPER)
-    trainer = build_trainer(cfg, TrainData(items, items[:1], CLASSES, "coco"), None, SINGLE, False)
+    trainer = build_training(cfg, TrainData(items, items[:1], CLASSES, "coco"), device, SINGLE)
     batches = list(trainer.loader)  # warm-up: starts the workers
     model_alone(trainer, batches[:2])  # warm-up: autotuning, compilation
-    trainer.train_one_epoch()  # warm-up of both together
+    train_one_epoch(trainer, 0, 1)  # warm-up of both together
     rates = dict.fromkeys(("loader alone", "model alone", "loader + model"), 0.0)
     for _ in range(args.repeat):  # alternating evens out other load on the machine; the best of each is kept
         for label, rate in (("loader alone", lambda: loader_alone(trainer)),
                             ("model alone", lambda: model_alone(trainer, batches)),
-                            ("loader + model", lambda: trainer.train_one_epoch()[2])):
+                            ("loader + model", lambda: train_one_epoch(trainer, 0, 1).images_per_s)):
             rates[label] = max(rates[label], rate())
-    return rates, trainer
+    return rates, trainer, cfg
 
 
 def main() -> None:
@@ -126,12 +125,12 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         items = make_items(Path(tmp), args.steps * args.batch_size)
-        rates, trainer = run(args, items)
+        rates, trainer, cfg = run(args, items)
     device = trainer.device
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"{args.model} at {args.img_size} px, batch {args.batch_size}, {args.steps} steps per pass (best of "
           f"{args.repeat}), "
-          f"{trainer.cfg.num_workers} loader workers, {machine()[0]} cores, {device} ({name}); "
+          f"{cfg.num_workers} loader workers, {machine()[0]} cores, {device} ({name}); "
           f"amp {args.amp}, channels_last {args.channels_last}, compile {args.compile}")
     for label, rate in rates.items():
         print(f"{label:16s}{rate:9.1f} images/s")

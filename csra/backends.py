@@ -6,7 +6,6 @@ from __future__ import annotations
 import torch
 
 
-
 def set_kernels(deterministic: bool) -> None:
     """Fast (deterministic False): cuDNN times its convolution algorithms once per input shape and keeps the
     fastest (the inputs are img_size² throughout), and fp32 matmuls and convolutions run in TF32 on GPUs that have

@@ -16,7 +16,6 @@ from typing import Any
 
 from csra.errors import CSRAError
 
-
 DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"  # a device setting: auto (a GPU when there is one), cpu, cuda or cuda:N
 
 class SettingError(CSRAError):

@@ -21,7 +21,7 @@ from csra.evaluate.predict import resolve_device
 from csra.fileio import disk_errors, replace_dir, write_json, write_text
 from csra.settings import setting
 from csra.train.config import TrainConfig
-from csra.train.run import TrainCallbacks, TrainPaths, TrainResult
+from csra.train.run import EpochRow, TrainHooks, TrainPaths, TrainResult
 from csra.train.run import train as run_training
 from csra.train.state import find_resume
 from stages import tracking
@@ -69,7 +69,7 @@ def dist_context() -> DistContext:
     return DistContext(int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)), int(env.get("LOCAL_RANK", 0)))
 
 
-def write_history(path: Path, history: list[dict]) -> None:
+def write_history(path: Path, history: list[EpochRow]) -> None:
     """history.csv, one row per epoch (floats rounded to 6 places), which `dvc plots` draws: what describes the
     model (loss, lr, val mAP), not how fast the machine was (TIMINGS)."""
     buffer = io.StringIO()
@@ -80,14 +80,14 @@ def write_history(path: Path, history: list[dict]) -> None:
     write_text(path, buffer.getvalue())
 
 
-class Record(TrainCallbacks):
+class Record(TrainHooks):
     """Per epoch: MLflow metrics, history.csv (in the work folder) and one console line; at the end metrics.json,
     the best epoch, and which checkpoint the run made (in done, once swapped in)."""
 
     def __init__(self, work: Path, done: Path, epochs: int, recorder: Recorder):
         self.work, self.done, self.epochs, self.recorder = work, done, epochs, recorder
 
-    def on_epoch(self, row: dict, history: list[dict]) -> None:
+    def on_epoch(self, row: EpochRow, history: list[EpochRow]) -> None:
         self.recorder.metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
         write_history(self.work / HISTORY, history)
         typer.echo(f"epoch {row['epoch']:>3}/{self.epochs}  loss {row['train_loss']:.4f}  lr {row['lr']:.5f}  "
@@ -127,18 +127,19 @@ def run(params_file: Path, overrides: dict[str, object], resume: bool) -> None:
                    + (f" × {ctx.world_size} processes" if ctx.enabled else "")
                    + f", {cfg.num_workers} loader workers{' each' if ctx.enabled else ''}"
                    + (f"; resuming after epoch {state['epoch']}" if state else ""))
-    recorded = {k: v for k, v in params.flat().items() if k.split(".")[0] not in UNTRACKED}  # as DVC tracks them
+    in_recipe = {f"train.{name}" for name in cfg.recipe()}  # the checkpoint records the recipe itself, once
+    recorded = {k: v for k, v in params.flat().items() if k.split(".")[0] not in UNTRACKED and k not in in_recipe}
     progress = sys.stderr.isatty()
     if not ctx.is_main:
-        run_training(cfg, data, paths, resume=state, metadata=recorded, ctx=ctx, progress=progress)
+        run_training(cfg, data, paths, device=device, resume=state, params=recorded, ctx=ctx, progress=progress)
         return
     run_id = state["extra"].get("run_id") if state else None
     with tracking.training_run(params.tracking.experiment, params.flat(), run_name(params.train.recipe), run_id,
                                params.tracking.system_metrics) as recorder:
         recorder.tag("selection", f"{data.selection.split}: {data.selection.source}")
         recorder.dataset(prepared_version(get_dataset(params.data.dataset), params.data.prepared_dir), "training")
-        result = run_training(cfg, data, paths, resume=state, metadata=recorded, ctx=ctx, progress=progress,
-                              callbacks=Record(work, out, cfg.epochs, recorder),
+        result = run_training(cfg, data, paths, device=device, resume=state, params=recorded, ctx=ctx,
+                              progress=progress, hooks=Record(work, out, cfg.epochs, recorder),
                               extra_state={"run_id": recorder.run_id})
     with disk_errors(out):
         replace_dir(work, out)  # the previous complete outputs stay until now

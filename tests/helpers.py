@@ -211,3 +211,35 @@ def run_chain(root: Path, store: str, params: dict | None = None) -> dict[str, s
         patch.chdir(root)
         patch.setenv("MLFLOW_TRACKING_URI", store)
         return {stage: ok(stage) for stage in CHAIN}
+
+
+# --- training runs ---------------------------------------------------------------------------------------------
+def same(a, b):
+    """Equal nested state: dicts, lists, tuples, tensors (values and dtype), numbers."""
+    import torch
+
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict) or isinstance(b, dict):
+        return isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b) and all(
+            same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def train_paths(folder: Path):
+    """TrainPaths of a run in folder: best.pt and state.pt."""
+    from csra.train.run import TrainPaths
+
+    return TrainPaths(folder / "best.pt", folder / "state.pt")
+
+
+def train_on_cpu(folder: Path, data, cfg, **kwargs):
+    """The TrainResult of csra.train.run.train on the CPU, writing into folder (made)."""
+    import torch
+
+    from csra.train.run import train
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return train(cfg, data, train_paths(folder), device=torch.device("cpu"), **kwargs)

@@ -1,4 +1,5 @@
-"""Checkpoints: ours (weights + model config + classes + params) and the official state dicts; loaded weights_only."""
+"""Checkpoints: ours (weights + model config + classes + what trained them) and the official state dicts; loaded
+weights_only."""
 
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ def save_checkpoint(
     path: str | Path, model: CSRAModel, classes: list[str], params: dict[str, Any], **extra: Any
 ) -> Path:
     """Write atomically: {format, model_config, classes, params, state_dict, **extra} (plain types only); the same
-    weights and fields give the same bytes."""
+    weights and fields give the same bytes. model_config rebuilds the network; a trained checkpoint's extra holds
+    the training recipe once (train's 'recipe'), and params only the caller's settings the recipe does not hold."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {
         "format": FORMAT,

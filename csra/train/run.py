@@ -1,6 +1,7 @@
-"""train(cfg, data, paths) -> TrainResult: one training run owned whole — the model and its initial weights, the
-epochs, the best epoch's checkpoint with per-class thresholds, the resumable state and its removal at the end.
-The caller records what it wants through callbacks; nothing here knows of MLflow, params files or the CLI."""
+"""train(cfg, data, paths, device) -> TrainResult: one training run, top to bottom — the model and its initial
+weights, then per epoch: train, validate, keep the best epoch's checkpoint (with per-class thresholds), save the
+resumable state, tell the caller; at the end the caller's last word and the state's removal. The caller records
+what it wants through a TrainHooks object; nothing here knows of MLflow, params files or the CLI."""
 
 from __future__ import annotations
 
@@ -8,22 +9,40 @@ import logging
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
 import numpy as np
+import torch
 
 from csra.data.prepared import TrainData
 from csra.distributed import SINGLE, DistContext, init_distributed, shutdown
 from csra.errors import CSRAError
-from csra.evaluate.metrics import tune_thresholds
+from csra.evaluate.metrics import average_precision, mean_average_precision, tune_thresholds
 from csra.evaluate.predict import resolve_device
 from csra.model.checkpoints import save_checkpoint
-from csra.model.network import CSRAModel, ModelConfig, build_model
 from csra.train.config import TrainConfig
-from csra.train.loop import NonFiniteLoss, Trainer
-from csra.train.state import fingerprint, save_state, seed_everything
+from csra.train.loop import NonFiniteLoss, build_training, train_one_epoch, validate
+from csra.train.state import STATE_FORMAT, fingerprint, rng_state, save_state, set_rng_state
 
 log = logging.getLogger(__name__)
+
+
+class EpochRow(TypedDict):
+    """One epoch of a run's history."""
+
+    epoch: int
+    train_loss: float
+    lr: float
+    images_per_s: float
+    val_mAP: float
+    best_epoch: int
+
+
+class Best(TypedDict):
+    """The best epoch so far and its validation mAP (epoch 0, mAP -1: none yet)."""
+
+    epoch: int
+    val_mAP: float
 
 
 @dataclass(frozen=True)
@@ -37,102 +56,95 @@ class TrainPaths:
 
 @dataclass(frozen=True)
 class TrainResult:
-    """A finished run: one history row per epoch ({epoch, train_loss, lr, images_per_s, val_mAP, best_epoch}), the
-    best epoch and its validation mAP, and the epoch it resumed after (0 for a fresh run)."""
+    """A finished run: one history row per epoch, the best epoch and its validation mAP, and the epoch it resumed
+    after (0 for a fresh run)."""
 
-    history: list[dict]
+    history: list[EpochRow]
     best_epoch: int
     best_val_mAP: float
     resumed_from: int
     paths: TrainPaths
 
     @property
-    def final(self) -> dict:
+    def final(self) -> EpochRow:
         return self.history[-1]
 
 
-class TrainCallbacks:
-    """Hooks the caller overrides to record a run (main process only). on_epoch: after each epoch, once its
-    checkpoint and state are written. on_end: after the last epoch, before the state file is removed — if it
+class TrainHooks:
+    """What the caller overrides to record a run; called on the main process only. on_epoch: after each epoch, once
+    its checkpoint and state are written. on_end: after the last epoch, before the state file is removed — if it
     raises, the state stays and the run can be resumed."""
 
-    def on_epoch(self, row: dict, history: list[dict]) -> None:
+    def on_epoch(self, row: EpochRow, history: list[EpochRow]) -> None:
         """Called with the epoch's history row and the whole history so far."""
 
     def on_end(self, result: TrainResult) -> None:
         """Called once with the finished run."""
 
 
-@dataclass
-class _Run:
-    cfg: TrainConfig
-    data: TrainData
-    paths: TrainPaths
-    metadata: dict[str, Any]
-    extra_state: dict[str, Any]
-
-    def thresholds(self, val: tuple[np.ndarray, np.ndarray]) -> list[float | None] | None:
-        if not self.cfg.tune_thresholds:
-            return None
-        return [None if math.isnan(t) else float(t) for t in tune_thresholds(*val, self.data.label_format)]
-
-    def save(self, path: Path, model: CSRAModel, epoch: int, val_map: float, val: tuple) -> None:
-        selection = asdict(self.data.selection) if self.data.selection else None
-        save_checkpoint(path, model, self.data.classes, self.metadata, epoch=epoch, thresholds=self.thresholds(val),
-                        val_mAP=val_map, recipe=self.cfg.recipe(), selection=selection)
-
-    def after_epoch(self, row: dict, trainer: Trainer, val: tuple[np.ndarray, np.ndarray]) -> None:
-        if trainer.best["epoch"] == trainer.epoch:
-            self.save(self.paths.best, trainer.eval_model, trainer.epoch, trainer.best["val_mAP"], val)
-        save_state(self.paths.state, {**trainer.state_dict(), "fingerprint": fingerprint(self.cfg, self.data),
-                                      "extra": self.extra_state})
+def thresholds(cfg: TrainConfig, data: TrainData, scores: np.ndarray,
+               targets: np.ndarray) -> list[float | None] | None:
+    """The per-class thresholds tuned on the validation scores (None for a class without one), if cfg asks."""
+    if not cfg.tune_thresholds:
+        return None
+    return [None if math.isnan(t) else float(t) for t in tune_thresholds(scores, targets, data.label_format)]
 
 
-def build_trainer(cfg: TrainConfig, data: TrainData, resume: dict | None, ctx: DistContext,
-                  progress: bool) -> Trainer:
-    """Every RNG seeded from cfg.seed, the model with its initial weights (none when resuming), then the Trainer."""
-    seed_everything(cfg.seed)
-    config = ModelConfig.create(cfg.model, len(data.classes), cfg.num_heads, cfg.lam, cfg.img_size, cfg.head)
-    model = build_model(config, "none" if resume else cfg.pretrained)
-    seed_everything(cfg.seed)
-    return Trainer(model, data, cfg, ctx, progress)
-
-
-def train(cfg: TrainConfig, data: TrainData, paths: TrainPaths, *, resume: dict | None = None,
-          callbacks: TrainCallbacks | None = None, metadata: dict[str, Any] | None = None,
-          extra_state: dict[str, Any] | None = None, ctx: DistContext = SINGLE,
+def train(cfg: TrainConfig, data: TrainData, paths: TrainPaths, *, device: torch.device | None = None,
+          resume: dict | None = None, hooks: TrainHooks | None = None, params: dict[str, object] | None = None,
+          extra_state: dict[str, object] | None = None, ctx: DistContext = SINGLE,
           progress: bool = False) -> TrainResult:
-    """Train CSRA on data, validating after every epoch; process 0 writes paths.best whenever the validation mAP
-    improves and paths.state after every epoch. resume is a state from
-    csra.train.state.find_resume; metadata travels in every checkpoint (under 'params'), extra_state in the saved
-    state (its 'extra', e.g. a tracking run id). A NaN loss is a CSRAError; the last good state stays."""
-    callbacks = callbacks or TrainCallbacks()
-    run = _Run(cfg, data, paths, metadata or {}, extra_state or {})
-    init_distributed(ctx, resolve_device(cfg.device, ctx.local_rank).type)
+    """Train CSRA on data on device (default: cfg.device for this process), validating after every epoch; process 0
+    writes paths.best whenever the validation mAP improves and paths.state after every epoch. resume is a state
+    from csra.train.state.find_resume. Every checkpoint records cfg.recipe() under 'recipe' and params (the
+    caller's settings the recipe does not hold) under 'params'; extra_state goes in the saved state (its 'extra',
+    e.g. a tracking run id). A NaN loss is a CSRAError; the last good state stays."""
+    device = device if device is not None else resolve_device(cfg.device, ctx.local_rank)
+    hooks = hooks or TrainHooks()
+    init_distributed(ctx, device.type)
     try:
-        trainer = build_trainer(cfg, data, resume, ctx, progress)
+        t = build_training(cfg, data, device, ctx, initial_weights=resume is None)
+        start, best = 0, Best(epoch=0, val_mAP=-1.0)
+        history: list[EpochRow] = []
         if resume is not None:
-            trainer.load_state_dict(resume)
-            if not paths.best.is_file() and trainer.best["epoch"]:
+            t.load_state_dict(resume)
+            start, history, best = resume["epoch"], list(resume["history"]), Best(**resume["best"])
+            set_rng_state(resume["rng"])
+            if best["epoch"] and not paths.best.is_file():
                 if ctx.is_main:
                     log.warning("warning: %s of epoch %d is gone; the best of the remaining epochs will be kept",
-                                paths.best, trainer.best["epoch"])
-                trainer.best = {"epoch": 0, "val_mAP": -1.0}
-        resumed_from = trainer.epoch
+                                paths.best, best["epoch"])
+                best = Best(epoch=0, val_mAP=-1.0)
+        selection = asdict(data.selection) if data.selection else None
+        run_fingerprint = fingerprint(cfg, data)
 
-        def after_epoch(row: dict, trainer: Trainer, val: tuple[np.ndarray, np.ndarray]) -> None:
-            run.after_epoch(row, trainer, val)
-            callbacks.on_epoch(row, list(trainer.history))
+        for epoch in range(start, cfg.epochs):
+            try:
+                stats = train_one_epoch(t, epoch, cfg.epochs, progress)
+            except NonFiniteLoss as e:
+                kept = f"; the last good state (epoch {epoch}) stays in {paths.state}" if epoch else ""
+                raise CSRAError(f"{e}{kept}") from None
+            scores, targets = validate(t, data, cfg)
+            val_map = 100.0 * mean_average_precision(average_precision(scores, targets, data.label_format))
+            if val_map > best["val_mAP"]:
+                best = Best(epoch=epoch + 1, val_mAP=val_map)
+            row = EpochRow(epoch=epoch + 1, train_loss=stats.loss, lr=stats.lr, images_per_s=stats.images_per_s,
+                           val_mAP=val_map, best_epoch=best["epoch"])
+            history.append(row)
+            if ctx.is_main:
+                if best["epoch"] == epoch + 1:
+                    save_checkpoint(paths.best, t.eval_model, data.classes, params or {}, epoch=epoch + 1,
+                                    thresholds=thresholds(cfg, data, scores, targets), val_mAP=val_map,
+                                    recipe=cfg.recipe(), selection=selection)
+                save_state(paths.state, {"format": STATE_FORMAT, "epoch": epoch + 1, **t.state_dict(),
+                                         "history": history, "best": best, "rng": rng_state(),
+                                         "world_size": ctx.world_size, "fingerprint": run_fingerprint,
+                                         "extra": extra_state or {}})
+                hooks.on_epoch(row, list(history))
 
-        try:
-            trainer.fit(after_epoch)
-        except NonFiniteLoss as e:
-            kept = f"; the last good state (epoch {trainer.epoch}) stays in {paths.state}" if trainer.epoch else ""
-            raise CSRAError(f"{e}{kept}") from None
-        result = TrainResult(list(trainer.history), trainer.best["epoch"], trainer.best["val_mAP"], resumed_from,
-                             paths)
+        result = TrainResult(list(history), best["epoch"], best["val_mAP"], start, paths)
         if ctx.is_main:
-            callbacks.on_end(result)
+            hooks.on_end(result)
             paths.state.unlink(missing_ok=True)
         return result
     finally:

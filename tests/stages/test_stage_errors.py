@@ -140,12 +140,11 @@ def resume_with_other_settings(tmp):
 def resume_from_a_state_without_ema(tmp):
     import dataclasses
 
-    from csra.distributed import SINGLE
-    from csra.train.run import build_trainer
+    from csra.train.loop import build_training
 
-    cfg = dataclasses.replace(train_cfg(), ema_decay=0.9)
-    state = build_trainer(dataclasses.replace(cfg, ema_decay=0.0), train_data(), None, SINGLE, False).state_dict()
-    build_trainer(cfg, train_data(), None, SINGLE, False).load_state_dict(state)
+    cfg, cpu = dataclasses.replace(train_cfg(), ema_decay=0.9), torch.device("cpu")
+    state = build_training(dataclasses.replace(cfg, ema_decay=0.0), train_data(), cpu).state_dict()
+    build_training(cfg, train_data(), cpu).load_state_dict(state)
 
 
 @says("MLflow tracking store sqlite:///", "/a_file/mlflow.db: ")

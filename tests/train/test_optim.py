@@ -8,10 +8,9 @@ from dvc.utils.hydra import compose_and_dump
 from helpers import REPO, stage_params, train_config
 
 from csra.data.prepared import TrainData
-from csra.distributed import SINGLE
 from csra.model.network import ModelConfig, build_model
+from csra.train.loop import build_training
 from csra.train.optim import lr_factor, make_optimizer
-from csra.train.run import build_trainer
 
 CFG = train_config()
 
@@ -34,8 +33,8 @@ def test_step_decay_every_step_size_epochs():
 
 def test_trainer_lr_per_iteration_in_both_groups(tiny_data):
     classes, trainval, test = tiny_data  # 16 images, batch 8: 2 iterations per epoch
-    trainer = build_trainer(train_config(step_size=1), TrainData(trainval, test, classes, "voc07"), None, SINGLE,
-                            False)
+    trainer = build_training(train_config(step_size=1), TrainData(trainval, test, classes, "voc07"),
+                             torch.device("cpu"))
     seen = []
     for _ in range(8):
         seen.append([group["lr"] for group in trainer.optimizer.param_groups])
