@@ -57,7 +57,7 @@ def load_model(path: str | Path, *, model: str | None = None, lam: float | None 
                classes: list[str] | None = None, device: str = "auto") -> Classifier:
     """A Classifier from one of our checkpoints (nothing else needed), or from a state dict saved by the official
     code: then give model, lam and the class names (dataset 'voc07', 'coco' or 'wider', or classes)."""
-    from csra.data.registry import get_dataset
+    from csra.data.datasets import get_dataset
     from csra.model.checkpoints import ModelOptions
     from csra.model.checkpoints import load_model as load
 
@@ -75,8 +75,8 @@ def evaluate_predictions(scores: str | Path, annotations: str | Path, dataset: s
     official result format against an annotation file, with the label codes of dataset."""
     import numpy as np
 
+    from csra.data.datasets import get_dataset
     from csra.data.formats import read_annotations, read_scores
-    from csra.data.registry import get_dataset
     from csra.evaluate.metrics import evaluate_scores
 
     entry = get_dataset(dataset)

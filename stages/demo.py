@@ -108,10 +108,10 @@ def registered_scores(uri: str, images: str) -> Scored:
 
     from csra.data.loading import list_images
     from csra.deploy.scoring import score_images
-    from stages import registry
+    from stages import model_registry
 
     with tempfile.TemporaryDirectory() as download:
-        program, metadata, _ = registry.fetch(uri, Path(download))
+        program, metadata, _ = model_registry.fetch(uri, Path(download))
         scorer = torch.export.load(program).module()
     results = score_images(scorer, list_images(images))
     return metadata["output"]["classes"], metadata.get("thresholds"), results, None

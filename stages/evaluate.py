@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from csra.data.registry import DATASETS
+from csra.data.datasets import DATASETS
 from stages.common import BEST, DEFAULT_PARAMS_PATH, ParamsOption, machine, user_errors
 from stages.inference import (
     CheckpointOption,
@@ -132,8 +132,8 @@ def evaluate(
 
     params = load_params(params_file, data__dataset=dataset, evaluate__threshold=threshold,
                          evaluate__out_dir=str(out_dir) if out_dir else None)
+    from csra.data.datasets import get_dataset, resolve_classes
     from csra.data.formats import read_annotations, read_scores
-    from csra.data.registry import get_dataset, resolve_classes
     from csra.errors import CSRAError
     from csra.fileio import atomic_dir
     from stages import tracking

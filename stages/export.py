@@ -73,7 +73,7 @@ def export_checkpoint(ckpt: Path, net: Any, saved: dict, params: Any) -> dict[st
     from csra.deploy.export import PARITY_TOLERANCE, example_images, input_contract, write_exports
     from csra.deploy.scoring import ScoringModel
     from csra.fileio import atomic_dir, write_json
-    from stages import registry, tracking
+    from stages import model_registry, tracking
     from stages.execution import run_name
     from stages.lineage import model_key
 
@@ -86,11 +86,11 @@ def export_checkpoint(ckpt: Path, net: Any, saved: dict, params: Any) -> dict[st
                                                            "max_abs_difference": parity}}, indent=2)
         with tracking.stage_run(ckpt, params.tracking.experiment, params.flat(),
                                 run_name(params.train.recipe)) as recorder:
-            model_id = registry.log_scoring_model(
+            model_id = model_registry.log_scoring_model(
                 recorder, model_key(ckpt, net.config.to_dict()), scoring,
                 example_images(net.config.img_size, params.export.seed).numpy(), saved["classes"],
                 {**contract, "thresholds": saved.get("thresholds")})
-            registered = registry.register(recorder, model_id, params.export.registered_model,
+            registered = model_registry.register(recorder, model_id, params.export.registered_model,
                                            params.export.register, params.export.champion_metric)
             recorder.artifact(tmp / CONTRACT, "export")  # the weights are the logged model's, stored once
             recorder.record(registered, REGISTRATION)
@@ -106,11 +106,11 @@ def export_registered(uri: str, params: Any) -> None:
 
     from csra.deploy.export import PARITY_TOLERANCE, write_onnx_of
     from csra.fileio import atomic_dir, write_json
-    from stages import registry, tracking
+    from stages import model_registry, tracking
     from stages.execution import run_name
 
     with tempfile.TemporaryDirectory() as download, atomic_dir(Path(params.export.out_dir)) as tmp:
-        program, metadata, found = registry.fetch(uri, Path(download))
+        program, metadata, found = model_registry.fetch(uri, Path(download))
         contract = {k: metadata[k] for k in ("input", "preprocessing", "output") if k in metadata}
         parity = {}
         if params.export.onnx:

@@ -37,7 +37,7 @@ def load_for_inference(ckpt: Path, dataset: str, prepared_dir: str, check_classe
     """(model, checkpoint dict) from our checkpoint or an official state dict. The dataset's class names (the
     registry's rule) describe an official file; with check_classes (the user named the dataset, or the prepared
     files are scored) our checkpoint's names must equal them, else our checkpoint's own names are used."""
-    from csra.data.registry import get_dataset, resolve_classes
+    from csra.data.datasets import get_dataset, resolve_classes
     from csra.model.checkpoints import ModelOptions, load_model
 
     try:

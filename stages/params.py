@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from csra.data.registry import DATASETS, SELECTIONS
+from csra.data.datasets import DATASETS, SELECTIONS
 from csra.data.synthetic import SyntheticSpec
 from csra.errors import CSRAError
 from csra.fileio import read_text

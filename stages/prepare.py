@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from csra.data.registry import DATASETS
+from csra.data.datasets import DATASETS
 from stages.common import DEFAULT_PARAMS_PATH, ParamsOption, user_errors
 
 RAW_ROOT = Path("data/raw")  # the folder the prepare stage depends on (dvc.yaml): raw datasets live under it
@@ -28,8 +28,8 @@ def prepare(
     params = load_params(params_file, data__dataset=dataset, data__raw_path=str(data_path) if data_path else None,
                          data__prepared_dir=str(out_dir) if out_dir else None)
     from csra.data.check import check_prepared
+    from csra.data.datasets import get_dataset
     from csra.data.prepare import prepare_dataset
-    from csra.data.registry import get_dataset
     from csra.errors import CSRAError
 
     entry, out = get_dataset(params.data.dataset), Path(params.data.prepared_dir)

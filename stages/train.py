@@ -103,9 +103,9 @@ def train(
         train__pretrained=pretrained, train__epochs=epochs, train__batch_size=batch_size, train__lr=lr,
         train__seed=seed, train__device=device, train__out_dir=str(out_dir) if out_dir else None,
     )
+    from csra.data.datasets import get_dataset
     from csra.data.loading import loader_workers
     from csra.data.prepared import load_training_data
-    from csra.data.registry import get_dataset
     from csra.evaluate.predict import resolve_device
     from csra.fileio import disk_errors, replace_dir
     from csra.train.run import TrainPaths

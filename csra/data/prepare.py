@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from csra.data.datasets import get_dataset
 from csra.data.formats import CLASSES_FILE, write_annotations, write_classes
-from csra.data.registry import get_dataset
 from csra.data.synthetic import SyntheticSpec, generate_synthetic
 from csra.data.voc import convert_voc07, voc07_val
 from csra.errors import CSRAError

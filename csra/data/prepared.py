@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from csra.data.check import Findings, check_items
+from csra.data.datasets import SELECTIONS, DatasetEntry, get_dataset, resolve_classes
 from csra.data.formats import items_digest, read_annotations
-from csra.data.registry import SELECTIONS, DatasetEntry, get_dataset, resolve_classes
 from csra.errors import CSRAError
 
 log = logging.getLogger(__name__)

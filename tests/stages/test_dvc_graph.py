@@ -9,7 +9,7 @@ import pytest
 import yaml
 from helpers import REPO
 
-from csra.data.registry import DATASETS
+from csra.data.datasets import DATASETS
 
 STAGES = ("prepare", "train", "evaluate", "demo", "export")
 
