@@ -38,7 +38,7 @@ def load_for_inference(ckpt: Path, dataset: str, prepared_dir: str, check_classe
     registry's rule) describe an official file; with check_classes (the user named the dataset, or the prepared
     files are scored) our checkpoint's names must equal them, else our checkpoint's own names are used."""
     from csra.data.datasets import get_dataset, resolve_classes
-    from csra.model.checkpoints import ModelOptions, load_model
+    from csra.model.checkpoints import ModelOptions, load_checkpoint_model
 
     try:
         classes = resolve_classes(get_dataset(dataset), prepared_dir)
@@ -48,4 +48,4 @@ def load_for_inference(ckpt: Path, dataset: str, prepared_dir: str, check_classe
         classes = None
     options = ModelOptions(backbone=model, num_heads=num_heads, lam=lam, img_size=img_size, classes=classes,
                            check_classes=check_classes)
-    return load_model(ckpt, options)
+    return load_checkpoint_model(ckpt, options)

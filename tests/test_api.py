@@ -13,7 +13,7 @@ from PIL import Image
 
 import csra
 from csra.deploy.scoring import ScoringModel
-from csra.model.checkpoints import load_model
+from csra.model.checkpoints import load_checkpoint_model
 
 
 @pytest.fixture
@@ -30,7 +30,7 @@ def test_readme_example_scores_a_folder_like_the_scoring_model(tiny_checkpoint, 
     model = csra.load_model(tiny_checkpoint, device="cpu")
     results = model.score_folder(folder, threshold=0.5)
     assert [p.image.name for p in results] == ["p0.png", "p1.png", "p2.png"]
-    net, _ = load_model(tiny_checkpoint)
+    net, _ = load_checkpoint_model(tiny_checkpoint)
     for p in results:
         pixels = torch.from_numpy(np.asarray(Image.open(p.image).convert("RGB")).copy()).permute(2, 0, 1)
         expected = ScoringModel(net)(pixels[None])[0].tolist()
