@@ -29,7 +29,7 @@ def prepare(
                          data__prepared_dir=str(out_dir) if out_dir else None)
     from csra.data.check import check_prepared
     from csra.data.datasets import get_dataset
-    from csra.data.prepare import prepare_dataset
+    from csra.data.prepared import prepare_dataset
     from csra.errors import CSRAError
 
     entry, out = get_dataset(params.data.dataset), Path(params.data.prepared_dir)
