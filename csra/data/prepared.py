@@ -1,6 +1,6 @@
 """The prepared folder: how it is written (a dataset's converter, or the built-in generator → the annotation files
 and classes.txt, and the digest of what each split's readers read, all at once or not at all) and how a run reads it
-(the dataset's annotation files and class names by the registry's rule, with the cheap check on start: label codes,
+(the dataset's annotation files and class names by datasets.py's rule, with the cheap check on start: label codes,
 class counts, image files present)."""
 
 from __future__ import annotations
