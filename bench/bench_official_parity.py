@@ -5,28 +5,31 @@ ViT-B/16 (224 px) models and photo-like JPEGs of several sizes (large ones inclu
 
 For each model it scores the same images three ways with the same weights: (a) our one prediction path
 (csra.evaluate.predict: PIL decode, PIL bilinear resize, ToTensor's division, the model in float32); (b) the
-official preprocessing written from the official code (torchvision's v1 Resize((s, s)) on the PIL image, ToTensor,
-Normalize); (c) the uint8 resize our pipeline used before (torchvision v2 Resize with antialias on a JPEG decoded
-at a reduced scale). It prints the largest |score difference| of (a) and (c) against (b). Not a test.
+official preprocessing written from the official code (tests/official.py's official_test_images: torchvision's v1
+Resize((s, s)) on the PIL image, ToTensor, Normalize); (c) the uint8 resize our pipeline used before (torchvision
+v2 Resize with antialias on a JPEG decoded at a reduced scale). It prints the largest |score difference| of (a)
+and (c) against (b). Not a test.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
-from torchvision import transforms
 from torchvision.transforms import v2
 
 from csra.data.loading import load_image, normalize_batch
 from csra.data.synthetic import render_image
 from csra.evaluate.predict import predict
 from csra.model.network import ModelConfig, build_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # run as `python bench/...`: the tests' copy
+from official import official_test_images  # noqa: E402  (the official test-time input, written from its code)
 
 SIZES = [(500, 375), (375, 500), (1024, 768), (4000, 3000), (300, 200), (640, 480)]  # width, height
 
@@ -57,9 +60,7 @@ def random_model(name: str, img_size: int, classes: int = 20) -> torch.nn.Module
 @torch.no_grad()
 def official(model: torch.nn.Module, paths: list[Path]) -> np.ndarray:
     c = model.config
-    transform = transforms.Compose([transforms.Resize((c.img_size, c.img_size)), transforms.ToTensor(),
-                                    transforms.Normalize(list(c.mean), list(c.std))])
-    return np.concatenate([torch.sigmoid(model(transform(Image.open(p).convert("RGB"))[None])).numpy()
+    return np.concatenate([torch.sigmoid(model(official_test_images([p], c.img_size, c.mean, c.std))).numpy()
                            for p in paths])
 
 

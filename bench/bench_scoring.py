@@ -7,8 +7,9 @@ Writes, in a temp folder, N images x 80 classes (default 40,137, the COCO 2014 v
 file ([{"file_name", "scores"}], random scores on 4 decimals, fixed seed) and an annotation file
 ([{"target", "img_path"}], ~4 % positives). Then times, in the same run:
   (a) the whole process `csra evaluate --scores S --annotations A --dataset coco --out-dir D` (wall time), and
-  (b) the official algorithm in this process: load both JSON files, per class gather its column and compute AP
-      after argsort with a Python loop over the ranks, then CP/CR/CF1/OP/OR/OF1 and their top-3 form.
+  (b) the official algorithm in this process (tests/official_metrics.py, the tests' reference): load both JSON
+      files, per class gather its column and compute AP after argsort with a Python loop over the ranks, then
+      CP/CR/CF1/OP/OR/OF1 and their top-3 form.
 Prints the best and the median of R runs of each and their ratio. Not a test: numbers depend on the machine.
 """
 
@@ -28,6 +29,9 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # run as `python bench/bench_scoring.py`: the tests' official metrics
+from official_metrics import official_ap, official_threshold_metrics, official_top3  # noqa: E402
+
 CLASSES = 80
 
 
@@ -44,45 +48,18 @@ def write_case(root: Path, images: int, seed: int = 0) -> tuple[Path, Path]:
     return root / "scores.json", root / "ann.json"
 
 
-def class_ap(results: list[dict], annotations: list[dict], c: int) -> float:
-    """The official AP of class c (COCO: nothing ignored): gather the column, sort by -score, walk the ranks."""
-    score = np.array([entry["scores"][c] for entry in results], dtype=np.float64)
-    target = np.array([item["target"][c] for item in annotations], dtype=np.float64)
-    target = target[np.argsort(-score)]
-    found, total = 0.0, 0.0
-    for rank, label in enumerate(target, start=1):
-        if label == 1:
-            found += 1.0
-            total += found / rank
-    return total / found
-
-
-def threshold_metrics(scores: np.ndarray, targets: np.ndarray, threshold: float = 0.5) -> tuple[float, ...]:
-    """The official (OP, OR, OF1, CP, CR, CF1): counts per class in a loop, a class predicting nothing counts 1."""
-    positives, predicted, hits = (np.zeros(scores.shape[1]) for _ in range(3))
-    for c in range(scores.shape[1]):
-        positives[c] = np.sum(targets[:, c] == 1)
-        predicted[c] = np.sum(scores[:, c] >= threshold)
-        hits[c] = np.sum(targets[:, c] * (scores[:, c] >= threshold))
-    predicted[predicted == 0] = 1
-    op, orr = hits.sum() / predicted.sum(), hits.sum() / positives.sum()
-    cp, cr = np.sum(hits / predicted) / len(hits), np.sum(hits / positives) / len(hits)
-    return op, orr, 2 * op * orr / (op + orr), cp, cr, 2 * cp * cr / (cp + cr)
-
-
-def official_evaluation(scores_path: Path, annotations_path: Path) -> tuple[float, tuple, tuple]:
-    """(mAP, threshold metrics, top-3 threshold metrics) as the official scripts compute them."""
+def official_evaluation(scores_path: Path, annotations_path: Path) -> tuple[float, dict, dict]:
+    """(mAP, threshold metrics, top-3 threshold metrics) as the official scripts compute them: load both JSON
+    files, gather each class's column and rank it (tests/official_metrics.py, the tests' reference)."""
     results = json.loads(scores_path.read_text())
     annotations = json.loads(annotations_path.read_text())
-    mean_ap = float(np.mean([class_ap(results, annotations, c) for c in range(CLASSES)]))
+    aps = [official_ap([entry["scores"][c] for entry in results], [item["target"][c] for item in annotations])
+           for c in range(CLASSES)]
     scores, targets = np.zeros((len(results), CLASSES)), np.zeros((len(results), CLASSES))
-    top3 = np.zeros((len(results), CLASSES))
     for i, (entry, item) in enumerate(zip(results, annotations)):
         scores[i], targets[i] = entry["scores"], item["target"]
-        row = np.array(entry["scores"])
-        row[np.argsort(-row)[3:]] = 0.0
-        top3[i] = row
-    return mean_ap, threshold_metrics(scores, targets), threshold_metrics(top3, targets)
+    return float(np.mean(aps)), official_threshold_metrics(scores, targets), \
+        official_threshold_metrics(official_top3(scores), targets)
 
 
 def timed(repeat: int, run: Callable[[], object]) -> tuple[float, float, object]:

@@ -57,15 +57,14 @@ def load_model(path: str | Path, *, model: str | None = None, lam: float | None 
                classes: list[str] | None = None, device: str = "auto") -> Classifier:
     """A Classifier from one of our checkpoints (nothing else needed), or from a state dict saved by the official
     code: then give model, lam and the class names (dataset 'voc07', 'coco' or 'wider', or classes)."""
-    from csra.data.registry import get_dataset
-    from csra.model.checkpoints import ModelOptions
-    from csra.model.checkpoints import load_model as load
+    from csra.data.datasets import get_dataset
+    from csra.model.checkpoints import ModelOptions, load_checkpoint_model
 
     if dataset is not None and classes is None:
         fixed = get_dataset(dataset).classes
         classes = list(fixed) if fixed is not None else None
     options = ModelOptions(backbone=model, num_heads=num_heads, lam=lam, img_size=img_size, classes=classes)
-    net, saved = load(path, options)
+    net, saved = load_checkpoint_model(path, options)
     return Classifier(net, saved["classes"], saved.get("thresholds"), device)
 
 
@@ -75,8 +74,8 @@ def evaluate_predictions(scores: str | Path, annotations: str | Path, dataset: s
     official result format against an annotation file, with the label codes of dataset."""
     import numpy as np
 
+    from csra.data.datasets import get_dataset
     from csra.data.formats import read_annotations, read_scores
-    from csra.data.registry import get_dataset
     from csra.evaluate.metrics import evaluate_scores
 
     entry = get_dataset(dataset)

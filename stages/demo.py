@@ -19,7 +19,7 @@ from csra.deploy.scoring import class_thresholds, demo_line, predict_files, pred
 from csra.evaluate.predict import resolve_device
 from csra.fileio import atomic_dir, write_json, write_text
 from csra.settings import DEVICE_PATTERN, setting
-from stages import registry, tracking
+from stages import model_registry, tracking
 from stages.common import ModelSource
 from stages.inference import load_for_inference, stage_run_name
 from stages.params import DatasetParams, Group, StageParams, TrackingParams, TrainOutput, load_params
@@ -82,7 +82,7 @@ def registered_scores(uri: str, images: str) -> Scored:
     """The scores of each image in the folder images by a registered model: its exported program, which takes the
     image's uint8 pixels and resizes inside, as served."""
     with tempfile.TemporaryDirectory() as download:
-        program, metadata, _ = registry.fetch(uri, Path(download))
+        program, metadata, _ = model_registry.fetch(uri, Path(download))
         scorer = torch.export.load(program).module()
     results = score_images(scorer, list_images(images))
     return Scored(metadata["output"]["classes"], metadata.get("thresholds"), results, None)

@@ -9,9 +9,9 @@ import numpy as np
 import typer
 
 from csra.backends import set_kernels
+from csra.data.datasets import DatasetEntry, get_dataset
 from csra.data.formats import items_digest
 from csra.data.loading import loader_workers
-from csra.data.registry import DatasetEntry, get_dataset
 from csra.evaluate.predict import predict, resolve_device
 from csra.fileio import atomic_dir
 from csra.model.network import CSRAModel

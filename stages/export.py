@@ -25,7 +25,7 @@ from csra.evaluate.metrics import METRIC_NAMES
 from csra.fileio import atomic_dir, write_json
 from csra.model.network import CSRAModel
 from csra.settings import setting
-from stages import registry, tracking
+from stages import model_registry, tracking
 from stages.common import ModelSource
 from stages.inference import load_for_inference, stage_run_name
 from stages.lineage import model_key
@@ -84,11 +84,11 @@ def export_checkpoint(ckpt: Path, net: CSRAModel, saved: dict[str, Any], params:
                                                            "max_abs_difference": parity}}, indent=2)
         with tracking.stage_run(ckpt, params.tracking.experiment, params.flat(),
                                 stage_run_name(saved, "export")) as recorder:
-            model_id = registry.log_scoring_model(
+            model_id = model_registry.log_scoring_model(
                 recorder, model_key(ckpt, net.config.to_dict()), scoring,
                 example_images(net.config.img_size, params.export.seed).numpy(), saved["classes"],
                 {**contract, "thresholds": saved.get("thresholds")})
-            registered = registry.register(recorder, model_id, params.export.registered_model,
+            registered = model_registry.register(recorder, model_id, params.export.registered_model,
                                            params.export.register, params.export.champion_metric)
             recorder.artifact(tmp / CONTRACT, "export")  # the weights are the logged model's, stored once
             recorder.record(registered, REGISTRATION)
@@ -99,7 +99,7 @@ def export_registered(uri: str, params: Params) -> None:
     """export.json of a registered version (its input contract, from the model's metadata, and the version it
     resolved to) and, with export.onnx, model.onnx checked against the program."""
     with tempfile.TemporaryDirectory() as download, atomic_dir(Path(params.export.out_dir)) as tmp:
-        program, metadata, found = registry.fetch(uri, Path(download))
+        program, metadata, found = model_registry.fetch(uri, Path(download))
         contract = {k: metadata[k] for k in ("input", "preprocessing", "output") if k in metadata}
         parity = {}
         if params.export.onnx:

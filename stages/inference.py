@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from csra.data.registry import get_dataset, resolve_classes
+from csra.data.datasets import get_dataset, resolve_classes
 from csra.errors import CSRAError
-from csra.model.checkpoints import ModelOptions, load_model
+from csra.model.checkpoints import ModelOptions, load_checkpoint_model
 from csra.model.network import CSRAModel
 from stages.common import ModelSource
 from stages.execution import run_name
@@ -17,8 +17,8 @@ from stages.params import DatasetParams
 
 def load_for_inference(ckpt: Path, source: ModelSource, data: DatasetParams,
                        check_classes: bool) -> tuple[CSRAModel, dict[str, Any]]:
-    """(model, checkpoint dict) from our checkpoint or an official state dict. The dataset's class names (the
-    registry's rule) describe an official file; with check_classes (the user named the dataset, or the prepared
+    """(model, checkpoint dict) from our checkpoint or an official state dict. The dataset's class names (as
+    csra/data/datasets.py resolves them) describe an official file; with check_classes (the user named the dataset, or the prepared
     files are scored) our checkpoint's names must equal them, else our checkpoint's own names are used."""
     try:
         classes = resolve_classes(get_dataset(data.dataset), data.prepared_dir)
@@ -28,7 +28,7 @@ def load_for_inference(ckpt: Path, source: ModelSource, data: DatasetParams,
         classes = None
     options = ModelOptions(backbone=source.backbone, num_heads=source.num_heads, lam=source.lam,
                            img_size=source.img_size, classes=classes, check_classes=check_classes)
-    return load_model(ckpt, options)
+    return load_checkpoint_model(ckpt, options)
 
 
 def stage_run_name(saved: dict[str, Any] | None, stage: str) -> str:

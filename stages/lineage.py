@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from csra.data.registry import DatasetEntry
+from csra.data.datasets import DatasetEntry
 from csra.fileio import file_md5
 
 LOCK = "dvc.lock"

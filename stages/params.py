@@ -15,7 +15,7 @@ from typing import Any, ClassVar, TypeVar
 
 import yaml
 
-from csra.data.registry import DATASETS, SELECTIONS
+from csra.data.datasets import DATASETS, SELECTIONS
 from csra.errors import CSRAError
 from csra.fileio import read_text
 from csra.settings import check_fields, closest, from_mapping, setting, to_flat

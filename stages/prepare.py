@@ -9,8 +9,8 @@ from pathlib import Path
 import typer
 
 from csra.data.check import check_prepared
-from csra.data.prepare import prepare_dataset
-from csra.data.registry import get_dataset
+from csra.data.datasets import get_dataset
+from csra.data.prepared import prepare_dataset
 from csra.data.synthetic import SyntheticSpec
 from csra.errors import CSRAError
 from csra.settings import setting

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import typer
 
+from csra.data.datasets import DatasetEntry, get_dataset, resolve_classes
 from csra.data.formats import image_stem, read_annotations, read_scores
-from csra.data.registry import DatasetEntry, get_dataset, resolve_classes
 from csra.errors import CSRAError
 from csra.evaluate.metrics import evaluate_scores, per_class_table
 from csra.evaluate.reports import plot_ap_bars, plot_pr_curves

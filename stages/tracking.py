@@ -1,4 +1,4 @@
-"""MLflow's runs (registry.py holds the registered model): the store, one run per pipeline execution, params,
+"""MLflow's runs (model_registry.py holds the registered model): the store, one run per pipeline execution, params,
 metrics, artifacts, the data a run used and the machine's load while it trains.
 
 Train opens its execution's run and tags it with the MD5 of the checkpoint it made. A stage after train finds that

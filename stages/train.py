@@ -13,9 +13,9 @@ from pathlib import Path
 
 import typer
 
+from csra.data.datasets import get_dataset
 from csra.data.loading import loader_workers
 from csra.data.prepared import load_training_data
-from csra.data.registry import get_dataset
 from csra.distributed import DistContext
 from csra.evaluate.predict import resolve_device
 from csra.fileio import disk_errors, replace_dir, write_json, write_text

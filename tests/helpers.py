@@ -1,9 +1,10 @@
 """The one place for the tests' plain helper functions; test files import them from here (`from helpers import …`).
 
 Fixtures live in conftest.py (the MLflow store of each test, the tiny params, the tiny data and checkpoint, and the
-session's one tiny trained workspace). Two helper modules stay apart because each is a subject of its own:
-errorwalk.py walks the user errors of tests/stages/test_stage_errors.py, and official.py is the independent
-re-implementation of the official CSRA code that the metric and model tests compare against.
+session's one tiny trained workspace). Three helper modules stay apart because each is a subject of its own:
+errorwalk.py walks the user errors of tests/stages/test_stage_errors.py; official.py (the model and its input) and
+official_metrics.py (the metrics, numpy only, also run by bench/bench_scoring.py) are the independent
+re-implementation of the official CSRA code that the model and metric tests compare against.
 
 The CLI is called in-process one way: `run(*args)` gives (exit code, output); `ok(*args)` asserts exit code 0 and
 gives the output."""

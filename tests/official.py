@@ -1,9 +1,9 @@
-"""Independent references for the model-zoo tests: state dicts in the official layouts (random weights) and the
-official forward pass written from the paper's equations and the timm ViT, without any `csra` code."""
+"""Independent references for the model-zoo tests: state dicts in the official layouts (random weights), the
+official forward pass written from the paper's equations and the timm ViT, and the official test-time input, without
+any `csra` code. The official metrics are in official_metrics.py."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -108,43 +108,6 @@ def timm_vit_features(state: dict, x: torch.Tensor, pos: torch.Tensor | None = N
                          s["mlp.fc2.bias"])
     t = F.layer_norm(t, (d,), state["norm.weight"], state["norm.bias"], eps=1e-6)
     return t[:, 1:].transpose(1, 2).reshape(b, d, h, w)
-
-
-# The official evaluation's metrics, one class at a time, written as plain loops.
-def loop_ap(score, target, label_format):
-    """AP as the official evaluation defines it, one class, written as plain loops."""
-    pairs = [(s, t) for s, t in zip(score, target)]
-    if label_format == "voc07":
-        pairs = [(s, 1 if t == 1 else 0) for s, t in pairs if t != 0]
-    elif label_format == "wider":
-        pairs = [(s, t) for s, t in pairs if t != 99]
-    s = np.array([p[0] for p in pairs])
-    t = [pairs[i][1] for i in np.argsort(-s)]
-    found, total = 0, 0.0
-    for rank, label in enumerate(t, start=1):
-        if label == 1:
-            found += 1
-            total += found / rank
-    return total / found
-
-
-def loop_threshold_metrics(scores, targets, label_format, threshold=0.5):
-    """The official CP/CR/CF1/OP/OR/OF1 rules, class by class with plain loops (every class has a positive)."""
-    gt, tp, predicted = [], [], []
-    for c in range(scores.shape[1]):
-        pairs = list(zip(scores[:, c], targets[:, c]))
-        if label_format == "voc07":
-            pairs = [(s, 1 if t == 1 else 0) for s, t in pairs if t != 0]
-        elif label_format == "wider":
-            pairs = [(s, 0 if t == 99 else t) for s, t in pairs]
-        gt.append(sum(t == 1 for _, t in pairs))
-        predicted.append(max(1, sum(s >= threshold for s, _ in pairs)))
-        tp.append(sum(t == 1 and s >= threshold for s, t in pairs))
-    n = len(gt)
-    cp = sum(t / p for t, p in zip(tp, predicted)) / n
-    cr = sum(t / g for t, g in zip(tp, gt)) / n
-    op, orr = sum(tp) / sum(predicted), sum(tp) / sum(gt)
-    return {"CP": cp, "CR": cr, "CF1": 2 * cp * cr / (cp + cr), "OP": op, "OR": orr, "OF1": 2 * op * orr / (op + orr)}
 
 
 def official_test_images(paths, size: int, mean, std, boxes=None) -> torch.Tensor:

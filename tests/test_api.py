@@ -8,12 +8,13 @@ import sys
 import numpy as np
 import pytest
 import torch
-from official import loop_ap, official_resnet18_state
+from official import official_resnet18_state
+from official_metrics import official_ap
 from PIL import Image
 
 import csra
 from csra.deploy.scoring import ScoringModel
-from csra.model.checkpoints import load_model
+from csra.model.checkpoints import load_checkpoint_model
 
 
 @pytest.fixture
@@ -30,7 +31,7 @@ def test_readme_example_scores_a_folder_like_the_scoring_model(tiny_checkpoint, 
     model = csra.load_model(tiny_checkpoint, device="cpu")
     results = model.score_folder(folder, threshold=0.5)
     assert [p.image.name for p in results] == ["p0.png", "p1.png", "p2.png"]
-    net, _ = load_model(tiny_checkpoint)
+    net, _ = load_checkpoint_model(tiny_checkpoint)
     for p in results:
         pixels = torch.from_numpy(np.asarray(Image.open(p.image).convert("RGB")).copy()).permute(2, 0, 1)
         expected = ScoringModel(net)(pixels[None])[0].tolist()
@@ -60,7 +61,7 @@ def test_evaluate_predictions_gives_the_official_map(tmp_path):
     (tmp_path / "scores.json").write_text(json.dumps([{"file_name": str(i), "scores": s.tolist()}
                                                        for i, s in enumerate(scores)]))
     metrics = csra.evaluate_predictions(tmp_path / "scores.json", tmp_path / "ann.json", dataset="voc07")
-    expected = np.mean([loop_ap(scores[:, c], targets[:, c], "voc07") for c in range(4)])
+    expected = np.mean([official_ap(scores[:, c], targets[:, c], "voc07") for c in range(4)])
     assert metrics["mAP"] == pytest.approx(100 * expected, abs=1e-9)
 
 

@@ -1,1 +1,2 @@
-"""Datasets: the registry, the official annotation JSON, converters from raw layouts, checks and loading."""
+"""Datasets: the known datasets (datasets.py), the official annotation JSON, converters from raw layouts, checks and
+loading."""

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from pycocotools.coco import COCO
 
+from csra.data.datasets import COCO_CLASSES
 from csra.data.formats import read_json
-from csra.data.registry import COCO_CLASSES
 from csra.errors import CSRAError
 
 COCO_SPLITS = ("train", "val")

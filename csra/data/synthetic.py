@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from csra.data.datasets import SYNTHETIC_CLASSES as CLASSES
 from csra.data.formats import CLASSES_FILE, write_classes
-from csra.data.registry import SYNTHETIC_CLASSES as CLASSES
 from csra.fileio import atomic_dir
 from csra.settings import check_fields, setting
 

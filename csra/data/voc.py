@@ -6,7 +6,7 @@ import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from csra.data.registry import VOC_CLASSES
+from csra.data.datasets import VOC_CLASSES
 from csra.errors import CSRAError
 from csra.fileio import read_text
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from csra.data.datasets import WIDER_ATTRIBUTES
 from csra.data.formats import read_json
-from csra.data.registry import WIDER_ATTRIBUTES
 from csra.errors import CSRAError
 
 # Raw attribute values: 1 present, -1 absent, 0 unspecified. Unspecified is 0 in trainval and 99 (ignored by

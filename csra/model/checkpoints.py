@@ -120,7 +120,7 @@ def official_config(path: Path, state: dict[str, torch.Tensor], options: ModelOp
     return ModelConfig.create(options.backbone, num_classes, heads, options.lam, img_size)
 
 
-def load_model(path: str | Path, options: ModelOptions | None = None) -> tuple[CSRAModel, dict[str, Any]]:
+def load_checkpoint_model(path: str | Path, options: ModelOptions | None = None) -> tuple[CSRAModel, dict[str, Any]]:
     """(model in eval mode, a checkpoint dict with at least model_config and classes) from one of our checkpoints
     or from a state dict saved by the official code (ResNet or ViT, with or without `module.`)."""
     path, options = Path(path), options or ModelOptions()

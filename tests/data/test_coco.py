@@ -4,7 +4,7 @@ import pytest
 from helpers import ok
 
 from csra.data.coco import coco_items, convert_coco2014, load_coco
-from csra.data.registry import COCO_CLASSES
+from csra.data.datasets import COCO_CLASSES
 from csra.errors import CSRAError
 
 # COCO's 80 category ids run from 1 to 90 with gaps; the JSON lists them out of order here.

@@ -5,7 +5,7 @@ COCO and CSV folders with the malformed input each one meets in practice."""
 import pytest
 from errorwalk import Walk, write
 
-from csra.data import coco, custom, prepare, voc, wider
+from csra.data import coco, custom, prepared, voc, wider
 
 walk = Walk()
 says = walk.says
@@ -244,17 +244,17 @@ def custom_csv_not_utf8(tmp):
 
 @says("unknown dataset 'imagenet'; expected one of synthetic, voc07, coco, wider, custom_voc, custom_coco, custom_csv")
 def prepare_unknown_dataset(tmp):
-    prepare.prepare_dataset("imagenet", tmp / "out", tmp)
+    prepared.prepare_dataset("imagenet", tmp / "out", tmp)
 
 
 @says("dataset voc07 needs data.raw_path: the VOCdevkit folder")
 def prepare_without_raw_path(tmp):
-    prepare.prepare_dataset("voc07", tmp / "out")
+    prepared.prepare_dataset("voc07", tmp / "out")
 
 
 @says("nowhere: raw data folder of dataset custom_csv not found (data.raw_path)")
 def prepare_raw_path_missing(tmp):
-    prepare.prepare_dataset("custom_csv", tmp / "out", tmp / "nowhere")
+    prepared.prepare_dataset("custom_csv", tmp / "out", tmp / "nowhere")
 
 
 @pytest.mark.parametrize("name", sorted(walk.cases))

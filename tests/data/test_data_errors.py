@@ -6,7 +6,7 @@ import json
 import pytest
 from errorwalk import ITEMS, Walk, write
 
-from csra.data import formats, registry
+from csra.data import datasets, formats
 
 walk = Walk()
 says = walk.says
@@ -88,12 +88,12 @@ def classes_not_utf8(tmp):
 @says("classes.txt: not the classes of dataset voc07: 1 class names, not 20")
 def classes_not_the_datasets(tmp):
     write(tmp / "classes.txt", "cat\n")
-    registry.resolve_classes(registry.get_dataset("voc07"), tmp)
+    datasets.resolve_classes(datasets.get_dataset("voc07"), tmp)
 
 
 @says("classes.txt: class list not found (dataset custom_csv names its classes there")
 def classes_of_custom_data_missing(tmp):
-    registry.resolve_classes(registry.get_dataset("custom_csv"), tmp)
+    datasets.resolve_classes(datasets.get_dataset("custom_csv"), tmp)
 
 
 def scores(tmp, content, num_classes=2):

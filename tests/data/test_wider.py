@@ -3,7 +3,7 @@ import json
 import pytest
 from helpers import ok
 
-from csra.data.registry import WIDER_ATTRIBUTES
+from csra.data.datasets import WIDER_ATTRIBUTES
 from csra.data.wider import convert_wider, wider_items
 from csra.errors import CSRAError
 

@@ -23,7 +23,7 @@ from csra.deploy.export import (
 )
 from csra.deploy.scoring import ScoringModel
 from csra.errors import CSRAError
-from csra.model.checkpoints import load_model
+from csra.model.checkpoints import load_checkpoint_model
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def exported(tmp_path_factory, mlflow_template):
 
 
 def test_scoring_model_is_the_eager_model_on_normalised_resized_images(tiny_checkpoint):
-    model, _ = load_model(tiny_checkpoint)
+    model, _ = load_checkpoint_model(tiny_checkpoint)
     images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)  # already img_size: the resize keeps them
     with torch.no_grad():
         expected = torch.sigmoid(model(images.float() / 255))  # ResNet mean 0, std 1
@@ -56,7 +56,7 @@ def test_scoring_model_is_the_eager_model_on_normalised_resized_images(tiny_chec
 
 def test_torch_export_and_onnx_match_the_eager_pil_path_on_fresh_images(exported):
     out, checkpoint, uri, (output, _) = exported
-    model, _ = load_model(checkpoint)
+    model, _ = load_checkpoint_model(checkpoint)
     eager = partial(eager_scores, model)  # PIL's resize itself, as evaluate and demo
     fresh = parity_images(32, seed=123)
     assert [tuple(b.shape) for b in fresh[:2]] == [(1, 3, 32, 32), (3, 3, 45, 59)]

@@ -3,7 +3,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from official import loop_ap, loop_threshold_metrics
+from official_metrics import official_ap, official_threshold_metrics, official_top3
 
 from csra.evaluate.metrics import (
     average_precision,
@@ -55,7 +55,7 @@ def test_class_without_prediction_counts_as_zero_precision():
 
 
 @pytest.mark.parametrize("label_format", ["coco", "voc07", "wider"])
-def test_ap_equals_loop_reference_with_ties(label_format):
+def test_ap_equals_official_reference_with_ties(label_format):
     rng = np.random.default_rng(0)
     scores = rng.integers(0, 10, size=(60, 5)) / 10  # many ties
     codes = {"coco": [0, 1], "voc07": [-1, 0, 1], "wider": [0, 1, 99]}[label_format]
@@ -63,7 +63,7 @@ def test_ap_equals_loop_reference_with_ties(label_format):
     targets[0] = 1
     got = average_precision(scores, targets, label_format)
     for c in range(5):
-        assert got[c] == pytest.approx(loop_ap(scores[:, c], targets[:, c], label_format), abs=1e-12)
+        assert got[c] == pytest.approx(official_ap(scores[:, c], targets[:, c], label_format), abs=1e-12)
 
 
 def test_class_without_positive_is_nan_and_left_out_of_means():
@@ -76,16 +76,29 @@ def test_class_without_positive_is_nan_and_left_out_of_means():
 
 
 @pytest.mark.parametrize("label_format", ["coco", "voc07", "wider"])
-def test_threshold_metrics_equal_loop_reference(label_format):
+def test_threshold_metrics_equal_official_reference(label_format):
     rng = np.random.default_rng(1)
     scores = rng.integers(0, 20, size=(80, 6)) / 20  # scores exactly on the threshold too
     codes = {"coco": [0, 1], "voc07": [-1, 0, 1], "wider": [0, 1, 99]}[label_format]
     targets = rng.choice(codes, size=(80, 6))
     targets[:2] = 1
     got = threshold_metrics(scores, targets, label_format, 0.5)
-    expected = loop_threshold_metrics(scores, targets, label_format, 0.5)
+    expected = official_threshold_metrics(scores, targets, label_format, 0.5)
     for key, value in expected.items():
         assert got[key] == pytest.approx(value, abs=1e-12), key
+
+
+@pytest.mark.parametrize("label_format", ["coco", "voc07", "wider"])
+def test_top3_metrics_equal_official_reference(label_format):
+    rng = np.random.default_rng(2)
+    scores = rng.integers(0, 20, size=(80, 6)) / 20  # ties inside an image's three highest too
+    codes = {"coco": [0, 1], "voc07": [-1, 0, 1], "wider": [0, 1, 99]}[label_format]
+    targets = rng.choice(codes, size=(80, 6))
+    targets[:2] = 1
+    metrics, _ = evaluate_scores(scores, targets, label_format, 0.5)
+    expected = official_threshold_metrics(official_top3(scores), targets, label_format, 0.5)
+    for key, value in expected.items():
+        assert metrics[f"{key}_top3"] == pytest.approx(100 * value, abs=1e-10), key
 
 
 def test_top3_keeps_three_highest_per_image_then_thresholds():

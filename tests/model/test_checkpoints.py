@@ -4,14 +4,14 @@ import pytest
 import torch
 
 from csra.errors import CSRAError
-from csra.model.checkpoints import load_checkpoint, load_model, save_checkpoint
+from csra.model.checkpoints import load_checkpoint, load_checkpoint_model, save_checkpoint
 from csra.model.network import ModelConfig, build_model
 
 
 def test_round_trip_same_logits_config_and_classes(tmp_path):
     model = build_model(ModelConfig.create("resnet18", 3, 2, 0.3, 32)).eval()
     path = save_checkpoint(tmp_path / "m.pt", model, ["a", "b", "c"], {"train.lam": 0.3}, epoch=4)
-    loaded, saved = load_model(path)
+    loaded, saved = load_checkpoint_model(path)
     x = torch.rand(2, 3, 32, 32)
     torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
     assert loaded.config == model.config
@@ -78,7 +78,7 @@ def test_official_resnet_state_dict_gives_the_official_logits(tmp_path, num_head
     prefixed = num_heads % 2 == 0  # saved from nn.DataParallel: every key starts with module.
     torch.save({f"module.{k}": v for k, v in state.items()} if prefixed else state, tmp_path / "official.pth")
     options = ModelOptions(backbone="resnet18", lam=lam, img_size=64, classes=list("abcde"))
-    model, saved = load_model(tmp_path / "official.pth", options)
+    model, saved = load_checkpoint_model(tmp_path / "official.pth", options)
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(model(x), resnet18_reference(state, x, num_heads, lam), rtol=0, atol=1e-5)
@@ -96,7 +96,7 @@ def test_official_vit_state_dict_in_timm_naming_gives_the_official_logits(tmp_pa
     state = timm_vit_state(num_heads=2, num_classes=3)
     torch.save({f"module.{k}": v for k, v in state.items()}, tmp_path / "vit.pth")
     options = ModelOptions(backbone="vit_B16_224", lam=0.3, img_size=64, classes=["x", "y", "z"])
-    model, _ = load_model(tmp_path / "vit.pth", options)
+    model, _ = load_checkpoint_model(tmp_path / "vit.pth", options)
     assert model.config.backbone == "vit_b16_224" and model.config.mean == (0.5, 0.5, 0.5)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
@@ -120,7 +120,7 @@ def test_unmappable_layout_lists_missing_unexpected_keys_and_shapes(tmp_path, ti
     torch.save(state, tmp_path / "vit_l.pth")
     options = ModelOptions(backbone="vit_b16_224", lam=0.3, classes=list("abc"))
     with pytest.raises(CSRAError) as info:
-        load_model(tmp_path / "vit_l.pth", options)
+        load_checkpoint_model(tmp_path / "vit_l.pth", options)
     message = str(info.value)
     assert "\n" not in message
     assert "1 missing key(s): classifier.multi_head.0.head.weight" in message
@@ -131,14 +131,16 @@ def test_unmappable_layout_lists_missing_unexpected_keys_and_shapes(tmp_path, ti
 def test_official_state_dict_needs_the_model_options_and_matching_classes(tmp_path):
     torch.save(official_resnet18_state(1, num_classes=20), tmp_path / "voc.pth")
     with pytest.raises(CSRAError, match="stores no model config.*--model, --lam, --dataset"):
-        load_model(tmp_path / "voc.pth", ModelOptions(backbone="resnet18"))
+        load_checkpoint_model(tmp_path / "voc.pth", ModelOptions(backbone="resnet18"))
     with pytest.raises(CSRAError, match="has 20 classes, but the dataset has 80"):
-        load_model(tmp_path / "voc.pth", ModelOptions(backbone="resnet18", lam=0.1, classes=["c"] * 80))
+        load_checkpoint_model(tmp_path / "voc.pth", ModelOptions(backbone="resnet18", lam=0.1, classes=["c"] * 80))
     with pytest.raises(CSRAError, match="has 1 CSRA head.*but 4 was given"):
-        load_model(tmp_path / "voc.pth", ModelOptions(backbone="resnet18", lam=0.1, num_heads=4, classes=["c"] * 20))
+        load_checkpoint_model(tmp_path / "voc.pth",
+                              ModelOptions(backbone="resnet18", lam=0.1, num_heads=4, classes=["c"] * 20))
     with pytest.raises(CSRAError, match="weights do not fit.*shape mismatch.*backbone.layer1.0.conv1.weight"):
-        load_model(tmp_path / "voc.pth", ModelOptions(backbone="resnet50", lam=0.1, classes=["c"] * 20))
-    model, _ = load_model(tmp_path / "voc.pth", ModelOptions(backbone="resnet18", lam=0.1, classes=["c"] * 20))
+        load_checkpoint_model(tmp_path / "voc.pth", ModelOptions(backbone="resnet50", lam=0.1, classes=["c"] * 20))
+    model, _ = load_checkpoint_model(tmp_path / "voc.pth",
+                                     ModelOptions(backbone="resnet18", lam=0.1, classes=["c"] * 20))
     assert model.config.img_size == 448  # the official ResNet input size
 
 
@@ -151,8 +153,8 @@ def test_our_checkpoint_must_agree_with_the_options_given(tmp_path):
                                                                "not 80"),
                             (ModelOptions(classes=["a", "c", "b"]), "class 1 is 'b', not 'c'")]:
         with pytest.raises(CSRAError, match=needle):
-            load_model(path, options)
-    loaded, _ = load_model(path, ModelOptions(backbone="resnet18", num_heads=2, lam=0.3, img_size=64,
+            load_checkpoint_model(path, options)
+    loaded, _ = load_checkpoint_model(path, ModelOptions(backbone="resnet18", num_heads=2, lam=0.3, img_size=64,
                                               classes=["a", "b", "c"]))
     assert loaded.config.img_size == 64  # only the input size may differ from training
 
@@ -160,9 +162,9 @@ def test_our_checkpoint_must_agree_with_the_options_given(tmp_path):
 def test_the_gap_baseline_round_trips_and_is_not_taken_for_csra_heads(tmp_path):
     model = build_model(ModelConfig.create("resnet18", 3, 1, 0.1, 32, head="gap")).eval()
     path = save_checkpoint(tmp_path / "gap.pt", model, ["a", "b", "c"], {})
-    loaded, _ = load_model(path)
+    loaded, _ = load_checkpoint_model(path)
     x = torch.rand(2, 3, 32, 32)
     assert loaded.config.head == "gap"
     torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
     with pytest.raises(CSRAError, match="the checkpoint has num_heads 0, but 2 was given"):
-        load_model(path, ModelOptions(num_heads=2))
+        load_checkpoint_model(path, ModelOptions(num_heads=2))

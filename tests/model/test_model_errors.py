@@ -10,7 +10,7 @@ from errorwalk import Walk, write
 
 from csra.deploy.scoring import class_thresholds
 from csra.errors import describe_difference
-from csra.model.checkpoints import ModelOptions, load_checkpoint, load_model, save_checkpoint
+from csra.model.checkpoints import ModelOptions, load_checkpoint, load_checkpoint_model, save_checkpoint
 from csra.model.network import ModelConfig, build_model
 
 walk = Walk()
@@ -34,12 +34,12 @@ class Payload:
 
 @says("best.pt: checkpoint not found")
 def checkpoint_missing(tmp):
-    load_model(tmp / "best.pt")
+    load_checkpoint_model(tmp / "best.pt")
 
 
 @says("best.pt: not a checkpoint: neither torch's zip format nor a pickle")
 def checkpoint_not_a_torch_file(tmp):
-    load_model(write(tmp / "best.pt", "hello"))
+    load_checkpoint_model(write(tmp / "best.pt", "hello"))
 
 
 @says("best.pt: refused, it holds objects a weights-only load does not allow")
@@ -47,7 +47,7 @@ def checkpoint_needs_unpickling(tmp):
     path = tmp / "best.pt"
     with open(path, "wb") as f:
         pickle.dump({"format": "csra-checkpoint-v1", "x": Payload()}, f)
-    load_model(path)
+    load_checkpoint_model(path)
 
 
 @says("best.pt: not a CSRA pipeline checkpoint (no format 'csra-checkpoint-v1')")
@@ -59,47 +59,48 @@ def checkpoint_not_ours(tmp):
 @says("best.pt: not a state dict (expected a mapping of parameter names to tensors)")
 def checkpoint_not_a_state_dict(tmp):
     torch.save({"weights": "none"}, tmp / "best.pt")
-    load_model(tmp / "best.pt", ModelOptions("resnet18", lam=0.1, classes=["a", "b"]))
+    load_checkpoint_model(tmp / "best.pt", ModelOptions("resnet18", lam=0.1, classes=["a", "b"]))
 
 
 @says("best.pt: 3 class names, but the model has 2 classes")
 def checkpoint_class_names_do_not_fit_the_model(tmp):
-    load_model(save_checkpoint(tmp / "best.pt", tiny_model(), ["a", "b", "c"], {}))
+    load_checkpoint_model(save_checkpoint(tmp / "best.pt", tiny_model(), ["a", "b", "c"], {}))
 
 
 @says("best.pt: the checkpoint's 2 classes are not the dataset's: class 1 is 'b', not 'c'")
 def checkpoint_other_classes_than_the_dataset(tmp):
-    load_model(save_checkpoint(tmp / "best.pt", tiny_model(), ["a", "b"], {}), ModelOptions(classes=["a", "c"]))
+    load_checkpoint_model(save_checkpoint(tmp / "best.pt", tiny_model(), ["a", "b"], {}),
+                          ModelOptions(classes=["a", "c"]))
 
 
 @says("best.pt: the checkpoint has num_heads 1, but 2 was given")
 def checkpoint_other_heads_than_given(tmp):
-    load_model(save_checkpoint(tmp / "best.pt", tiny_model(), ["a", "b"], {}), ModelOptions(num_heads=2))
+    load_checkpoint_model(save_checkpoint(tmp / "best.pt", tiny_model(), ["a", "b"], {}), ModelOptions(num_heads=2))
 
 
 @says("official.pth: an official state dict stores no model config",
       "(--model, --lam, --dataset; --num-heads and --img-size are checked / optional)")
 def official_state_dict_without_options(tmp):
     torch.save(heads(1, 2), tmp / "official.pth")
-    load_model(tmp / "official.pth")
+    load_checkpoint_model(tmp / "official.pth")
 
 
 @says("official.pth: the state dict has 2 CSRA head(s), but 1 was given")
 def official_state_dict_other_head_count(tmp):
     torch.save(heads(2, 2), tmp / "official.pth")
-    load_model(tmp / "official.pth", ModelOptions("resnet18", num_heads=1, lam=0.1, classes=["a", "b"]))
+    load_checkpoint_model(tmp / "official.pth", ModelOptions("resnet18", num_heads=1, lam=0.1, classes=["a", "b"]))
 
 
 @says("official.pth: the state dict has 2 classes, but the dataset has 3")
 def official_state_dict_other_class_count(tmp):
     torch.save(heads(1, 2), tmp / "official.pth")
-    load_model(tmp / "official.pth", ModelOptions("resnet18", lam=0.1, classes=["a", "b", "c"]))
+    load_checkpoint_model(tmp / "official.pth", ModelOptions("resnet18", lam=0.1, classes=["a", "b", "c"]))
 
 
 @says("official.pth: weights do not fit the model", "missing key(s): backbone.conv1.weight")
 def official_state_dict_that_does_not_fit(tmp):
     torch.save(heads(1, 2), tmp / "official.pth")  # no backbone weights
-    load_model(tmp / "official.pth", ModelOptions("resnet18", lam=0.1, classes=["a", "b"]))
+    load_checkpoint_model(tmp / "official.pth", ModelOptions("resnet18", lam=0.1, classes=["a", "b"]))
 
 
 @says("best.pt: no per-class thresholds stored (train with train.tune_thresholds: true)")
@@ -111,19 +112,19 @@ def per_class_thresholds_not_stored(tmp):
 
 @says("best.pt: not a checkpoint: neither torch's zip format nor a pickle")
 def checkpoint_random_bytes(tmp):
-    load_model(write(tmp / "best.pt", bytes(range(7, 250))))
+    load_checkpoint_model(write(tmp / "best.pt", bytes(range(7, 250))))
 
 
 @says("best.pt: a folder, not a checkpoint file")
 def checkpoint_is_a_folder(tmp):
     (tmp / "best.pt").mkdir()
-    load_model(tmp / "best.pt")
+    load_checkpoint_model(tmp / "best.pt")
 
 
 @says("train_state.pt: the resumable state of a training run, not a checkpoint (use best.pt)")
 def checkpoint_is_a_training_state(tmp):
     torch.save({"format": "csra-train-state-v1", "epoch": 1}, tmp / "train_state.pt")
-    load_model(tmp / "train_state.pt")
+    load_checkpoint_model(tmp / "train_state.pt")
 
 
 def tampered(tmp, **fields):
@@ -131,7 +132,7 @@ def tampered(tmp, **fields):
     payload.update(fields)
     payload = {k: v for k, v in payload.items() if v is not None}
     torch.save(payload, tmp / "best.pt")
-    load_model(tmp / "best.pt")
+    load_checkpoint_model(tmp / "best.pt")
 
 
 @says("best.pt: checkpoint field 'classes' is missing or not a list of class names")

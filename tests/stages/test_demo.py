@@ -10,7 +10,7 @@ from PIL import Image
 from csra.data.loading import load_image
 from csra.deploy.scoring import ScoringModel, predict_files
 from csra.errors import CSRAError
-from csra.model.checkpoints import load_checkpoint, load_model, save_checkpoint
+from csra.model.checkpoints import load_checkpoint, load_checkpoint_model, save_checkpoint
 from csra.model.network import ModelConfig, build_model
 
 
@@ -40,7 +40,7 @@ def test_demo_writes_lines_scores_and_a_heatmap_per_predicted_class(tiny_params,
 
 def test_demo_scores_are_the_scoring_model_on_the_raw_image(tiny_checkpoint, tmp_path):
     folder = images_folder(tmp_path)
-    model, _ = load_model(tiny_checkpoint)
+    model, _ = load_checkpoint_model(tiny_checkpoint)
     paths = [folder / "a.png", folder / "broken.jpg", folder / "b.jpg"]
     results = predict_files(model, paths, torch.device("cpu"), batch_size=2)
     assert [path.name for path, _ in results] == ["a.png", "b.jpg"]  # broken.jpg reported and skipped

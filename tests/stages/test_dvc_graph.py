@@ -10,7 +10,7 @@ import pytest
 import yaml
 from helpers import REPO, repo_params
 
-from csra.data.registry import DATASETS
+from csra.data.datasets import DATASETS
 
 STAGES = ("prepare", "train", "evaluate", "demo", "export")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import assert_one_line_error, run
-from official import loop_ap, loop_threshold_metrics
+from official_metrics import official_ap, official_threshold_metrics
 
 
 @pytest.fixture
@@ -29,9 +29,9 @@ def test_scores_only_matches_official_rules(voc_case, tmp_path):
                        "--out-dir", str(tmp_path / "out"))
     assert code == 0, output
     metrics = json.loads((tmp_path / "out/metrics.json").read_text())
-    expected_map = np.mean([loop_ap(scores[:, c], targets[:, c], "voc07") for c in range(20)])
+    expected_map = np.mean([official_ap(scores[:, c], targets[:, c], "voc07") for c in range(20)])
     assert metrics["mAP"] == pytest.approx(100 * expected_map, abs=1e-9)
-    for key, value in loop_threshold_metrics(scores, targets, "voc07").items():
+    for key, value in official_threshold_metrics(scores, targets, "voc07").items():
         assert metrics[key] == pytest.approx(100 * value, abs=1e-9)
     rows = (tmp_path / "out/per_class.csv").read_text().splitlines()
     assert rows[0] == "class,AP,precision,recall,F1,support" and rows[1].startswith("aeroplane,")

@@ -5,7 +5,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from stages import registry, tracking
+from stages import model_registry, tracking
 from stages.lineage import DataVersion
 
 BASELINE = "0123456789abcdef0123456789abcdef01234567"
@@ -26,7 +26,7 @@ def export(tmp_path, monkeypatch, mlflow_store):
             recorder.tag(tracking.TEST_FILE, "data/prepared/test.json")
             recorder.tag(tracking.TEST_DIGEST, digest)
             model_id = model_id or mlflow.create_external_model(name="model").model_id
-            return registry.register(recorder, model_id, "csra", policy, "mAP"), recorder
+            return model_registry.register(recorder, model_id, "csra", policy, "mAP"), recorder
 
     return run
 
@@ -68,6 +68,6 @@ def test_versions_of_another_test_file_are_not_compared(export):
 def test_without_an_evaluation_better_does_not_register(export, tmp_path):
     with tracking.training_run("csra", {}, "t") as recorder:
         model_id = mlflow.create_external_model(name="model").model_id
-        result = registry.register(recorder, model_id, "csra", "better", "mAP")
+        result = model_registry.register(recorder, model_id, "csra", "better", "mAP")
     assert result["version"] is None and result["champion"] is None
     assert result["registered"].startswith("not registered: this execution logged no mAP")

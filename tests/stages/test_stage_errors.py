@@ -231,16 +231,16 @@ def demo_images_is_a_file(tmp):
 
 @says("models:/csra: expected a registered model as models:/NAME@ALIAS or models:/NAME/VERSION")
 def registered_model_uri_malformed(tmp):
-    from stages import registry
+    from stages import model_registry
 
-    registry.fetch("models:/csra", tmp)
+    model_registry.fetch("models:/csra", tmp)
 
 
 @says("models:/nothing@champion: no such registered model version")
 def registered_model_missing(tmp):
-    from stages import registry
+    from stages import model_registry
 
-    registry.fetch("models:/nothing@champion", tmp)
+    model_registry.fetch("models:/nothing@champion", tmp)
 
 
 @says("--model-uri models:/csra@champion: a registered model takes no --checkpoint, --lam")

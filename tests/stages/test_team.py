@@ -22,7 +22,7 @@ from mlflow import MlflowClient
 from csra.data.loading import load_image
 from csra.deploy.export import PARITY_TOLERANCE
 from csra.deploy.scoring import ScoringModel
-from csra.model.checkpoints import load_model
+from csra.model.checkpoints import load_checkpoint_model
 from stages.lineage import dvc_md5
 
 WAIT_S = 120  # the longest a server may take to answer
@@ -149,7 +149,7 @@ def test_the_served_champion_answers_with_the_eager_scores(team, tmp_path):
         answer = post_json(f"http://127.0.0.1:{port}/invocations", {"inputs": [pixels.tolist()]})
     finally:
         stop(served)
-    model, _ = load_model(root / "results/train/best.pt")
+    model, _ = load_checkpoint_model(root / "results/train/best.pt")
     with torch.no_grad():
         expected = ScoringModel(model)(pixels.unsqueeze(0))[0]
     scores = torch.tensor(answer["predictions"][0])

@@ -16,7 +16,7 @@ from helpers import assert_one_line_error, edit_params, ok, run, stage_params, t
 from csra.data import loading as datasets
 from csra.evaluate.metrics import average_precision, mean_average_precision
 from csra.evaluate.predict import predict
-from csra.model.checkpoints import load_checkpoint, load_model
+from csra.model.checkpoints import load_checkpoint, load_checkpoint_model
 
 
 def history(path):
@@ -99,7 +99,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_state(tiny_params, monkeypatch):
     state = torch.load(tiny_params.parent / "results/train.partial/train_state.pt", weights_only=True)
     assert state["epoch"] == 1 and not (tiny_params.parent / "results/train").exists()
     # the NaN is read at the epoch's end, after steps with NaN gradients: none of them reached the files
-    best, _ = load_model(tiny_params.parent / "results/train.partial/best.pt")
+    best, _ = load_checkpoint_model(tiny_params.parent / "results/train.partial/best.pt")
     for name, value in best.state_dict().items():
         assert torch.isfinite(value.float()).all() and torch.equal(value, state["model"][name]), name
 
@@ -148,7 +148,7 @@ def test_two_processes_with_gloo_one_run_one_set_of_outputs(tiny_params, mlflow_
     root = tiny_params.parent / "results/train"
     assert sorted(p.name for p in root.iterdir()) == ["best.pt", "history.csv", "metrics.json"]
     # the validation mAP logged for the best epoch is the best.pt model's mAP on the whole validation set
-    model, saved = load_model(root / "best.pt")
+    model, saved = load_checkpoint_model(root / "best.pt")
     items = json.loads((tiny_params.parent / "data/prepared/val_voc07.json").read_text())  # the held-out split
     scores, targets, _ = predict(model, items, model.config, 16, 0, torch.device("cpu"))
     expected = 100 * mean_average_precision(average_precision(scores, targets, "voc07"))

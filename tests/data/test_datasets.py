@@ -2,7 +2,7 @@
 
 import pytest
 
-from csra.data.registry import COCO_CLASSES, DATASETS, VOC_CLASSES, get_dataset, resolve_classes
+from csra.data.datasets import COCO_CLASSES, DATASETS, VOC_CLASSES, get_dataset, resolve_classes
 from csra.errors import CSRAError
 
 
