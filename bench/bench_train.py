@@ -20,11 +20,11 @@ from csra.train.loop import amp_dtype_for
 from csra.train.optim import make_optimizer
 
 PAPER = TrainConfig(  # the paper's optimiser; the schedule does not matter for throughput
-    model="resnet101", pretrained="none", num_heads=4, lam=0.5, img_size=448, optimizer="sgd", epochs=30,
+    model="resnet101", pretrained="none", head="csra", num_heads=4, lam=0.5, img_size=448, optimizer="sgd", epochs=30,
     batch_size=16, lr=0.01, classifier_lr_mult=10.0, momentum=0.9, weight_decay=1e-4, warmup_epochs=2, step_size=4,
     gamma=0.1, loss="bce", label_smoothing=0.0, asl_gamma_neg=4.0, asl_gamma_pos=0.0, asl_clip=0.05, ema_decay=0.0,
-    amp=True, channels_last=True, compile=False, sync_bn=False, num_workers=0, device="auto", seed=0,
-    tune_thresholds=False,
+    amp=True, channels_last=True, compile=False, sync_bn=False, deterministic=False, num_workers=0, device="auto",
+    seed=0, tune_thresholds=False,
 )
 
 

@@ -18,8 +18,9 @@ from stages.params import DatasetParams
 def load_for_inference(ckpt: Path, source: ModelSource, data: DatasetParams,
                        check_classes: bool) -> tuple[CSRAModel, dict[str, Any]]:
     """(model, checkpoint dict) from our checkpoint or an official state dict. The dataset's class names (as
-    csra/data/datasets.py resolves them) describe an official file; with check_classes (the user named the dataset, or the prepared
-    files are scored) our checkpoint's names must equal them, else our checkpoint's own names are used."""
+    csra/data/datasets.py resolves them) describe an official file; with check_classes (the user named the dataset,
+    or the prepared files are scored) our checkpoint's names must equal them, else our checkpoint's own names are
+    used."""
     try:
         classes = resolve_classes(get_dataset(data.dataset), data.prepared_dir)
     except CSRAError:

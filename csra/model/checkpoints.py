@@ -23,7 +23,7 @@ from csra.model.weights import (
 from csra.model.zoo import canonical_name, default_img_size
 
 FORMAT = "csra-checkpoint-v1"
-TRAIN_STATE = "csra-train-state"  # the format of a training run's resumable state (csra.train.state)
+TRAIN_STATE = "csra-train-state"  # a run's resumable state: its format, then -vN (csra.train.state)
 
 
 @dataclass(frozen=True)

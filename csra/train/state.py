@@ -16,10 +16,11 @@ import torch
 
 from csra.data.prepared import TrainData
 from csra.errors import CSRAError
+from csra.model.checkpoints import TRAIN_STATE
 from csra.model.weights import load_weights_only, save_torch
 from csra.train.config import RESUMABLE_CHANGES, TrainConfig
 
-STATE_FORMAT = "csra-train-state-v1"
+STATE_FORMAT = f"{TRAIN_STATE}-v1"
 RESUME_MODES = ("auto", "never", "always")
 log = logging.getLogger(__name__)
 
