@@ -3,19 +3,20 @@ attention heatmaps (of a checkpoint; a registered model gives scores only), logg
 
 from __future__ import annotations
 
-import tempfile
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import ClassVar
 
-import torch
 import typer
+from mlflow.exceptions import MlflowException
 
 from csra.data.loading import list_images
 from csra.deploy.heatmaps import write_heatmaps
-from csra.deploy.scoring import class_thresholds, demo_line, predict_files, predicted_labels, score_images
+from csra.deploy.scoring import class_thresholds, demo_line, predict_files, predicted_labels
+from csra.errors import CSRAError
 from csra.evaluate.predict import resolve_device
 from csra.fileio import atomic_dir, write_json, write_text
 from csra.settings import DEVICE_PATTERN, setting
@@ -24,6 +25,7 @@ from stages.common import ModelSource
 from stages.inference import load_for_inference, stage_run_name
 from stages.params import DatasetParams, Group, StageParams, TrackingParams, TrainOutput, load_params
 
+log = logging.getLogger("csra.demo")
 PREDICTIONS_JSON, PREDICTIONS_TXT, HEATMAPS = "predictions.json", "predictions.txt", "heatmaps"
 THRESHOLDS = ("global", "per_class")
 HeatmapWriter = Callable[[list[tuple[Path, list[float], list[str]]], list[str], Path], list[Path]]
@@ -79,12 +81,17 @@ def checkpoint_scores(ckpt: Path, source: ModelSource, params: Params) -> Scored
 
 
 def registered_scores(uri: str, images: str) -> Scored:
-    """The scores of each image in the folder images by a registered model: its exported program, which takes the
-    image's uint8 pixels and resizes inside, as served."""
-    with tempfile.TemporaryDirectory() as download:
-        program, metadata, _ = model_registry.fetch(uri, Path(download))
-        scorer = torch.export.load(program).module()
-    results = score_images(scorer, list_images(images))
+    """The scores of each image in the folder images by a registered model, loaded and sent the files' bytes as
+    `mlflow models serve` serves it; a file it refuses is reported (a warning) and left out."""
+    model, metadata = model_registry.load_served(uri)
+    paths, results = list_images(images), []
+    for path in paths:
+        try:
+            results.append((path, model_registry.score_photo_files(model, [path.read_bytes()])[0].tolist()))
+        except (OSError, MlflowException) as e:
+            log.warning("warning: %s: %s; skipped", path, str(e).split("Error: ")[-1])
+    if not results:
+        raise CSRAError(f"{images}: none of the {len(paths)} images could be scored by {uri}")
     return Scored(metadata["output"]["classes"], metadata.get("thresholds"), results, None)
 
 
@@ -112,5 +119,5 @@ def run(params_file: Path, overrides: dict[str, object], source: ModelSource) ->
     typer.echo("\n".join(lines))
     typer.echo(f"heatmaps: {len(sheets)} contact sheets and one map per predicted class in "
                f"{Path(params.demo.out_dir) / HEATMAPS}" if scored.heatmaps else
-               f"heatmaps: none: {source.model_uri} is an exported program (images in, scores out); the score maps "
+               f"heatmaps: none: {source.model_uri} is the served model (photos in, scores out); the score maps "
                "need the model itself (--checkpoint)")

@@ -14,8 +14,11 @@ import typer
 
 from csra.deploy.export import (
     PARITY_TOLERANCE,
-    example_images,
+    check_parity,
     input_contract,
+    parity_photos,
+    photo_difference,
+    program_bytes,
     require_onnx,
     write_exports,
     write_onnx_of,
@@ -32,6 +35,7 @@ from stages.lineage import model_key
 from stages.params import DatasetParams, Group, StageParams, TrackingParams, TrainOutput, load_params
 
 CONTRACT = "export.json"
+SERVED = "served model"  # the parity entry of the registered model, loaded as MLflow serves it, on photo files
 REGISTRATION = "export/registration.json"  # in the MLflow run: the ids and versions of this execution
 REGISTER = ("always", "better", "never")  # register a new model version: on every export, when it beats the champion
 
@@ -44,6 +48,7 @@ class ExportParams(Group):
     register: str = setting(choices=REGISTER)
     champion_metric: str = setting(choices=METRIC_NAMES)  # any of evaluate's metrics can elect the champion
     seed: int = setting(min=0)
+    max_pixels: int = setting(min=1)  # the served model refuses a larger photo (or array) before decoding it
 
 
 @dataclass(frozen=True)
@@ -73,23 +78,27 @@ def run(params_file: Path, overrides: dict[str, object], source: ModelSource) ->
 
 
 def export_checkpoint(ckpt: Path, net: CSRAModel, saved: dict[str, Any], params: Params) -> dict[str, Any]:
-    """export.json (and model.onnx), the model logged once per trained model, the version registered as
-    export.register says, and its record in the run (REGISTRATION), which it returns."""
+    """export.json (and model.onnx), the served model logged once per trained model and checked on fresh photo
+    files against the eager path, the version registered as export.register says, and its record in the run
+    (REGISTRATION), which it returns."""
+    settings = params.export
     scoring = ScoringModel(net).eval()
-    contract = input_contract(scoring, saved["classes"])
-    with atomic_dir(Path(params.export.out_dir)) as tmp:
-        _, parity = write_exports(scoring, tmp, params.export.seed, params.export.onnx)
-        echo_parity(parity)
-        write_json(tmp / CONTRACT, {**contract, "parity": {"tolerance": PARITY_TOLERANCE,
-                                                           "max_abs_difference": parity}}, indent=2)
+    contract = input_contract(scoring, saved["classes"], settings.max_pixels)
+    served_contract = {"classes": saved["classes"], "img_size": net.config.img_size, "max_pixels": settings.max_pixels}
+    with atomic_dir(Path(settings.out_dir)) as tmp:
+        program, parity = write_exports(scoring, tmp, settings.seed, settings.onnx)
         with tracking.stage_run(ckpt, params.tracking.experiment, params.flat(),
                                 stage_run_name(saved, "export")) as recorder:
-            model_id = model_registry.log_scoring_model(
-                recorder, model_key(ckpt, net.config.to_dict()), scoring,
-                example_images(net.config.img_size, params.export.seed).numpy(), saved["classes"],
-                {**contract, "thresholds": saved.get("thresholds")})
-            registered = model_registry.register(recorder, model_id, params.export.registered_model,
-                                           params.export.register, params.export.champion_metric)
+            model_id = model_registry.log_served_model(recorder, model_key(ckpt, net.config.to_dict()),
+                                                       program_bytes(program), served_contract,
+                                                       {**contract, "thresholds": saved.get("thresholds")})
+            served = model_registry.load_logged(model_id)
+            parity = check_parity({**parity, SERVED: photo_difference(net, served, parity_photos(settings.seed))})
+            echo_parity(parity)
+            write_json(tmp / CONTRACT, {**contract, "parity": {"tolerance": PARITY_TOLERANCE,
+                                                               "max_abs_difference": parity}}, indent=2)
+            registered = model_registry.register(recorder, model_id, settings.registered_model, settings.register,
+                                                 settings.champion_metric)
             recorder.artifact(tmp / CONTRACT, "export")  # the weights are the logged model's, stored once
             recorder.record(registered, REGISTRATION)
     return registered
@@ -120,4 +129,5 @@ def export_registered(uri: str, params: Params) -> None:
 
 def echo_parity(parity: dict[str, float], reference: str = "eager") -> None:
     for name, error in parity.items():
-        typer.echo(f"{name}: max |score - {reference} score| = {error:.1e} on fresh noise and photo-like images")
+        images = "photo files (JPEG, PNG, WebP, BMP)" if name == SERVED else "noise and photo-like images"
+        typer.echo(f"{name}: max |score - {reference} score| = {error:.1e} on fresh {images}")

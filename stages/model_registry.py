@@ -4,11 +4,19 @@ best one, and a models:/ URI read back (the program file and its metadata). MLfl
 
 from __future__ import annotations
 
+import base64
+import json
 import re
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from csra.deploy.serving import CONTRACT_ARTIFACT, IMAGE_COLUMN, PROGRAM_ARTIFACT
 from csra.errors import CSRAError
 from csra.evaluate.metrics import METRIC_NAMES
 from stages.tracking import TEST_DIGEST, TEST_FILE, Recorder, connect, store_errors
@@ -17,7 +25,8 @@ CHAMPION = "champion"
 KEY_TAG = "csra.model_key"  # on a logged model: the checkpoint and model config it was made from
 DATA_DIGEST = "dataset.digest"  # DVC's hash of the prepared data the model was trained on
 PROVENANCE = ("dvc.exp_name", "dvc.exp_ref", "dvc.baseline_rev", "mlflow.source.git.commit")
-PROGRAM = Path("data") / "model.pt2"  # inside an MLflow PyTorch model in the pt2 format
+SERVED_MODEL = Path(__file__).with_name("served_model.py")  # the registered model's code
+PROGRAM_FILE, CONTRACT_FILE = "model.pt2", "contract.json"  # its artifacts, under artifacts/ in the model
 URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/@]+)|/(?P<version>\d+))")
 
 
@@ -33,16 +42,18 @@ class Evaluation:
         return {**{k: f"{v:.4f}" for k, v in self.metrics.items()}, TEST_FILE: self.file, TEST_DIGEST: self.digest}
 
 
-def log_scoring_model(recorder: Recorder, key: str, scoring: Any, example: Any, classes: list[str],
-                      metadata: dict[str, Any]) -> str:
+def log_served_model(recorder: Recorder, key: str, program: bytes, contract: dict[str, Any],
+                     metadata: dict[str, Any]) -> str:
     """The id of the logged model made from key (a checkpoint and its config): the one a run of this experiment
-    logged before, else the scoring module (uint8 images in, scores out) logged now to the active run as an MLflow
-    PyTorch model in the 'pt2' format (a torch.export program: no pickled code), with its signature, input example
-    and metadata. One logged model per trained model, however often export runs."""
-    import numpy as np
+    logged before, else the served model logged now to the active run: stages/served_model.py as code (MLflow's
+    models-from-code: no pickle) with the torch.export program and its contract (classes, input size, pixel limit)
+    as artifacts, the classes as its output signature, and metadata. One logged model per trained model, however
+    often export runs."""
+    import pandas as pd
+    import PIL
     import torch
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import Schema, TensorSpec
+    from mlflow.types.schema import ColSpec, Schema
 
     mlflow = recorder.mlflow
     with store_errors():
@@ -51,13 +62,17 @@ def log_scoring_model(recorder: Recorder, key: str, scoring: Any, example: Any, 
                                             filter_string=f"tags.`{KEY_TAG}` = '{key}'")
         if found:
             return found[0].model_id
-        signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, 3, -1, -1))]),
-                                   outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, len(classes)))]))
+        signature = ModelSignature(inputs=None, outputs=Schema([ColSpec("float", c) for c in contract["classes"]]))
         requirements = [f"torch=={torch.__version__.split('+')[0]}", f"mlflow=={mlflow.__version__}",
-                        f"numpy=={np.__version__}"]
-        return mlflow.pytorch.log_model(scoring, name="model", signature=signature, input_example=example,
-                                        serialization_format="pt2", pip_requirements=requirements,
-                                        metadata=metadata, tags={KEY_TAG: key}).model_id
+                        f"numpy=={np.__version__}", f"pandas=={pd.__version__}", f"pillow=={PIL.__version__}"]
+        with tempfile.TemporaryDirectory() as folder:
+            files = {PROGRAM_ARTIFACT: Path(folder) / PROGRAM_FILE, CONTRACT_ARTIFACT: Path(folder) / CONTRACT_FILE}
+            files[PROGRAM_ARTIFACT].write_bytes(program)
+            files[CONTRACT_ARTIFACT].write_text(json.dumps(contract, indent=2), encoding="utf-8")
+            return mlflow.pyfunc.log_model(
+                name="model", python_model=str(SERVED_MODEL), artifacts={k: str(v) for k, v in files.items()},
+                signature=signature, pip_requirements=requirements, metadata=metadata, tags={KEY_TAG: key},
+            ).model_id
 
 
 def evaluation(recorder: Recorder) -> Evaluation | None:
@@ -154,13 +169,10 @@ def register(recorder: Recorder, model_id: str, name: str, policy: str, metric: 
             "champion": champion, "metric": metric}
 
 
-def fetch(uri: str, folder: Path) -> tuple[Path, dict[str, Any], dict[str, str]]:
-    """(the torch.export program file, the model's metadata, {name, version, model_uri}) of a registered version
-    named by a models:/NAME@ALIAS or models:/NAME/VERSION URI, downloaded into folder."""
+def _version(uri: str) -> tuple[str, Any]:
+    """(name, model version) of a models:/NAME@ALIAS or models:/NAME/VERSION URI."""
     from mlflow import MlflowClient
-    from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
-    from mlflow.models import Model
 
     match = URI.fullmatch(uri)
     if match is None:
@@ -170,12 +182,55 @@ def fetch(uri: str, folder: Path) -> tuple[Path, dict[str, Any], dict[str, str]]
     with store_errors():
         client = MlflowClient()
         try:
-            version = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(
+            return name, client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(
                 name, number)
         except MlflowException as e:
             raise CSRAError(f"{uri}: no such registered model version ({str(e).splitlines()[0]})") from None
+
+
+def fetch(uri: str, folder: Path) -> tuple[Path, dict[str, Any], dict[str, str]]:
+    """(the torch.export program file, the model's metadata, {name, version, model_uri}) of a registered version
+    named by a models:/NAME@ALIAS or models:/NAME/VERSION URI, downloaded into folder."""
+    from mlflow.artifacts import download_artifacts
+    from mlflow.models import Model
+
+    name, version = _version(uri)
+    with store_errors():
         local = Path(download_artifacts(artifact_uri=f"models:/{name}/{version.version}", dst_path=str(folder)))
-    if not (local / PROGRAM).is_file():
-        raise CSRAError(f"{uri}: not a model exported by csra export (no {PROGRAM.as_posix()} in it)")
+    program = local / "artifacts" / PROGRAM_FILE
+    if not program.is_file():
+        raise CSRAError(f"{uri}: not a model exported by csra export (no artifacts/{PROGRAM_FILE} in it)")
     found = {"name": name, "version": str(version.version), "model_uri": f"models:/{name}/{version.version}"}
-    return local / PROGRAM, Model.load(str(local)).metadata or {}, found
+    return program, Model.load(str(local)).metadata or {}, found
+
+
+def load_logged(model_id: str) -> Callable[[list[bytes]], np.ndarray]:
+    """The scores a logged model gives photo files, through its pyfunc as `mlflow models serve` runs it."""
+    model = _load_pyfunc(f"models:/{model_id}", model_id)
+    return partial(score_photo_files, model)
+
+
+def score_photo_files(model: Any, photos: list[bytes]) -> np.ndarray:
+    """(N, classes) scores of photo files from a served model, sent as a client sends them: base64 strings in the
+    column `image`."""
+    import pandas as pd
+
+    frame = pd.DataFrame({IMAGE_COLUMN: [base64.b64encode(data).decode("ascii") for data in photos]})
+    return model.predict(frame).to_numpy(dtype=np.float32)
+
+
+def _load_pyfunc(uri: str, name: str) -> Any:
+    import mlflow
+
+    with store_errors():
+        model = mlflow.pyfunc.load_model(uri)
+    if not str(model.metadata.flavors.get("python_function", {}).get("loader_module")).startswith("mlflow.pyfunc"):
+        raise CSRAError(f"{name}: not a model exported by csra export (an older or foreign model flavour)")
+    return model
+
+
+def load_served(uri: str) -> tuple[Any, dict[str, Any]]:
+    """(the registered version's pyfunc model, its metadata), loaded as `mlflow models serve` loads it."""
+    name, version = _version(uri)
+    model = _load_pyfunc(f"models:/{name}/{version.version}", uri)
+    return model, model.metadata.metadata or {}

@@ -12,11 +12,21 @@ gives the output."""
 from __future__ import annotations
 
 import functools
+import json
+import os
 import shutil
+import signal
+import socket
 import sqlite3
+import subprocess
+import sys
 import tempfile
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -204,7 +214,6 @@ CHAIN = ("prepare", "train", "evaluate", "demo")
 def run_chain(root: Path, store: str, params: dict | None = None) -> dict[str, str]:
     """The output of each stage of CHAIN run through the CLI in root (made, with params.yaml = params or the tiny
     params), tracking to store."""
-    import pytest
 
     root.mkdir(parents=True, exist_ok=True)
     (root / "params.yaml").write_text(yaml.safe_dump(params or tiny_params_dict()))
@@ -244,3 +253,66 @@ def train_on_cpu(folder: Path, data, cfg, **kwargs):
 
     folder.mkdir(parents=True, exist_ok=True)
     return train(cfg, data, train_paths(folder), device=torch.device("cpu"), **kwargs)
+
+
+# --- servers on loopback -----------------------------------------------------------------------------------------
+WAIT_S = 120  # the longest a server may take to answer
+BIN = Path(sys.executable).parent
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(command, log, **env):
+    """A server process in a session of its own (so that its workers end with it), its output in log."""
+    with log.open("w") as sink:
+        return subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **env})
+
+
+def stop(server):
+    try:
+        os.killpg(server.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=30)
+
+
+def wait_until_answers(url, server, log):
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline:
+        assert server.poll() is None, f"{url}: the server exited:\n{log.read_text()}"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"no answer from {url} within {WAIT_S} s:\n{log.read_text()}")
+
+
+def post_json(url, payload):
+    request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def post_raw(url, body: bytes, content_type: str = "application/json"):
+    """(status, parsed JSON or text) of a POST, error statuses included."""
+    request = urllib.request.Request(url, body, {"Content-Type": content_type})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            status, text = response.status, response.read().decode()
+    except urllib.error.HTTPError as e:
+        status, text = e.code, e.read().decode()
+    try:
+        return status, json.loads(text)
+    except json.JSONDecodeError:
+        return status, text

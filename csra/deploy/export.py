@@ -17,6 +17,7 @@ from torch.export import Dim, ExportedProgram
 from csra.data.loading import normalize_batch, test_pixels
 from csra.data.synthetic import render_image
 from csra.deploy.scoring import ScoringModel
+from csra.deploy.serving import ARRAYS, PHOTOS
 from csra.errors import CSRAError
 from csra.fileio import atomic_write
 from csra.model.network import CSRAModel
@@ -50,10 +51,38 @@ def parity_images(img_size: int, seed: int) -> list[torch.Tensor]:
 
 def photo_like(height: int, width: int, seed: int) -> torch.Tensor:
     """A real-looking uint8 image (3, height, width): a scene of the built-in dataset, saved and read as JPEG."""
+    return decode_rgb(photo_file(height, width, seed, "JPEG"))
+
+
+def photo_file(height: int, width: int, seed: int, file_format: str) -> bytes:
+    """The bytes of a photo-like image file (a scene of the built-in dataset) in a format PIL writes."""
     image, _ = render_image(np.random.default_rng(seed), width, height)
     buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=90)
-    return torch.from_numpy(np.array(Image.open(buffer).convert("RGB"))).permute(2, 0, 1).contiguous()
+    image.save(buffer, format=file_format, **({"quality": 90} if file_format in ("JPEG", "WEBP") else {}))
+    return buffer.getvalue()
+
+
+def decode_rgb(data: bytes) -> torch.Tensor:
+    """An image file's pixels as PIL decodes them, uint8 RGB (3, H, W)."""
+    with Image.open(io.BytesIO(data)) as image:
+        return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()
+
+
+# Photo files the served model's parity is checked on: (height, width, format), three formats and several sizes.
+PHOTO_FILES = ((375, 500, "JPEG"), (333, 500, "PNG"), (480, 640, "WEBP"), (48, 64, "JPEG"), (900, 240, "BMP"))
+
+
+def parity_photos(seed: int) -> list[bytes]:
+    """Fresh photo files (PHOTO_FILES) for the served path's parity check."""
+    return [photo_file(h, w, seed + 100 + k, fmt) for k, (h, w, fmt) in enumerate(PHOTO_FILES)]
+
+
+@torch.no_grad()
+def photo_difference(model: CSRAModel, served: Callable[[list[bytes]], np.ndarray], photos: list[bytes]) -> float:
+    """The largest absolute difference between the scores a served model gives photo files (their bytes) and the
+    eager path of evaluate and demo on the same files."""
+    eager = torch.cat([eager_scores(model, decode_rgb(data)[None]) for data in photos])
+    return float((torch.tensor(np.asarray(served(photos), dtype=np.float32)) - eager).abs().max())
 
 
 @torch.no_grad()
@@ -175,12 +204,15 @@ def check_parity(parity: dict[str, float]) -> dict[str, float]:
     return parity
 
 
-def input_contract(scoring: ScoringModel, classes: list[str]) -> dict[str, Any]:
-    """What a consumer of an exported form sends and gets back, written next to it."""
+def input_contract(scoring: ScoringModel, classes: list[str], max_pixels: int) -> dict[str, Any]:
+    """What a consumer of an exported form sends and gets back, written next to it. The program and ONNX take
+    pixels; the registered model takes photo files too (csra.deploy.serving)."""
     config = scoring.model.config
     return {
         "input": {"name": INPUT_NAME, "dtype": "uint8", "shape": ["batch", 3, "height", "width"],
                   "layout": "RGB channels first, values 0-255, any height and width"},
+        "served": {"photos": PHOTOS, "arrays": ARRAYS, "max_pixels": max_pixels,
+                   "answer": "one record per image: the score of every class, named, in the order of output.classes"},
         "preprocessing": {"resize": [config.img_size, config.img_size],
                           "interpolation": "PIL bilinear (Image.resize), bit for bit",
                           "scale": "1/255", "mean": list(config.mean), "std": list(config.std)},

@@ -4,13 +4,11 @@ the one prediction path or through an exported program, thresholds and the demo 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from csra.data.loading import load_image
 from csra.deploy.resize import pil_bilinear_resize
 from csra.errors import CSRAError
 from csra.evaluate.predict import NothingReadable, predict
@@ -53,23 +51,6 @@ def predict_files(model: CSRAModel, paths: list[Path], device: torch.device, bat
     except NothingReadable:
         raise CSRAError(f"{paths[0].parent}: none of the {len(paths)} images could be read") from None
     return [(paths[i], row.tolist()) for i, row in zip(scored.indices, scored.scores)]
-
-
-@torch.no_grad()
-def score_images(scorer: Callable[[torch.Tensor], torch.Tensor], paths: list[Path]) -> list[tuple[Path, list[float]]]:
-    """[(path, score per class)] from a scorer of uint8 image batches (an exported ScoringModel, which resizes
-    inside): one image per call, at its own size. An unreadable image is reported (a warning) and left out."""
-    scored = []
-    for path in paths:
-        try:
-            image = load_image(path)
-        except CSRAError as e:
-            log.warning("warning: %s; skipped", e)
-            continue
-        scored.append((path, scorer(image.unsqueeze(0))[0].tolist()))
-    if not scored:
-        raise CSRAError(f"{paths[0].parent}: none of the {len(paths)} images could be read")
-    return scored
 
 
 def demo_line(path: Path | str, scores: list[float], classes: list[str], thresholds: list[float]) -> str:

@@ -3,20 +3,25 @@ HTTP. Train, evaluate and export record one run with its data and machine load, 
 the alias champion, which `mlflow models serve`, demo and export then take as models:/csra@champion."""
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import mlflow
 import pytest
 import torch
 import yaml
-from helpers import TINY, merge, new_store, repo_params, run, training_run
+from helpers import (
+    BIN,
+    TINY,
+    free_port,
+    merge,
+    new_store,
+    post_json,
+    repo_params,
+    run,
+    start,
+    stop,
+    training_run,
+    wait_until_answers,
+)
 from mlflow import MlflowClient
 
 from csra.data.loading import load_image
@@ -24,53 +29,6 @@ from csra.deploy.export import PARITY_TOLERANCE
 from csra.deploy.scoring import ScoringModel
 from csra.model.checkpoints import load_checkpoint_model
 from stages.lineage import dvc_md5
-
-WAIT_S = 120  # the longest a server may take to answer
-BIN = Path(sys.executable).parent
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(command, log, **env):
-    """A server process in a session of its own (so that its workers end with it), its output in log."""
-    with log.open("w") as sink:
-        return subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **env})
-
-
-def stop(server):
-    try:
-        os.killpg(server.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        server.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait(timeout=30)
-
-
-def wait_until_answers(url, server, log):
-    deadline = time.monotonic() + WAIT_S
-    while time.monotonic() < deadline:
-        assert server.poll() is None, f"{url}: the server exited:\n{log.read_text()}"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"no answer from {url} within {WAIT_S} s:\n{log.read_text()}")
-
-
-def post_json(url, payload):
-    request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        return json.loads(response.read())
 
 
 @pytest.fixture(scope="module")
@@ -149,16 +107,17 @@ def test_the_served_champion_answers_with_the_eager_scores(team, tmp_path):
         answer = post_json(f"http://127.0.0.1:{port}/invocations", {"inputs": [pixels.tolist()]})
     finally:
         stop(served)
-    model, _ = load_checkpoint_model(root / "results/train/best.pt")
+    model, saved = load_checkpoint_model(root / "results/train/best.pt")
     with torch.no_grad():
         expected = ScoringModel(model)(pixels.unsqueeze(0))[0]
-    scores = torch.tensor(answer["predictions"][0])
+    assert list(answer["predictions"][0]) == saved["classes"]  # {class: score}, in the model's class order
+    scores = torch.tensor(list(answer["predictions"][0].values()))
     assert scores.shape == (10,) and torch.allclose(scores, expected, atol=PARITY_TOLERANCE)
 
 
 def test_demo_and_export_take_the_champion(team, client, tmp_path):
     code, output = run("demo", "--model-uri", "models:/csra@champion", "--out-dir", str(tmp_path / "served"))
-    assert code == 0 and "heatmaps: none: models:/csra@champion is an exported program" in output, output
+    assert code == 0 and "heatmaps: none: models:/csra@champion is the served model" in output, output
     code, output = run("demo", "--out-dir", str(tmp_path / "eager"))
     assert code == 0, output
     served, eager = (json.loads((tmp_path / name / "predictions.json").read_text()) for name in ("served", "eager"))
