@@ -91,7 +91,8 @@ def main() -> None:
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "models", "serve", "-m", args.model_uri, "--env-manager", "local",
          "--host", "127.0.0.1", "--port", str(port)], stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        env={**os.environ, "MLFLOW_TRACKING_URI": args.tracking_uri})
+        env={**os.environ, "MLFLOW_TRACKING_URI": args.tracking_uri,  # its uvicorn is the environment's
+             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"})
     peak = 0
     try:
         for _ in range(240):
@@ -99,7 +100,8 @@ def main() -> None:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
                 break
             except OSError:
-                assert server.poll() is None, Path(log.name).read_text()
+                if server.poll() is not None:
+                    sys.exit(f"error: the server exited:\n{Path(log.name).read_text()[-3000:]}")
                 time.sleep(0.5)
         stop = threading.Event()
 
@@ -142,8 +144,9 @@ def main() -> None:
         watcher.join()
         print(f"\nserver peak memory (sum of its processes' peak RSS): {peak / 2**30:.2f} GiB")
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=60)
         os.unlink(log.name)
 
 
