@@ -1,6 +1,7 @@
 """What a run was made from, as DVC names it: the prepared folder's hash computed as DVC computes it, dvc.lock
 trusted only under a DVC stage, and the logged model's key of checkpoint and model config."""
 
+import os
 import subprocess
 import sys
 
@@ -19,8 +20,9 @@ def test_a_folder_hash_is_the_one_dvc_computes(tmp_path):
     for i, name in enumerate(FILES):
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_text(f"file {i}\n")
-    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
-    subprocess.run([sys.executable, "-m", "dvc", "add", "-q", "prepared"], cwd=tmp_path, check=True)
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1"}
+    for command in (["init", "--no-scm", "-q"], ["add", "-q", "prepared"]):
+        subprocess.run([sys.executable, "-m", "dvc", *command], cwd=tmp_path, env=env, check=True)
     added = yaml.safe_load((tmp_path / "prepared.dvc").read_text())["outs"][0]
     assert dvc_md5(folder) == added["md5"]
 
