@@ -56,3 +56,23 @@ def test_held_out_keeps_one_image_each_side():
     items = [{"img_path": str(i), "target": [1]} for i in range(3)]
     assert [len(part) for part in held_out(items, 0.99, 0)] == [1, 2]
     assert [len(part) for part in held_out(items, 0.01, 0)] == [2, 1]
+
+
+@pytest.mark.parametrize("count, fraction, held", [
+    (7, 0.3, 2),   # 2.1: rounded down
+    (9, 0.3, 3),   # 2.7: rounded up, not floored
+    (10, 0.25, 2),  # 2.5: Python's round, half to even
+    (14, 0.25, 4),  # 3.5: half to even
+])
+def test_the_held_out_count_is_the_rounded_fraction(count, fraction, held):
+    items = [{"img_path": str(i), "target": [1]} for i in range(count)]
+    kept, out = held_out(items, fraction, 0)
+    assert (len(kept), len(out)) == (count - held, held)
+
+
+def test_held_out_images_of_a_voc_train_file_keep_its_binary_codes(prepared):
+    """A train file holds 0/1 (0: absent); only the test and val files of VOC use 0 for 'difficult, ignored'.
+    Images held out of the train file are scored in the train file's codes: their zeros are negatives."""
+    data = load_training_data("custom_voc", prepared, False, "val", val_fraction=0.25, val_seed=3)
+    assert data.label_format == "coco" and "of the 8 images of train_custom.json" in data.selection.source
+    assert any(0 in item["target"] for item in data.val_items)

@@ -28,5 +28,6 @@ def test_per_class_thresholds_come_from_the_checkpoint_with_the_global_one_for_u
     assert class_thresholds(3, 0.5) == [0.5, 0.5, 0.5]
     assert class_thresholds(3, 0.5, [0.2, 0.3, 0.4]) == [0.5, 0.5, 0.5]  # global unless per_class is asked for
     assert class_thresholds(3, 0.5, [0.2, None, 0.4], per_class=True) == [0.2, 0.5, 0.4]
+    assert class_thresholds(3, 0.7, [0.2, None, 0.4], per_class=True) == [0.2, 0.7, 0.4]  # not 0.5
     with pytest.raises(CSRAError, match="best.pt: no per-class thresholds stored"):
         class_thresholds(3, 0.5, None, per_class=True, source="best.pt")

@@ -6,6 +6,7 @@ import torch
 from csra.errors import CSRAError
 from csra.model.checkpoints import load_checkpoint, load_checkpoint_model, save_checkpoint
 from csra.model.network import ModelConfig, build_model
+from csra.model.weights import strip_module_prefix
 
 
 def test_round_trip_same_logits_config_and_classes(tmp_path):
@@ -168,3 +169,13 @@ def test_the_gap_baseline_round_trips_and_is_not_taken_for_csra_heads(tmp_path):
     torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
     with pytest.raises(CSRAError, match="the checkpoint has num_heads 0, but 2 was given"):
         load_checkpoint_model(path, ModelOptions(num_heads=2))
+
+
+def test_the_module_prefix_goes_only_when_every_key_carries_it():
+    """DataParallel / DDP prefix every key with `module.`; a state dict where only some keys carry it is not
+    theirs, and its keys stay as they are (the layout check then names them)."""
+    one, two = torch.zeros(1), torch.ones(1)
+    assert strip_module_prefix({"module.fc.weight": one, "module.fc.bias": two}) == {"fc.weight": one, "fc.bias": two}
+    mixed = {"module.fc.weight": one, "fc.bias": two}
+    assert strip_module_prefix(mixed) == mixed
+    assert strip_module_prefix({}) == {}

@@ -71,3 +71,35 @@ def test_without_an_evaluation_better_does_not_register(export, tmp_path):
         result = model_registry.register(recorder, model_id, "csra", "better", "mAP")
     assert result["version"] is None and result["champion"] is None
     assert result["registered"].startswith("not registered: this execution logged no mAP")
+
+
+def test_on_a_tie_the_older_version_keeps_the_champion_alias(export):
+    export("better", 70.0)
+    tied, _ = export("always", 70.0)
+    assert (tied["version"], tied["champion"]) == ("2", "1")
+    assert str(MlflowClient().get_model_version_by_alias("csra", "champion").version) == "1"
+
+
+def test_better_does_not_register_a_version_that_only_equals_the_best(export):
+    export("better", 70.0)
+    equal, _ = export("better", 70.0)
+    assert equal["version"] is None and equal["champion"] == "1"
+    assert equal["registered"].startswith("not registered: mAP 70.00 does not beat version 1 (70.00)")
+    assert [str(v.version) for v in MlflowClient().search_model_versions("name = 'csra'")] == ["1"]
+
+
+def test_export_reads_its_own_executions_evaluation_before_the_training_runs(mlflow_store):
+    mlflow.set_tracking_uri(mlflow_store)
+    with tracking.training_run("csra", {}, "t") as trained:
+        trained.metrics({"mAP": 50.0})
+        trained.tag(tracking.TEST_FILE, "old/test.json")
+        trained.tag(tracking.TEST_DIGEST, "test-old")
+    with mlflow.start_run(run_name="later execution") as run:
+        mlflow.log_metrics({"mAP": 80.0})
+        mlflow.set_tags({tracking.TEST_FILE: "new/test.json", tracking.TEST_DIGEST: "test-new"})
+    ours = model_registry.evaluation(tracking.Recorder(mlflow, run.info.run_id, trained.train_run_id))
+    assert ours == model_registry.Evaluation({"mAP": 80.0}, "new/test.json", "test-new")
+    with mlflow.start_run(run_name="not evaluated") as bare:
+        pass
+    inherited = model_registry.evaluation(tracking.Recorder(mlflow, bare.info.run_id, trained.train_run_id))
+    assert inherited == model_registry.Evaluation({"mAP": 50.0}, "old/test.json", "test-old")

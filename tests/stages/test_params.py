@@ -129,3 +129,21 @@ def test_the_champion_metric_is_one_of_evaluates_metrics():
 
     metrics, _ = evaluate_scores(np.array([[0.9, 0.1], [0.2, 0.8]]), np.array([[1, 0], [0, 1]]), "coco", 0.5)
     assert list(METRIC_NAMES) == list(metrics)
+
+
+def test_a_min_or_max_bound_is_inclusive(tiny_params):
+    for value in (0, 1):
+        edit_params(tiny_params, **{"evaluate.threshold": value})
+        assert load_all_params(tiny_params)["evaluate.threshold"] == value
+    edit_params(tiny_params, **{"evaluate.threshold": 1.0000001})
+    with pytest.raises(CSRAError) as info:
+        load_all_params(tiny_params)
+    assert str(info.value) == f"{tiny_params}: evaluate.threshold must be ≤ 1, got 1.0000001"
+
+
+@pytest.mark.parametrize("value, message", [(0, "must be > 0, got 0.0"), (1, "must be < 1, got 1.0")])
+def test_the_held_out_fraction_excludes_both_ends(tiny_params, value, message):
+    edit_params(tiny_params, **{"data.val_fraction": value})
+    with pytest.raises(CSRAError) as info:
+        load_all_params(tiny_params)
+    assert str(info.value) == f"{tiny_params}: data.val_fraction {message}"

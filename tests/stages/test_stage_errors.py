@@ -124,6 +124,11 @@ def resume_without_a_state(tmp):
     find_resume(tmp / "train_state.pt", train_cfg(), train_data(), "always", 1)
 
 
+@says("resume mode must be one of auto, never, always, got 'sometimes'")
+def resume_with_a_mode_that_does_not_exist(tmp):
+    find_resume(tmp / "train_state.pt", train_cfg(), train_data(), "sometimes", 1)
+
+
 @says("train_state.pt: not a CSRA training state (no format 'csra-train-state-v1')")
 def resume_from_a_file_that_is_not_a_state(tmp):
     torch.save({"epoch": 1}, tmp / "train_state.pt")
@@ -243,11 +248,11 @@ def registered_model_missing(tmp):
     model_registry.fetch("models:/nothing@champion", tmp)
 
 
-@says("--model-uri models:/csra@champion: a registered model takes no --checkpoint, --lam")
+@says("--model-uri models:/csra@champion: a registered model takes no --checkpoint, --num-heads, --lam")
 def registered_model_with_model_options(tmp):
     from stages.common import ModelSource
 
-    ModelSource(tmp / "best.pt", "models:/csra@champion", lam=0.1).checked()
+    ModelSource(tmp / "best.pt", "models:/csra@champion", num_heads=2, lam=0.1).checked()
 
 
 @pytest.mark.parametrize("name", sorted(walk.cases))
