@@ -7,7 +7,7 @@ the request's size; one client's latency (p50, p99) over --requests requests; th
 peak RSS); and the in-process API (`csra.load_model(checkpoint).score([file])`) on the same files, warmed up.
 
     python bench/bench_serving.py          # models:/csra@champion and results/train/best.pt of make repro
-    python bench/bench_serving.py --clients 8 --requests 5
+    python bench/bench_serving.py --clients 8 --requests 10
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, default=REPO / "results/train/best.pt")
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{REPO}/mlflow.db"))
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--requests", type=int, default=5, help="requests per client (and of the one client)")
+    parser.add_argument("--requests", type=int, default=10, help="requests per client (and of the one client)")
     args = parser.parse_args()
 
     import csra
@@ -124,8 +124,8 @@ def main() -> None:
                 body = json.dumps({"dataframe_records": [{"image": base64.b64encode(data).decode()}]}).encode()
                 post(url, body)  # warm-up
                 one = [post(url, body) for _ in range(args.requests)]
-                classifier.score([path])
-                local = []
+                classifier.score([path])  # warm-up; then the API alone (two processes' thread pools would share the
+                local = []  # cores if the calls were interleaved with the requests)
                 for _ in range(args.requests):
                     start = time.perf_counter()
                     classifier.score([path])

@@ -60,6 +60,8 @@ def photo_pixels(data: bytes, index: int, size: int, max_pixels: int) -> torch.T
             return test_pixels(image.convert("RGB"), size)
     except PayloadError:
         raise
+    except Image.UnidentifiedImageError:
+        raise refused(f"image {index} is not an image file PIL can open") from None
     except Image.DecompressionBombError:  # Pillow's own limit, beyond ours, is checked as the header is read
         raise refused(f"image {index} is over the limit of {max_pixels:,} pixels (Pillow takes it for a "
                       "decompression bomb)") from None

@@ -134,7 +134,7 @@ BAD = [
     ("an array over the pixel limit", json.dumps({"inputs": pixels((3, 1, MAX_PIXELS + 1))}), JSON, 400,
      f"over the limit of {MAX_PIXELS:,}"),
     ("bytes that are not an image", records(b"just some text, not a photo"), JSON, 400,
-     "image 0 is not a complete image file PIL can open"),
+     "image 0 is not an image file PIL can open:"),
     ("a truncated JPEG", records(jpeg_bytes(), jpeg_bytes()[:300]), JSON, 400,
      "image 1 is not a complete image file PIL can open"),
     ("a string that is not base64", json.dumps({"dataframe_records": [{"image": "not base64!"}]}), JSON, 400,
