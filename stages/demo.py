@@ -111,8 +111,8 @@ def run(params_file: Path, overrides: dict[str, object], source: ModelSource) ->
         write_text(tmp / PREDICTIONS_TXT, "".join(f"{line}\n" for line in lines))
         write_json(tmp / PREDICTIONS_JSON, predictions, indent=2)
         sheets = scored.heatmaps(labelled, classes, tmp / HEATMAPS) if scored.heatmaps else []
-        with tracking.stage_run(ckpt, params.tracking.experiment, params.flat(),
-                                stage_run_name(scored.saved, "demo")) as recorder:
+        with tracking.stage_run(ckpt, params.tracking.experiment, params.flat(), stage_run_name(scored.saved, "demo"),
+                                scored.saved) as recorder:
             if source.model_uri is not None:
                 recorder.tag("csra.model_uri", source.model_uri)
             recorder.artifacts(tmp, "demo")

@@ -18,7 +18,7 @@ from csra.model.network import CSRAModel
 from stages import tracking
 from stages.common import ModelSource, machine
 from stages.inference import load_for_inference, stage_run_name
-from stages.lineage import annotation_version, prepared_version
+from stages.lineage import DataVersion, annotation_version, prepared_version
 from stages.params import load_params
 from stages.report import EvaluateParams, Params, read_items, summary, write_report
 from stages.tracking import TEST_DIGEST, TEST_FILE, Recorder
@@ -46,10 +46,16 @@ def selection_note(ckpt: Path, saved: dict, items: list[dict]) -> str | None:
 
 def record_test_data(recorder: Recorder, entry: DatasetEntry, prepared_dir: str, ann: Path,
                      items: list[dict]) -> None:
-    """The scored data as the run's evaluation input (the prepared folder, or the annotation file given from
-    elsewhere) and the annotation file's path and items digest as tags, by which export compares versions."""
+    """The scored data as the run's evaluation input — the prepared folder's test file, named apart from the
+    training input (MLflow shows one input per dataset name and digest), or the annotation file given from
+    elsewhere — and the annotation file's path and items digest as tags, by which export compares versions."""
     inside = ann.resolve().parent == Path(prepared_dir).resolve()
-    recorder.dataset(prepared_version(entry, prepared_dir) if inside else annotation_version(ann), "evaluation")
+    if inside:
+        folder = prepared_version(entry, prepared_dir)
+        scored = DataVersion(f"{entry.name}: {ann.name}", str(ann), folder.digest, {ann.name: len(items)})
+    else:
+        scored = annotation_version(ann)
+    recorder.dataset(scored, "evaluation")
     recorder.tag(TEST_FILE, str(ann))
     recorder.tag(TEST_DIGEST, items_digest(items))
 
@@ -70,8 +76,8 @@ def run(params_file: Path, overrides: dict[str, object], source: ModelSource, an
     with atomic_dir(Path(params.evaluate.out_dir)) as tmp:  # all outputs or none: the previous stay till then
         metrics, aps = write_report(tmp, values, items, classes, entry.label_format, params.evaluate.threshold,
                                     with_scores=True)
-        with tracking.stage_run(ckpt, params.tracking.experiment, params.flat(),
-                                stage_run_name(saved, "evaluate")) as recorder:
+        with tracking.stage_run(ckpt, params.tracking.experiment, params.flat(), stage_run_name(saved, "evaluate"),
+                                saved) as recorder:
             recorder.metrics(metrics)
             recorder.tag("evaluated_on_selection_images", str(note is not None).lower())
             record_test_data(recorder, entry, params.data.prepared_dir, ann, items)

@@ -87,9 +87,10 @@ def export_checkpoint(ckpt: Path, net: CSRAModel, saved: dict[str, Any], params:
     served_contract = {"classes": saved["classes"], "img_size": net.config.img_size, "max_pixels": settings.max_pixels}
     with atomic_dir(Path(settings.out_dir)) as tmp:
         program, parity = write_exports(scoring, tmp, settings.seed, settings.onnx)
-        with tracking.stage_run(ckpt, params.tracking.experiment, params.flat(),
-                                stage_run_name(saved, "export")) as recorder:
-            model_id = model_registry.log_served_model(recorder, model_key(ckpt, net.config.to_dict()),
+        with tracking.stage_run(ckpt, params.tracking.experiment, params.flat(), stage_run_name(saved, "export"),
+                                saved) as recorder:
+            model_id = model_registry.log_served_model(recorder, settings.registered_model,
+                                                       model_key(ckpt, net.config.to_dict()),
                                                        program_bytes(program), served_contract,
                                                        {**contract, "thresholds": saved.get("thresholds")})
             served = model_registry.load_logged(model_id)
@@ -98,10 +99,20 @@ def export_checkpoint(ckpt: Path, net: CSRAModel, saved: dict[str, Any], params:
             write_json(tmp / CONTRACT, {**contract, "parity": {"tolerance": PARITY_TOLERANCE,
                                                                "max_abs_difference": parity}}, indent=2)
             registered = model_registry.register(recorder, model_id, settings.registered_model, settings.register,
-                                                 settings.champion_metric)
+                                                 settings.champion_metric, model_summary(net, saved))
             recorder.artifact(tmp / CONTRACT, "export")  # the weights are the logged model's, stored once
             recorder.record(registered, REGISTRATION)
     return registered
+
+
+def model_summary(net: CSRAModel, saved: dict[str, Any]) -> str:
+    """What the model is, in a few words: backbone, head, input size, classes and the recipe it was trained with."""
+    config = net.config
+    head = "the GAP baseline" if config.head == "gap" else f"{config.num_heads} CSRA head(s), λ={config.lam}"
+    recipe = (saved.get("params") or {}).get("train.recipe")
+    trained = f", recipe {recipe}" if isinstance(recipe, str) else (", an official state dict" if saved.get("official")
+                                                                      else "")
+    return f"{config.backbone}, {head}, {config.img_size} px, {config.num_classes} classes{trained}"
 
 
 def export_registered(uri: str, params: Params) -> None:

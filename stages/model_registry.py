@@ -19,11 +19,11 @@ import numpy as np
 from csra.deploy.serving import CONTRACT_ARTIFACT, IMAGE_COLUMN, PROGRAM_ARTIFACT
 from csra.errors import CSRAError
 from csra.evaluate.metrics import METRIC_NAMES
-from stages.tracking import TEST_DIGEST, TEST_FILE, Recorder, connect, store_errors
+from stages.tracking import DATA_DIGEST, TEST_DIGEST, TEST_FILE, UNTRACED, Recorder, connect, store_errors
 
 CHAMPION = "champion"
+TEST_METRICS = "test.metrics"  # on a version: evaluate's metrics on its test file, as JSON
 KEY_TAG = "csra.model_key"  # on a logged model: the checkpoint and model config it was made from
-DATA_DIGEST = "dataset.digest"  # DVC's hash of the prepared data the model was trained on
 PROVENANCE = ("dvc.exp_name", "dvc.exp_ref", "dvc.baseline_rev", "mlflow.source.git.commit")
 SERVED_MODEL = Path(__file__).with_name("served_model.py")  # the registered model's code
 PROGRAM_FILE, CONTRACT_FILE = "model.pt2", "contract.json"  # its artifacts, under artifacts/ in the model
@@ -39,16 +39,27 @@ class Evaluation:
     digest: str
 
     def tags(self) -> dict[str, str]:
-        return {**{k: f"{v:.4f}" for k, v in self.metrics.items()}, TEST_FILE: self.file, TEST_DIGEST: self.digest}
+        """The version's tags: its metrics in one (TEST_METRICS: JSON, evaluate's order, mAP first), the test file."""
+        scores = {k: round(self.metrics[k], 4) for k in METRIC_NAMES if k in self.metrics}
+        return {TEST_METRICS: json.dumps(scores), TEST_FILE: self.file, TEST_DIGEST: self.digest}
 
 
-def log_served_model(recorder: Recorder, key: str, program: bytes, contract: dict[str, Any],
+def version_metric(version: Any, metric: str) -> float | None:
+    """A version's metric from its TEST_METRICS tag (or, for a version registered before that tag, its own tag)."""
+    try:
+        value = json.loads(version.tags.get(TEST_METRICS, "{}")).get(metric, version.tags.get(metric))
+    except (ValueError, AttributeError):
+        return None
+    return float(value) if value is not None else None
+
+
+def log_served_model(recorder: Recorder, name: str, key: str, program: bytes, contract: dict[str, Any],
                      metadata: dict[str, Any]) -> str:
     """The id of the logged model made from key (a checkpoint and its config): the one a run of this experiment
-    logged before, else the served model logged now to the active run: stages/served_model.py as code (MLflow's
-    models-from-code: no pickle) with the torch.export program and its contract (classes, input size, pixel limit)
-    as artifacts, the classes as its output signature, and metadata. One logged model per trained model, however
-    often export runs."""
+    logged before, else the served model logged now to the active run under name (the registered model's):
+    stages/served_model.py as code (MLflow's models-from-code: no pickle) with the torch.export program and its
+    contract (classes, input size, pixel limit) as artifacts, the classes as its output signature, and metadata.
+    One logged model per trained model, however often export runs."""
     import pandas as pd
     import PIL
     import torch
@@ -70,7 +81,7 @@ def log_served_model(recorder: Recorder, key: str, program: bytes, contract: dic
             files[PROGRAM_ARTIFACT].write_bytes(program)
             files[CONTRACT_ARTIFACT].write_text(json.dumps(contract, indent=2), encoding="utf-8")
             return mlflow.pyfunc.log_model(
-                name="model", python_model=str(SERVED_MODEL), artifacts={k: str(v) for k, v in files.items()},
+                name=name, python_model=str(SERVED_MODEL), artifacts={k: str(v) for k, v in files.items()},
                 signature=signature, pip_requirements=requirements, metadata=metadata, tags={KEY_TAG: key},
             ).model_id
 
@@ -87,9 +98,11 @@ def evaluation(recorder: Recorder) -> Evaluation | None:
 
 
 def provenance(recorder: Recorder) -> dict[str, str]:
-    """The training run's DVC experiment and commit, and the digest of the data it trained on."""
+    """The training run's DVC experiment and commit, and the digest of the data it trained on; without a training
+    run in this store, what this execution's run recorded of the checkpoint from the workspace (and that it did)."""
     if recorder.train_run_id is None:
-        return {}
+        tags = recorder.mlflow.get_run(recorder.run_id).data.tags
+        return {k: tags[k] for k in (*PROVENANCE, DATA_DIGEST, UNTRACED) if k in tags}
     run = recorder.mlflow.get_run(recorder.train_run_id)
     tags = {k: run.data.tags[k] for k in PROVENANCE if k in run.data.tags}
     for item in run.inputs.dataset_inputs if run.inputs else []:
@@ -109,9 +122,9 @@ def _champion(client: Any, name: str) -> Any | None:
 
 def _best(client: Any, name: str, digest: str, metric: str) -> Any | None:
     """The best version by metric among those evaluated on the test file of digest (the older one on a tie)."""
-    versions = [v for v in client.search_model_versions(f"name = '{name}'")
-                if v.tags.get(TEST_DIGEST) == digest and metric in v.tags]
-    return max(versions, key=lambda v: (float(v.tags[metric]), -int(v.version)), default=None)
+    scored = [(value, v) for v in client.search_model_versions(f"name = '{name}'")
+              if v.tags.get(TEST_DIGEST) == digest and (value := version_metric(v, metric)) is not None]
+    return max(scored, key=lambda pair: (pair[0], -int(pair[1].version)), default=(None, None))[1]
 
 
 def _decision(client: Any, name: str, policy: str, metric: str, candidate: Evaluation | None) -> str | None:
@@ -126,10 +139,10 @@ def _decision(client: Any, name: str, policy: str, metric: str, candidate: Evalu
         return f"not registered: this execution logged no {metric} (evaluate logs it; export.register: always " \
                "registers anyway)"
     best = _best(client, name, candidate.digest, metric)
-    if best is None or candidate.metrics[metric] > float(best.tags[metric]):
+    if best is None or candidate.metrics[metric] > version_metric(best, metric):
         return None
     return f"not registered: {metric} {candidate.metrics[metric]:.2f} does not beat version {best.version} " \
-           f"({float(best.tags[metric]):.2f}), the best on this test file"
+           f"({version_metric(best, metric):.2f}), the best on this test file"
 
 
 def elect_champion(client: Any, name: str, digest: str, metric: str) -> str | None:
@@ -147,10 +160,26 @@ def elect_champion(client: Any, name: str, digest: str, metric: str) -> str | No
     return str(best.version)
 
 
-def register(recorder: Recorder, model_id: str, name: str, policy: str, metric: str) -> dict[str, Any]:
+MODEL_DESCRIPTION = ("CSRA multi-label image classifier (class-specific residual attention, ICCV 2021), registered "
+                     "by `csra export`. Each version takes photo files (base64 strings in a column `image`) or uint8 "
+                     "RGB pixels and answers the sigmoid score of every class; its metadata holds the class names, "
+                     "the preprocessing and the per-class thresholds. The alias `champion` is the best version on "
+                     "its test file by export.champion_metric.")
+
+
+def describe(summary: str, name: str, version: str, candidate: Evaluation | None, metric: str) -> str:
+    """A version's description: what the model is, its test score on which file, the command that serves it."""
+    scored = (f" Test {metric} {candidate.metrics[metric]:.2f} on {candidate.file}." if candidate and
+              metric in candidate.metrics else " Not evaluated.")
+    return (f"{summary}.{scored} Serve it: mlflow models serve -m models:/{name}/{version} --env-manager local "
+            "--port 5001")
+
+
+def register(recorder: Recorder, model_id: str, name: str, policy: str, metric: str,
+             summary: str) -> dict[str, Any]:
     """Register the logged model as a version of name as export.register says (never twice the same logged
-    model), tagged with its metrics, test file, data digest, DVC experiment and commit; then elect the champion.
-    Returns what the run records as export/registration.json."""
+    model), tagged with its metrics, test file, data digest, DVC experiment and commit, described (summary: what
+    the model is); then elect the champion. Returns what the run records as export/registration.json."""
     from mlflow import MlflowClient
 
     with store_errors():
@@ -161,6 +190,10 @@ def register(recorder: Recorder, model_id: str, name: str, policy: str, metric: 
         if reason is None:
             tags = {**provenance(recorder), **(candidate.tags() if candidate else {}), "run_id": recorder.run_id}
             version = recorder.mlflow.register_model(f"models:/{model_id}", name, tags=tags).version
+            client.update_model_version(name, version, description=describe(summary, name, str(version),
+                                                                             candidate, metric))
+            if not client.get_registered_model(name).description:
+                client.update_registered_model(name, description=MODEL_DESCRIPTION)
             reason = "registered"
         champion = elect_champion(client, name, candidate.digest, metric) if candidate else None
     return {"name": name, "version": str(version) if version else None,

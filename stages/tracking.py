@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import math
 import os
 import warnings
@@ -24,10 +25,15 @@ from typing import Any
 from csra.errors import CSRAError
 from csra.fileio import file_md5
 from stages.execution import execution_id, run_tags
-from stages.lineage import DataVersion
+from stages.lineage import DataVersion, locked_md5
 
+log = logging.getLogger("csra.tracking")
 DVC_TEMP_WORKSPACES = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
 TEST_FILE, TEST_DIGEST = "test.file", "test.digest"  # the annotation file evaluate scored, by path and items_digest
+DATA_DIGEST = "dataset.digest"  # DVC's hash of the prepared data a model was trained on
+# On a stage's run whose checkpoint's training run is not in this store (a clone that pulled the model, not the
+# store): the run then records what the workspace knows of the checkpoint instead of a link.
+UNTRACED = "csra.training_run"
 
 
 def repo_root(cwd: Path | None = None) -> Path:
@@ -170,15 +176,34 @@ def training_run_of(mlflow: Any, checkpoint: Path, execution: str) -> Any | None
     query = f"tags.`checkpoint.md5` = '{file_md5(checkpoint)}'"
     found = mlflow.search_runs(search_all_experiments=True, filter_string=query, output_format="list",
                                order_by=["attributes.start_time DESC"])
+    found = [run for run in found if UNTRACED not in run.data.tags]  # a stage's run that only names the checkpoint
     return next((run for run in found if run.data.tags.get("csra.execution") == execution), found[0] if found else None)
 
 
+def workspace_provenance(checkpoint: Path, saved: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
+    """(tags, params) that the workspace knows of a checkpoint without its training run: where it is and its MD5,
+    its recipe, and dvc.lock's hash of the prepared data it was trained on; the settings it records."""
+    recorded = saved.get("params") if isinstance(saved.get("params"), dict) else {}
+    recipe = saved.get("recipe") if isinstance(saved.get("recipe"), dict) else {}
+    tags = {"checkpoint": str(checkpoint), "checkpoint.md5": file_md5(checkpoint), UNTRACED: "not in this store"}
+    if isinstance(recorded.get("train.recipe"), str):
+        tags["recipe"] = recorded["train.recipe"]
+    prepared = recorded.get("data.prepared_dir")
+    digest = locked_md5(Path(prepared)) if isinstance(prepared, str) else None
+    if digest:
+        tags[DATA_DIGEST] = digest
+    return tags, {**{f"train.{k}": v for k, v in recipe.items()}, **recorded}
+
+
 @contextmanager
-def stage_run(checkpoint: Path | None, experiment: str, params: dict[str, Any], name: str) -> Iterator[Recorder]:
-    """This execution's run for a stage after train (evaluate, demo, export) that reads checkpoint: the training
-    run if train ran in this same execution; else this execution's own run — found by its tag, or created and
-    linked to the training run it builds on (tag csra.train_run_id, nested under it). The stage adds the params it
-    read that the run does not hold yet. Another execution's run is never changed."""
+def stage_run(checkpoint: Path | None, experiment: str, params: dict[str, Any], name: str,
+              saved: dict[str, Any] | None = None) -> Iterator[Recorder]:
+    """This execution's run for a stage after train (evaluate, demo, export) that reads checkpoint (saved: its
+    fields): the training run if train ran in this same execution; else this execution's own run — found by its
+    tag, or created and linked to the training run it builds on (tag csra.train_run_id, nested under it). When
+    the store has no training run of our checkpoint, the new run says so (a warning, the tag UNTRACED) and records
+    what the workspace knows instead (workspace_provenance). The stage adds the params it read that the run does
+    not hold yet. Another execution's run is never changed."""
     mlflow = connect()
     execution = execution_id()
     with store_errors():
@@ -189,11 +214,18 @@ def stage_run(checkpoint: Path | None, experiment: str, params: dict[str, Any], 
         started = mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(experiment_id=experiment_id,
                                                                                    run_name=name)
         with started as run:
+            known: dict[str, Any] = {}
             if run_id is None:
                 links = {"csra.train_run_id": train_run_id, "mlflow.parentRunId": train_run_id} if train_run_id else {}
-                mlflow.set_tags({**run_tags(), "csra.execution": execution, **links})
+                untraced = {}
+                if trained is None and checkpoint is not None and saved is not None and "recipe" in saved:
+                    untraced, known = workspace_provenance(checkpoint, saved)
+                    log.warning("warning: the training run of %s (MD5 %s) is not in the MLflow store %s: this run "
+                                "records what the workspace knows of it", checkpoint, untraced["checkpoint.md5"],
+                                tracking_uri())
+                mlflow.set_tags({**run_tags(), "csra.execution": execution, **links, **untraced})
             logged = mlflow.get_run(run.info.run_id).data.params  # each stage adds the params it read
-            mlflow.log_params({k: v for k, v in params.items() if k not in logged})
+            mlflow.log_params({k: v for k, v in {**params, **known}.items() if k not in logged})
             yield Recorder(mlflow, run.info.run_id, train_run_id)
 
 

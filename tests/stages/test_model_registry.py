@@ -26,7 +26,7 @@ def export(tmp_path, monkeypatch, mlflow_store):
             recorder.tag(tracking.TEST_FILE, "data/prepared/test.json")
             recorder.tag(tracking.TEST_DIGEST, digest)
             model_id = model_id or mlflow.create_external_model(name="model").model_id
-            return model_registry.register(recorder, model_id, "csra", policy, "mAP"), recorder
+            return model_registry.register(recorder, model_id, "csra", policy, "mAP", "resnet18, tiny"), recorder
 
     return run
 
@@ -50,7 +50,8 @@ def test_better_registers_only_what_beats_the_champion_and_always_registers_anyw
     assert str(MlflowClient().get_model_version_by_alias("csra", "champion").version) == "3"
 
     tags = MlflowClient().get_model_version("csra", "1").tags
-    assert tags["mAP"] == "70.0000" and tags["CF1"] == "60.0000" and tags["test.digest"] == "test-a"
+    assert tags["test.metrics"] == '{"mAP": 70.0, "CF1": 60.0}'  # the metrics in one tag, mAP first
+    assert not {"mAP", "CF1"} & set(tags) and tags["test.digest"] == "test-a"
     assert tags["test.file"] == "data/prepared/test.json" and tags["dataset.digest"] == "f49cb5c7.dir"
     assert tags["dvc.exp_name"] == "lucky-lion" and tags["dvc.exp_ref"] == f"refs/exps/01/{BASELINE[2:]}/lucky-lion"
     assert len(tags["mlflow.source.git.commit"]) == 40 and tags["run_id"] == recorder.run_id
@@ -68,7 +69,7 @@ def test_versions_of_another_test_file_are_not_compared(export):
 def test_without_an_evaluation_better_does_not_register(export, tmp_path):
     with tracking.training_run("csra", {}, "t") as recorder:
         model_id = mlflow.create_external_model(name="model").model_id
-        result = model_registry.register(recorder, model_id, "csra", "better", "mAP")
+        result = model_registry.register(recorder, model_id, "csra", "better", "mAP", "resnet18, tiny")
     assert result["version"] is None and result["champion"] is None
     assert result["registered"].startswith("not registered: this execution logged no mAP")
 
@@ -103,3 +104,12 @@ def test_export_reads_its_own_executions_evaluation_before_the_training_runs(mlf
         pass
     inherited = model_registry.evaluation(tracking.Recorder(mlflow, bare.info.run_id, trained.train_run_id))
     assert inherited == model_registry.Evaluation({"mAP": 50.0}, "old/test.json", "test-old")
+
+
+def test_the_model_and_each_version_say_what_they_are_and_how_to_serve_them(export):
+    export("always", 70.0)
+    client = MlflowClient()
+    assert client.get_registered_model("csra").description == model_registry.MODEL_DESCRIPTION
+    version = client.get_model_version("csra", "1")
+    assert version.description == ("resnet18, tiny. Test mAP 70.00 on data/prepared/test.json. Serve it: mlflow "
+                                   "models serve -m models:/csra/1 --env-manager local --port 5001")

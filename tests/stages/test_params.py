@@ -86,6 +86,16 @@ def test_misspelt_keys_are_refused_with_the_closest_known_one(tiny_params):
     assert_one_line_error(*run("evaluate"), "params.yaml: unknown key evalute (did you mean evaluate?)")
 
 
+@pytest.mark.parametrize("stage", ["prepare", "train", "demo"])
+def test_a_stage_that_reads_part_of_a_group_still_refuses_a_misspelt_key_in_it(tiny_params, stage):
+    """prepare, train and the stages after train each read some keys of `data`: a typo there is caught by all."""
+    data = yaml.safe_load(tiny_params.read_text())
+    data["data"]["selecton"] = "test"
+    tiny_params.write_text(yaml.safe_dump(data))
+    assert_one_line_error(*run(stage), "params.yaml: unknown key data.selecton (did you mean selection?); data takes "
+                                       "dataset, raw_path, prepared_dir, bad_images, selection, val_fraction, val_seed")
+
+
 def test_bad_values_stop_before_any_work_or_mlflow_run(tiny_params, mlflow_store):
     ok("prepare")
     for option, value, message in (("--epochs", "0", "train.epochs must be ≥ 1"),

@@ -104,6 +104,36 @@ def test_a_later_execution_records_into_a_run_of_its_own(workspace, monkeypatch)
     assert {a.path for a in MlflowClient().list_artifacts(runs[0].info.run_id)} >= {"evaluate", "demo"}
 
 
+def test_without_the_training_run_a_stage_records_what_the_workspace_knows(workspace, tmp_path, monkeypatch,
+                                                                          mlflow_template):
+    """A clone that pulled the model but not the store: the run and the version say so once and still carry the
+    checkpoint, its MD5 and recipe, the commit, and dvc.lock's hash of the data it was trained on."""
+    from csra.fileio import file_md5
+
+    (workspace / "dvc.lock").write_text("schema: '2.0'\nstages:\n  prepare:\n    cmd: csra prepare\n    outs:\n"
+                                        "    - path: data/prepared\n      md5: 0123abcd.dir\n")
+    (tmp_path / "empty").mkdir()
+    store = new_store(tmp_path / "empty", mlflow_template)  # a store that never saw the training
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    mlflow.set_tracking_uri(store)
+    code, output = run("evaluate", "--threshold", "0.3", "--out-dir", "results/evaluate_0.3")
+    assert code == 0, output
+    assert output.count("is not in the MLflow store") == 1
+    code, output = run("export", "--register", "always")
+    assert code == 0 and "is not in the MLflow store" not in output, output  # said once, by the execution's run
+    [evaluated] = mlflow.search_runs(experiment_names=["csra"], output_format="list")
+    tags, params = evaluated.data.tags, evaluated.data.params
+    best = workspace / "results/train/best.pt"
+    assert tags["csra.training_run"] == "not in this store" and "csra.train_run_id" not in tags
+    assert tags["checkpoint.md5"] == file_md5(best) and tags["recipe"] == params["train.recipe"] == "synthetic"
+    assert tags["dataset.digest"] == "0123abcd.dir" and params["train.lam"] == "0.1"
+    version = MlflowClient().get_model_version("csra", "1")
+    assert version.tags["dataset.digest"] == "0123abcd.dir"
+    assert version.tags["csra.training_run"] == "not in this store"
+    assert version.description.startswith("resnet18, 1 CSRA head(s), λ=0.1, 32 px, 10 classes, recipe synthetic.")
+    assert tracking.training_run_of(mlflow, best, "x") is None  # the evaluation run is not taken for a training
+
+
 def test_class_count_mismatch_and_unreadable_demo_image(workspace, tmp_path):
     ann = tmp_path / "three.json"
     ann.write_text(json.dumps([{"target": [1, 0, -1], "img_path": "x.jpg"}]))

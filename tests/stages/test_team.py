@@ -28,6 +28,7 @@ from csra.data.loading import load_image
 from csra.deploy.export import PARITY_TOLERANCE
 from csra.deploy.scoring import ScoringModel
 from csra.model.checkpoints import load_checkpoint_model
+from stages import model_registry
 from stages.lineage import dvc_md5
 
 
@@ -75,8 +76,10 @@ def test_the_run_on_the_server_has_its_data_machine_load_and_artifacts(team, cli
     root, _, artifacts = team
     found = training_run(root / "results/train/best.pt")
     assert found.info.run_name == "synthetic"  # the recipe (no git commit in this folder; else recipe-commit)
-    inputs = {i.tags[0].value: i.dataset for i in found.inputs.dataset_inputs}  # evaluate's is the same input
-    assert set(inputs) == {"training"} and inputs["training"].digest == dvc_md5(root / "data/prepared")
+    inputs = {i.tags[0].value: i.dataset for i in found.inputs.dataset_inputs}
+    assert set(inputs) == {"training", "evaluation"} and inputs["training"].digest == dvc_md5(root / "data/prepared")
+    scored = inputs["evaluation"]  # the test file of the same prepared folder, under its own name
+    assert scored.name == "synthetic: test_voc07.json" and scored.digest == inputs["training"].digest
     files = ("trainval_voc07.json", "val_voc07.json", "test_voc07.json")
     counts = {name: len(json.loads((root / "data/prepared" / name).read_text())) for name in files}
     assert json.loads(inputs["training"].profile) == counts and all(counts.values())
@@ -92,7 +95,7 @@ def test_the_model_is_registered_with_the_alias_champion(team, client):
     assert recorded["version"] == "1" and recorded["champion"] == "1" and recorded["registered"] == "registered"
     champion = client.get_model_version_by_alias("csra", "champion")
     metrics = json.loads((team[0] / "results/evaluate/metrics.json").read_text())
-    assert float(champion.tags["mAP"]) == pytest.approx(metrics["mAP"], abs=1e-4)
+    assert model_registry.version_metric(champion, "mAP") == pytest.approx(metrics["mAP"], abs=1e-4)
     assert champion.tags["dataset.digest"] == dvc_md5(team[0] / "data/prepared")
 
 
