@@ -19,6 +19,7 @@ import numpy as np
 from csra.deploy.serving import CONTRACT_ARTIFACT, IMAGE_COLUMN, PROGRAM_ARTIFACT
 from csra.errors import CSRAError
 from csra.evaluate.metrics import METRIC_NAMES
+from stages.lineage import DataVersion
 from stages.tracking import DATA_DIGEST, TEST_DIGEST, TEST_FILE, UNTRACED, Recorder, connect, store_errors
 
 CHAMPION = "champion"
@@ -37,6 +38,7 @@ class Evaluation:
     metrics: dict[str, float]
     file: str
     digest: str
+    data: DataVersion | None = None  # the scored data, as evaluate logged it (the run's evaluation input)
 
     def tags(self) -> dict[str, str]:
         """The version's tags: its metrics in one (TEST_METRICS: JSON, evaluate's order, mAP first), the test file."""
@@ -58,8 +60,9 @@ def log_served_model(recorder: Recorder, name: str, key: str, program: bytes, co
     """The id of the logged model made from key (a checkpoint and its config): the one a run of this experiment
     logged before, else the served model logged now to the active run under name (the registered model's):
     stages/served_model.py as code (MLflow's models-from-code: no pickle) with the torch.export program and its
-    contract (classes, input size, pixel limit) as artifacts, the classes as its output signature, and metadata.
-    One logged model per trained model, however often export runs."""
+    contract (classes, input size, pixel limit) as artifacts, the classes as its output signature, and metadata;
+    its metrics are the execution's evaluation, on the data evaluate scored. One logged model per trained model,
+    however often export runs."""
     import pandas as pd
     import PIL
     import torch
@@ -80,20 +83,37 @@ def log_served_model(recorder: Recorder, name: str, key: str, program: bytes, co
             files = {PROGRAM_ARTIFACT: Path(folder) / PROGRAM_FILE, CONTRACT_ARTIFACT: Path(folder) / CONTRACT_FILE}
             files[PROGRAM_ARTIFACT].write_bytes(program)
             files[CONTRACT_ARTIFACT].write_text(json.dumps(contract, indent=2), encoding="utf-8")
-            return mlflow.pyfunc.log_model(
+            model_id = mlflow.pyfunc.log_model(  # at no step of the run: MLflow links a step's metrics to the model
                 name=name, python_model=str(SERVED_MODEL), artifacts={k: str(v) for k, v in files.items()},
-                signature=signature, pip_requirements=requirements, metadata=metadata, tags={KEY_TAG: key},
+                signature=signature, pip_requirements=requirements, metadata=metadata, tags={KEY_TAG: key}, step=-1,
             ).model_id
+        scored = evaluation(recorder)
+        if scored is not None:  # its metrics are the evaluation's, on the data evaluate scored
+            recorder.model_metrics(model_id, scored.metrics, scored.data)
+        return model_id
 
 
 def evaluation(recorder: Recorder) -> Evaluation | None:
     """The evaluation of this execution's run, else of the training run it builds on (export then reports the
     metrics of the evaluate that ran with that training); None where evaluate has logged nothing."""
     for run_id in dict.fromkeys(filter(None, (recorder.run_id, recorder.train_run_id))):
-        data = recorder.mlflow.get_run(run_id).data
-        if TEST_DIGEST in data.tags:
-            return Evaluation({k: data.metrics[k] for k in METRIC_NAMES if k in data.metrics}, data.tags[TEST_FILE],
-                              data.tags[TEST_DIGEST])
+        run = recorder.mlflow.get_run(run_id)
+        if TEST_DIGEST in run.data.tags:
+            return Evaluation({k: run.data.metrics[k] for k in METRIC_NAMES if k in run.data.metrics},
+                              run.data.tags[TEST_FILE], run.data.tags[TEST_DIGEST], _scored_data(run))
+    return None
+
+
+def _scored_data(run: Any) -> DataVersion | None:
+    """The run's evaluation input as a DataVersion, or None."""
+    for item in run.inputs.dataset_inputs if run.inputs else []:
+        if any(t.key == "mlflow.data.context" and t.value == "evaluation" for t in item.tags):
+            try:
+                source = json.loads(item.dataset.source).get("uri", item.dataset.source)
+                items = json.loads(item.dataset.profile or "{}")
+            except (ValueError, AttributeError):
+                continue
+            return DataVersion(item.dataset.name, str(source), item.dataset.digest, items)
     return None
 
 

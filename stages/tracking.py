@@ -116,19 +116,30 @@ class Recorder:
     def dataset(self, data: DataVersion, context: str) -> None:
         """Log data as a run input (context: training, evaluation): its name, source path, DVC's hash as the
         digest and the items of each annotation file as its profile."""
-        from mlflow.data.dataset_source_registry import resolve_dataset_source
-        from mlflow.data.meta_dataset import MetaDataset
+        self.mlflow.log_input(as_mlflow_dataset(data), context=context)
 
-        class Prepared(MetaDataset):
-            @property
-            def profile(self) -> dict[str, int]:
-                return data.items
+    def model_metrics(self, model_id: str, values: dict[str, float], data: DataVersion | None) -> None:
+        """Metrics of a logged model (what its page lists), computed on data (its 'Datasets used')."""
+        dataset = as_mlflow_dataset(data) if data is not None else None
+        self.mlflow.log_metrics({k: v for k, v in values.items() if not math.isnan(v)}, model_id=model_id,
+                                dataset=dataset)
 
-            def to_dict(self) -> dict[str, str]:
-                return {**super().to_dict(), "profile": json.dumps(self.profile)}
 
-        source = resolve_dataset_source(data.source)
-        self.mlflow.log_input(Prepared(source, name=data.name, digest=data.digest), context=context)
+def as_mlflow_dataset(data: DataVersion) -> Any:
+    """data as an MLflow dataset: its name, source path, DVC's hash as the digest and the items of each annotation
+    file as its profile."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    class Prepared(MetaDataset):
+        @property
+        def profile(self) -> dict[str, int]:
+            return data.items
+
+        def to_dict(self) -> dict[str, str]:
+            return {**super().to_dict(), "profile": json.dumps(self.profile)}
+
+    return Prepared(resolve_dataset_source(data.source), name=data.name, digest=data.digest)
 
 
 @contextmanager

@@ -132,6 +132,12 @@ def test_without_the_training_run_a_stage_records_what_the_workspace_knows(works
     assert version.tags["csra.training_run"] == "not in this store"
     assert version.description.startswith("resnet18, 1 CSRA head(s), λ=0.1, 32 px, 10 classes, recipe synthetic.")
     assert tracking.training_run_of(mlflow, best, "x") is None  # the evaluation run is not taken for a training
+    logged = mlflow.get_logged_model(version.source.removeprefix("models:/"))
+    assert logged.name == "csra"  # the registered model's name
+    metrics = {m.key: m for m in logged.metrics}
+    lower = json.loads((workspace / "results/evaluate_0.3/metrics.json").read_text())
+    assert set(metrics) == set(lower) and not any(k.startswith("system/") for k in metrics)  # evaluate's, only
+    assert {m.dataset_name for m in metrics.values()} == {"synthetic: test_voc07.json"}  # on the data it scored
 
 
 def test_class_count_mismatch_and_unreadable_demo_image(workspace, tmp_path):
