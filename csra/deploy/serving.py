@@ -37,11 +37,12 @@ def refused(what: str) -> PayloadError:
 
 
 def decode_base64(text: object, index: int) -> bytes:
-    """The bytes of image index from its base64 text (standard alphabet, padding required)."""
+    """The bytes of image index from its base64 text: the standard alphabet with its padding; line breaks and
+    spaces (as `base64` without -w0 writes) are ignored, any other character is refused."""
     if not isinstance(text, str):
         raise refused(f"image {index} is a {type(text).__name__}, not a base64 string")
     try:
-        return base64.b64decode(text, validate=True)
+        return base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError):
         raise refused(f"image {index} is not base64 text") from None
 

@@ -75,6 +75,13 @@ def scores_of(answer, classes) -> torch.Tensor:
 PHOTOS = [(375, 500, "JPEG"), (500, 333, "PNG"), (48, 64, "WEBP"), (1200, 900, "JPEG"), (90, 400, "PNG")]
 
 
+def in_mode(data: bytes, mode: str, file_format: str) -> bytes:
+    """The photo re-saved in another Pillow mode: grey (L), with alpha (RGBA) or a palette (P)."""
+    buffer = io.BytesIO()
+    Image.open(io.BytesIO(data)).convert(mode).save(buffer, format=file_format)
+    return buffer.getvalue()
+
+
 def test_photo_files_of_three_formats_and_several_sizes_get_the_eager_scores(served):
     url, model, classes = served
     photos = [photo_file(h, w, seed, fmt) for seed, (h, w, fmt) in enumerate(PHOTOS)]
@@ -87,9 +94,33 @@ def test_photo_files_of_three_formats_and_several_sizes_get_the_eager_scores(ser
     assert status == 200 and torch.allclose(scores_of(answer, classes), expected[1:2], atol=PARITY_TOLERANCE)
 
 
+def test_grey_alpha_and_palette_photos_are_scored_as_evaluate_reads_them(served):
+    url, model, classes = served
+    photo = photo_file(120, 160, 3, "PNG")
+    others = [in_mode(photo, "L", "JPEG"), in_mode(photo, "RGBA", "PNG"), in_mode(photo, "P", "PNG")]
+    status, answer = post_raw(url, records(*others))
+    assert status == 200, answer
+    expected = torch.cat([eager_scores(model, decode_rgb(p)[None]) for p in others])  # PIL's convert("RGB")
+    assert torch.allclose(scores_of(answer, classes), expected, atol=PARITY_TOLERANCE)
+
+
+def test_base64_with_line_breaks_is_read_and_stray_characters_are_refused(served):
+    url, model, classes = served
+    photo = photo_file(60, 80, 5, "JPEG")
+    text = b64(photo)
+    wrapped = "\n".join(text[i:i + 76] for i in range(0, len(text), 76))  # as `base64` writes it without -w0
+    status, answer = post_raw(url, json.dumps({"dataframe_records": [{"image": wrapped}]}).encode())
+    assert status == 200 and torch.allclose(scores_of(answer, classes), eager_scores(model, decode_rgb(photo)[None]),
+                                            atol=PARITY_TOLERANCE)
+    stray = text[:40] + "!" + text[40:]
+    status, answer = post_raw(url, json.dumps({"dataframe_records": [{"image": stray}]}).encode())
+    assert status == 400 and "image 0 is not base64 text" in answer["message"]
+
+
 def test_pixel_arrays_stay_possible(served):
     url, model, classes = served
     pixels = decode_rgb(photo_file(60, 80, 7, "PNG"))
+    pixels[:, :4], pixels[:, -4:] = 0, 255  # the whole range is accepted
     for payload in ({"inputs": pixels.tolist()}, {"inputs": [pixels.tolist(), pixels.tolist()]}):
         status, answer = post_raw(url, json.dumps(payload).encode())
         assert status == 200, answer
