@@ -89,17 +89,18 @@ def export_checkpoint(ckpt: Path, net: CSRAModel, saved: dict[str, Any], params:
         program, parity = write_exports(scoring, tmp, settings.seed, settings.onnx)
         with tracking.stage_run(ckpt, params.tracking.experiment, params.flat(), stage_run_name(saved, "export"),
                                 saved) as recorder:
+            scored = model_registry.evaluation(recorder)  # what evaluate said of this model, read once
             model_id = model_registry.log_served_model(recorder, settings.registered_model,
                                                        model_key(ckpt, net.config.to_dict()),
                                                        program_bytes(program), served_contract,
-                                                       {**contract, "thresholds": saved.get("thresholds")})
+                                                       {**contract, "thresholds": saved.get("thresholds")}, scored)
             served = model_registry.load_logged(model_id)
             parity = check_parity({**parity, SERVED: photo_difference(net, served, parity_photos(settings.seed))})
             echo_parity(parity)
             write_json(tmp / CONTRACT, {**contract, "parity": {"tolerance": PARITY_TOLERANCE,
                                                                "max_abs_difference": parity}}, indent=2)
             registered = model_registry.register(recorder, model_id, settings.registered_model, settings.register,
-                                                 settings.champion_metric, model_summary(net, saved))
+                                                 settings.champion_metric, model_summary(net, saved), scored)
             recorder.artifact(tmp / CONTRACT, "export")  # the weights are the logged model's, stored once
             recorder.record(registered, REGISTRATION)
     return registered

@@ -56,13 +56,13 @@ def version_metric(version: Any, metric: str) -> float | None:
 
 
 def log_served_model(recorder: Recorder, name: str, key: str, program: bytes, contract: dict[str, Any],
-                     metadata: dict[str, Any]) -> str:
+                     metadata: dict[str, Any], scored: Evaluation | None) -> str:
     """The id of the logged model made from key (a checkpoint and its config): the one a run of this experiment
     logged before, else the served model logged now to the active run under name (the registered model's):
     stages/served_model.py as code (MLflow's models-from-code: no pickle) with the torch.export program and its
     contract (classes, input size, pixel limit) as artifacts, the classes as its output signature, and metadata;
-    its metrics are the execution's evaluation, on the data evaluate scored. One logged model per trained model,
-    however often export runs."""
+    its metrics are the execution's evaluation (scored), on the data evaluate scored. One logged model per
+    trained model, however often export runs."""
     import pandas as pd
     import PIL
     import torch
@@ -87,7 +87,6 @@ def log_served_model(recorder: Recorder, name: str, key: str, program: bytes, co
                 name=name, python_model=str(SERVED_MODEL), artifacts={k: str(v) for k, v in files.items()},
                 signature=signature, pip_requirements=requirements, metadata=metadata, tags={KEY_TAG: key}, step=-1,
             ).model_id
-        scored = evaluation(recorder)
         if scored is not None:  # its metrics are the evaluation's, on the data evaluate scored
             recorder.model_metrics(model_id, scored.metrics, scored.data)
         return model_id
@@ -195,15 +194,16 @@ def describe(summary: str, name: str, version: str, candidate: Evaluation | None
             "--port 5001")
 
 
-def register(recorder: Recorder, model_id: str, name: str, policy: str, metric: str,
-             summary: str) -> dict[str, Any]:
+def register(recorder: Recorder, model_id: str, name: str, policy: str, metric: str, summary: str,
+             candidate: Evaluation | None) -> dict[str, Any]:
     """Register the logged model as a version of name as export.register says (never twice the same logged
-    model), tagged with its metrics, test file, data digest, DVC experiment and commit, described (summary: what
-    the model is); then elect the champion. Returns what the run records as export/registration.json."""
+    model), tagged with its metrics (candidate: the execution's evaluation, see evaluation), test file, data
+    digest, DVC experiment and commit, described (summary: what the model is); then elect the champion. Returns
+    what the run records as export/registration.json."""
     from mlflow import MlflowClient
 
     with store_errors():
-        client, candidate = MlflowClient(), evaluation(recorder)
+        client = MlflowClient()
         mine = [v for v in client.search_model_versions(f"name = '{name}'") if v.source == f"models:/{model_id}"]
         reason = "already registered" if mine else _decision(client, name, policy, metric, candidate)
         version = mine[0].version if mine else None

@@ -182,21 +182,23 @@ def training_run_of(mlflow: Any, checkpoint: Path, execution: str) -> Any | None
     """The training run that made this checkpoint, found by its bytes (the tag checkpoint.md5, in any experiment of
     the store): this execution's, else the latest; None when the store has none (an official state dict, a
     checkpoint trained against another store)."""
-    if not checkpoint.is_file():
-        return None
-    query = f"tags.`checkpoint.md5` = '{file_md5(checkpoint)}'"
+    return _training_run_by_md5(mlflow, file_md5(checkpoint), execution) if checkpoint.is_file() else None
+
+
+def _training_run_by_md5(mlflow: Any, md5: str, execution: str) -> Any | None:
+    query = f"tags.`checkpoint.md5` = '{md5}'"
     found = mlflow.search_runs(search_all_experiments=True, filter_string=query, output_format="list",
                                order_by=["attributes.start_time DESC"])
     found = [run for run in found if UNTRACED not in run.data.tags]  # a stage's run that only names the checkpoint
     return next((run for run in found if run.data.tags.get("csra.execution") == execution), found[0] if found else None)
 
 
-def workspace_provenance(checkpoint: Path, saved: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
-    """(tags, params) that the workspace knows of a checkpoint without its training run: where it is and its MD5,
-    its recipe, and dvc.lock's hash of the prepared data it was trained on; the settings it records."""
+def workspace_provenance(checkpoint: Path, md5: str, saved: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
+    """(tags, params) that the workspace knows of a checkpoint (of MD5 md5) without its training run: where it is
+    and its MD5, its recipe, and dvc.lock's hash of the prepared data it was trained on; the settings it records."""
     recorded = saved.get("params") if isinstance(saved.get("params"), dict) else {}
     recipe = saved.get("recipe") if isinstance(saved.get("recipe"), dict) else {}
-    tags = {"checkpoint": str(checkpoint), "checkpoint.md5": file_md5(checkpoint), UNTRACED: "not in this store"}
+    tags = {"checkpoint": str(checkpoint), "checkpoint.md5": md5, UNTRACED: "not in this store"}
     if isinstance(recorded.get("train.recipe"), str):
         tags["recipe"] = recorded["train.recipe"]
     prepared = recorded.get("data.prepared_dir")
@@ -218,7 +220,8 @@ def stage_run(checkpoint: Path | None, experiment: str, params: dict[str, Any], 
     mlflow = connect()
     execution = execution_id()
     with store_errors():
-        trained = training_run_of(mlflow, checkpoint, execution) if checkpoint is not None else None
+        md5 = file_md5(checkpoint) if checkpoint is not None and checkpoint.is_file() else None  # read once
+        trained = _training_run_by_md5(mlflow, md5, execution) if md5 is not None else None
         experiment_id = trained.info.experiment_id if trained else _experiment_id(mlflow, experiment)
         train_run_id = trained.info.run_id if trained else None
         run_id = _execution_run(mlflow, experiment_id, execution, trained)
@@ -229,8 +232,8 @@ def stage_run(checkpoint: Path | None, experiment: str, params: dict[str, Any], 
             if run_id is None:
                 links = {"csra.train_run_id": train_run_id, "mlflow.parentRunId": train_run_id} if train_run_id else {}
                 untraced = {}
-                if trained is None and checkpoint is not None and saved is not None and "recipe" in saved:
-                    untraced, known = workspace_provenance(checkpoint, saved)
+                if trained is None and md5 is not None and saved is not None and "recipe" in saved:
+                    untraced, known = workspace_provenance(checkpoint, md5, saved)
                     log.warning("warning: the training run of %s (MD5 %s) is not in the MLflow store %s: this run "
                                 "records what the workspace knows of it", checkpoint, untraced["checkpoint.md5"],
                                 tracking_uri())

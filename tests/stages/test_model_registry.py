@@ -26,7 +26,8 @@ def export(tmp_path, monkeypatch, mlflow_store):
             recorder.tag(tracking.TEST_FILE, "data/prepared/test.json")
             recorder.tag(tracking.TEST_DIGEST, digest)
             model_id = model_id or mlflow.create_external_model(name="model").model_id
-            return model_registry.register(recorder, model_id, "csra", policy, "mAP", "resnet18, tiny"), recorder
+            return model_registry.register(recorder, model_id, "csra", policy, "mAP", "resnet18, tiny",
+                                           model_registry.evaluation(recorder)), recorder
 
     return run
 
@@ -69,7 +70,8 @@ def test_versions_of_another_test_file_are_not_compared(export):
 def test_without_an_evaluation_better_does_not_register(export, tmp_path):
     with tracking.training_run("csra", {}, "t") as recorder:
         model_id = mlflow.create_external_model(name="model").model_id
-        result = model_registry.register(recorder, model_id, "csra", "better", "mAP", "resnet18, tiny")
+        result = model_registry.register(recorder, model_id, "csra", "better", "mAP", "resnet18, tiny",
+                                         model_registry.evaluation(recorder))
     assert result["version"] is None and result["champion"] is None
     assert result["registered"].startswith("not registered: this execution logged no mAP")
 
