@@ -266,10 +266,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start(command, log, **env):
-    """A server process in a session of its own (so that its workers end with it), its output in log."""
+def start(command, log, cwd=None, **env):
+    """A server (or any long) process in a session of its own (so that its workers end with it), run in cwd (the
+    test's working folder if None), its output in log."""
     with log.open("w") as sink:
-        return subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+        return subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd,
                                 env={**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", **env})
 
 

@@ -1,17 +1,19 @@
 """`csra train`: every params key in the MLflow run, a run killed mid-epoch and resumed, the NaN stop, and 2
-processes under torchrun."""
+nodes under torchrun."""
 
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 
 import mlflow
 import numpy as np
 import pytest
 import torch
-from helpers import assert_one_line_error, edit_params, ok, run, stage_params, training_run
+from helpers import assert_one_line_error, edit_params, free_port, ok, run, stage_params, start, stop, training_run
 
 from csra.data import loading as datasets
 from csra.evaluate.metrics import average_precision, mean_average_precision
@@ -134,24 +136,60 @@ def test_auto_workers_come_from_this_machine_and_a_set_value_wins(tiny_params, m
     assert code == 0 and "0 loader workers" in output and run("evaluate")[0] == 0 and len(seen) == 2
 
 
-def test_two_processes_with_gloo_one_run_one_set_of_outputs(tiny_params, mlflow_store):
+NODE_TIMEOUT_S = 240  # a hung rendezvous or collective fails the test instead of hanging it
+
+
+def files_under(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_two_nodes_over_loopback_one_run_one_set_of_outputs(tiny_params, mlflow_store, tmp_path_factory):
+    """Two torchrun launchers, one per "node" (c10d rendezvous on node 0, gloo, one process each), as on two machines:
+    each node its own folder with its own copy of the params and the prepared data (no shared disk), one MLflow
+    store. Rank 0 (node 0) writes the outputs and the run; node 1 trains its share and writes nothing."""
     ok("prepare")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "stages.cli", "train"], cwd=tiny_params.parent, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("× 2 processes") == 1 and result.stdout.count("epoch   2/2") == 1
+    node0, node1 = tiny_params.parent, tmp_path_factory.mktemp("node1")
+    shutil.copy(tiny_params, node1 / "params.yaml")
+    shutil.copytree(node0 / "data/prepared", node1 / "data/prepared")  # the same relative paths, as `dvc pull` gives
+    before = files_under(node1)
+    logs = tmp_path_factory.mktemp("node-logs")
+    port, run_id = free_port(), f"two-node-{os.getpid()}-{time.monotonic_ns()}"
+    nodes = []
+    try:
+        for rank, folder in enumerate((node0, node1)):
+            # c10d ignores --node-rank: it numbers the nodes in the sorted order of their addresses (then process
+            # ids), so node 0 gets rank 0 as 127.0.0.1 and node 1 rank 1 as 127.0.0.2 (both loopback on Linux)
+            command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+                       "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", run_id,
+                       "--rdzv-conf", "join_timeout=120", "--local-addr", f"127.0.0.{rank + 1}",
+                       "-m", "stages.cli", "train"]
+            nodes.append(start(command, logs / f"node{rank}.log", cwd=folder, OMP_NUM_THREADS="1"))
+        deadline = time.monotonic() + NODE_TIMEOUT_S
+        codes = [node.wait(timeout=max(deadline - time.monotonic(), 1)) for node in nodes]
+    except subprocess.TimeoutExpired:
+        codes = None
+    finally:
+        for node in nodes:
+            stop(node)
+    out0, out1 = ((logs / f"node{rank}.log").read_text() for rank in (0, 1))
+    assert codes == [0, 0], f"exit codes {codes}\nnode 0:\n{out0}\nnode 1:\n{out1}"
+    assert out0.count("× 2 processes") == 1 and out0.count("epoch   2/2") == 1, out0
+    assert "× 2 processes" not in out1 and "epoch " not in out1, out1  # rank 1 prints no run
+    assert files_under(node1) == before  # no outputs, no partial folder, no MLflow files on node 1
+
     mlflow.set_tracking_uri(mlflow_store)
     runs = mlflow.search_runs(experiment_names=["csra"])
-    assert len(runs) == 1
-    root = tiny_params.parent / "results/train"
+    assert len(runs) == 1 and runs["status"].iloc[0] == "FINISHED"
+    steps = mlflow.tracking.MlflowClient().get_metric_history(runs["run_id"].iloc[0], "val_mAP")
+    assert sorted(m.step for m in steps) == [1, 2]
+    root = node0 / "results/train"
     assert sorted(p.name for p in root.iterdir()) == ["best.pt", "history.csv", "metrics.json"]
+    assert not (node0 / "results/train.partial").exists()
     # the validation mAP logged for the best epoch is the best.pt model's mAP on the whole validation set
     model, saved = load_checkpoint_model(root / "best.pt")
-    items = json.loads((tiny_params.parent / "data/prepared/val_voc07.json").read_text())  # the held-out split
+    items = json.loads((node0 / "data/prepared/val_voc07.json").read_text())  # the held-out split
     scores, targets, _ = predict(model, items, model.config, 16, 0, torch.device("cpu"))
     expected = 100 * mean_average_precision(average_precision(scores, targets, "voc07"))
-    best = list(csv.DictReader((root / "history.csv").open()))[saved["epoch"] - 1]
+    best = history(root / "history.csv")[saved["epoch"] - 1]
     assert float(best["val_mAP"]) == pytest.approx(expected, abs=1e-4)
     assert np.isclose(runs["metrics.best_val_mAP"].iloc[0], expected, atol=1e-4)
