@@ -1,6 +1,7 @@
-"""The `csra` entry point: one command per DVC stage — prepare, train, evaluate, demo, export. This file is the whole
-command-line surface: each command's options, then one import of its stage module (stages/<name>.py), whose typed
-`run` does the work. Importing it loads Typer only, so `csra --help` is instant."""
+"""The `csra` entry point: one command per DVC stage — prepare, train, evaluate, demo, export — and search (an Optuna
+study over train's params). This file is the whole command-line surface: each command's options, then one import
+of its stage module (stages/<name>.py), whose typed `run` does the work. Importing it loads Typer only, so
+`csra --help` is instant."""
 
 from __future__ import annotations
 
@@ -167,6 +168,31 @@ def export(
     stage.run(params_file, {"export.out_dir": _path(out_dir), "export.onnx": onnx,
                             "export.registered_model": registered_model, "export.register": register,
                             "data.dataset": dataset}, source.checked())
+
+
+@app.command()
+@user_errors
+def search(
+    study: Annotated[str, typer.Option(help="The study's name: a later invocation (on any machine sharing the "
+                                            "storage) continues it; its best trial becomes the DVC experiment of "
+                                            "this name.")] = "csra",
+    trials: Annotated[int, typer.Option(min=0, help="Trials this invocation runs, over all its workers.")] = 10,
+    jobs: Annotated[int, typer.Option(min=1, help="Worker processes on this machine.")] = 1,
+    space: Annotated[str | None, typer.Option(help="conf/search/<SPACE>.yaml (default: the study's, or paper for a "
+                                                   "new one).")] = None,
+    storage: Annotated[str | None, typer.Option(help="The study's storage, shared by its workers: a database URL "
+                                                     "(postgresql://…) or a journal file path (default: "
+                                                     "optuna.db here).")] = None,
+    promote: Annotated[bool | None, typer.Option("--promote/--no-promote", help="Make the best trial a DVC "
+                                                 "experiment (default: after this invocation's trials); "
+                                                 "--promote with --trials 0: only that.")] = None,
+    params_file: ParamsOption = DEFAULT_PARAMS_PATH,
+) -> None:
+    """Search train's params with Optuna: every trial trains as `csra train` does, is scored by its best validation
+    mAP and recorded as an MLflow run nested under the study's; the best becomes a DVC experiment."""
+    from stages import search as stage
+
+    stage.run(params_file, study, storage, space, trials, jobs, promote)
 
 
 def main() -> None:

@@ -75,7 +75,7 @@ def connect() -> Any:
     return mlflow
 
 
-def _experiment_id(mlflow: Any, name: str) -> str:
+def experiment_of(mlflow: Any, name: str) -> str:
     """The experiment's id; a new one is a model-training experiment, so the UI opens on its runs table."""
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
@@ -97,6 +97,10 @@ class Recorder:
 
     def tag(self, key: str, value: str) -> None:
         self.mlflow.set_tag(key, value)
+
+    def end(self, status: str) -> None:
+        """End the run now with this status (KILLED: a search trial its pruner stopped)."""
+        self.mlflow.end_run(status)
 
     def artifact(self, path: Path, folder: str | None = None) -> None:
         self.mlflow.log_artifact(str(path), folder)
@@ -160,19 +164,20 @@ def store_errors() -> Iterator[None]:
 
 @contextmanager
 def training_run(experiment: str, params: dict[str, Any], name: str, run_id: str | None = None,
-                 system_metrics: float = 0) -> Iterator[Recorder]:
+                 system_metrics: float = 0, tags: dict[str, str] | None = None) -> Iterator[Recorder]:
     """Open this execution's run for train: a new run with every param, the execution's tags and name; yields its
     Recorder. With run_id (a resumed training) that interrupted run is reopened and marked with this execution, so
     the stages after train join it. With system_metrics > 0, MLflow samples CPU, memory, disk, network (and GPUs,
-    with nvidia-ml-py) every that many seconds while the run is open."""
+    with nvidia-ml-py) every that many seconds while the run is open. tags: the caller's (a search trial's parent
+    run and trial number)."""
     mlflow = connect()
     if system_metrics > 0:
         mlflow.set_system_metrics_sampling_interval(system_metrics)
     with store_errors():
-        experiment_id = _experiment_id(mlflow, experiment)
+        experiment_id = experiment_of(mlflow, experiment)
         where = {"run_id": run_id} if run_id else {"experiment_id": experiment_id, "run_name": name}
         with mlflow.start_run(**where, log_system_metrics=system_metrics > 0) as run:
-            mlflow.set_tags({**run_tags(), "csra.execution": execution_id()})
+            mlflow.set_tags({**run_tags(), "csra.execution": execution_id(), **(tags or {})})
             if run_id is None:
                 mlflow.log_params(params)
             yield Recorder(mlflow, run.info.run_id, run.info.run_id)
@@ -222,7 +227,7 @@ def stage_run(checkpoint: Path | None, experiment: str, params: dict[str, Any], 
     with store_errors():
         md5 = file_md5(checkpoint) if checkpoint is not None and checkpoint.is_file() else None  # read once
         trained = _training_run_by_md5(mlflow, md5, execution) if md5 is not None else None
-        experiment_id = trained.info.experiment_id if trained else _experiment_id(mlflow, experiment)
+        experiment_id = trained.info.experiment_id if trained else experiment_of(mlflow, experiment)
         train_run_id = trained.info.run_id if trained else None
         run_id = _execution_run(mlflow, experiment_id, execution, trained)
         started = mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(experiment_id=experiment_id,

@@ -10,12 +10,13 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from csra.data.datasets import get_dataset
 from csra.data.loading import loader_workers
-from csra.data.prepared import load_training_data
+from csra.data.prepared import TrainData, load_training_data
 from csra.distributed import DistContext
 from csra.evaluate.predict import resolve_device
 from csra.fileio import disk_errors, replace_dir, write_json, write_text
@@ -81,17 +82,18 @@ def write_history(path: Path, history: list[EpochRow]) -> None:
 
 
 class Record(TrainHooks):
-    """Per epoch: MLflow metrics, history.csv (in the work folder) and one console line; at the end metrics.json,
-    the best epoch, and which checkpoint the run made (in done, once swapped in)."""
+    """Per epoch: MLflow metrics, history.csv (in the work folder) and one console line (after label); at the end
+    metrics.json, the best epoch, and which checkpoint the run made (in done, once swapped in; None: one that is
+    not kept, as a search trial's)."""
 
-    def __init__(self, work: Path, done: Path, epochs: int, recorder: Recorder):
-        self.work, self.done, self.epochs, self.recorder = work, done, epochs, recorder
+    def __init__(self, work: Path, done: Path | None, epochs: int, recorder: Recorder, label: str = ""):
+        self.work, self.done, self.epochs, self.recorder, self.label = work, done, epochs, recorder, label
 
     def on_epoch(self, row: EpochRow, history: list[EpochRow]) -> None:
         self.recorder.metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
         write_history(self.work / HISTORY, history)
-        typer.echo(f"epoch {row['epoch']:>3}/{self.epochs}  loss {row['train_loss']:.4f}  lr {row['lr']:.5f}  "
-                   f"val mAP {row['val_mAP']:.2f}  {row['images_per_s']:.0f} img/s")
+        typer.echo(f"{self.label}epoch {row['epoch']:>3}/{self.epochs}  loss {row['train_loss']:.4f}  "
+                   f"lr {row['lr']:.5f}  val mAP {row['val_mAP']:.2f}  {row['images_per_s']:.0f} img/s")
 
     def on_end(self, result: TrainResult) -> None:
         final = result.final  # metrics.json holds MLflow's names: train_loss and val_mAP at the last step
@@ -100,18 +102,40 @@ class Record(TrainHooks):
                                               "val_mAP": final["val_mAP"]}, indent=2)
         self.recorder.metrics(summary, step=final["epoch"])
         self.recorder.tag("best_epoch", str(result.best_epoch))
-        self.recorder.checkpoint(result.paths.best, self.done / BEST)
+        if self.done is not None:
+            self.recorder.checkpoint(result.paths.best, self.done / BEST)
         self.recorder.artifact(self.work / HISTORY)
+
+
+def setup(params: Params, ctx: DistContext, processes: int | None = None) -> tuple[TrainConfig, TrainData, Any]:
+    """(the library's settings, the training data, the device) of a training run with these params, in process
+    ctx; processes: how many training processes share this machine's cores (default: torchrun's count here)."""
+    device = resolve_device(params.train.device, ctx.local_rank)
+    cores, local = machine()
+    cfg = params.train.config(loader_workers(params.train.num_workers, cores, processes or local, device.type))
+    data = load_training_data(params.data.dataset, params.data.prepared_dir, params.data.bad_images == "skip",
+                              params.data.selection, params.data.val_fraction, params.data.val_seed)
+    return cfg, data, device
+
+
+def recorded(params: Params, cfg: TrainConfig) -> dict[str, object]:
+    """What a checkpoint records besides the recipe (which it records once, whole): the params train read, but
+    those of the recipe and of UNTRACKED groups."""
+    in_recipe = {f"train.{name}" for name in cfg.recipe()}
+    return {k: v for k, v in params.flat().items() if k.split(".")[0] not in UNTRACKED and k not in in_recipe}
+
+
+def describe(recorder: Recorder, params: Params, data: TrainData) -> None:
+    """Which images selected the best epoch, and the prepared data as the run's training input."""
+    recorder.tag("selection", f"{data.selection.split}: {data.selection.source}")
+    recorder.dataset(prepared_version(get_dataset(params.data.dataset), params.data.prepared_dir), "training")
 
 
 def run(params_file: Path, overrides: dict[str, object], resume: bool) -> None:
     params = load_params(Params, params_file, overrides)
     out, ctx = Path(params.train.out_dir), dist_context()
     work = out.with_name(f"{out.name}{PARTIAL}")  # the run's outputs while it is unfinished, its resume point
-    device = resolve_device(params.train.device, ctx.local_rank)
-    cfg = params.train.config(loader_workers(params.train.num_workers, *machine(), device.type))
-    data = load_training_data(params.data.dataset, params.data.prepared_dir, params.data.bad_images == "skip",
-                              params.data.selection, params.data.val_fraction, params.data.val_seed)
+    cfg, data, device = setup(params, ctx)
     paths = TrainPaths(work / BEST, work / STATE)
     state = find_resume(paths.state, cfg, data, "always" if resume else params.train.resume, ctx.world_size)
     if ctx.is_main and state is None:  # a stale or killed run's leftovers go
@@ -127,18 +151,16 @@ def run(params_file: Path, overrides: dict[str, object], resume: bool) -> None:
                    + (f" × {ctx.world_size} processes" if ctx.enabled else "")
                    + f", {cfg.num_workers} loader workers{' each' if ctx.enabled else ''}"
                    + (f"; resuming after epoch {state['epoch']}" if state else ""))
-    in_recipe = {f"train.{name}" for name in cfg.recipe()}  # the checkpoint records the recipe itself, once
-    recorded = {k: v for k, v in params.flat().items() if k.split(".")[0] not in UNTRACKED and k not in in_recipe}
     progress = sys.stderr.isatty()
     if not ctx.is_main:
-        run_training(cfg, data, paths, device=device, resume=state, params=recorded, ctx=ctx, progress=progress)
+        run_training(cfg, data, paths, device=device, resume=state, params=recorded(params, cfg), ctx=ctx,
+                     progress=progress)
         return
     run_id = state["extra"].get("run_id") if state else None
     with tracking.training_run(params.tracking.experiment, params.flat(), run_name(params.train.recipe), run_id,
                                params.tracking.system_metrics) as recorder:
-        recorder.tag("selection", f"{data.selection.split}: {data.selection.source}")
-        recorder.dataset(prepared_version(get_dataset(params.data.dataset), params.data.prepared_dir), "training")
-        result = run_training(cfg, data, paths, device=device, resume=state, params=recorded, ctx=ctx,
+        describe(recorder, params, data)
+        result = run_training(cfg, data, paths, device=device, resume=state, params=recorded(params, cfg), ctx=ctx,
                               progress=progress, hooks=Record(work, out, cfg.epochs, recorder),
                               extra_state={"run_id": recorder.run_id})
     with disk_errors(out):

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
+import optuna
 import pytest
 import yaml
 from dvc.utils.hydra import compose_and_dump
-from helpers import REPO, TINY, merge, new_store, training_run
+from helpers import REPO, TINY, merge, new_store, ok, training_run
 
 from stages import model_registry
 
@@ -245,6 +246,31 @@ def test_an_experiment_runs_the_stages_that_read_its_value_into_a_run_of_its_own
     assert params_of(experiments["lower"])["evaluate"]["threshold"] == 0.3
     assert {k: own.data.metrics[k] for k in lower} == pytest.approx(lower)  # the run holds the experiment's metrics
     assert set(lower) >= {"mAP", "OF1"}
+
+
+def test_a_search_trains_its_trials_and_its_best_becomes_an_experiment(pipeline_project, monkeypatch):
+    """`csra search` in the project: its trials, then the best as the DVC experiment named after the study, which
+    reproduces the trial's best validation mAP; `dvc exp show` lists it beside the baseline, MLflow holds its run
+    and the study's parent run names it."""
+    project = pipeline_project
+    space = {"sampler": {"name": "grid"}, "pruner": "none", "params": {"train.lam": {"choices": [0.2, 0.7]}}}
+    (project / "conf/search/pair.yaml").write_text(yaml.safe_dump(space))
+    monkeypatch.chdir(project)
+    out = ok("search", "--study", "pair", "--space", "pair", "--trials", "2")
+    best = optuna.load_study(study_name="pair", storage=f"sqlite:///{project / 'optuna.db'}").best_trial
+    assert f"DVC experiment pair: best val mAP {best.value:.4f} = the trial's" in out
+    shown = json.loads(dvc("exp", "show", "--json", cwd=project))
+    experiments = {e.get("name"): e for row in shown for e in (row.get("experiments") or [])}
+    assert params_of(experiments["pair"])["train"]["lam"] == best.params["train.lam"]
+    assert data_of(experiments["pair"])["metrics"]["results/train/metrics.json"]["data"]["best_val_mAP"] == best.value
+    [trained] = mlflow.search_runs(experiment_names=["csra"], output_format="list",
+                                   filter_string="tags.`dvc.exp_name` = 'pair'")
+    assert trained.data.metrics["best_val_mAP"] == best.value and trained.data.params["train.lam"] == str(
+        best.params["train.lam"])
+    [parent] = mlflow.search_runs(experiment_names=["csra"], output_format="list",
+                                  filter_string="tags.`optuna.space` = 'pair'")
+    assert parent.data.tags["dvc.experiment"] == "pair" and parent.data.tags["best_trial"] == str(best.number)
+    (project / "optuna.db").unlink()
 
 
 def test_plots_show_writes_the_page(pipeline_project, tmp_path):

@@ -1,0 +1,214 @@
+"""A study's records. In MLflow: one parent run per study (its space, the best trial so far), every trial a run nested
+under it (stages/search.py makes those) whose tag optuna.state says complete, pruned or failed. On the console: the
+table of trials. In DVC: the best trial as an experiment named after the study — `dvc exp run --temp -n <study>
+-S key=value …` with exactly the trial's values — which re-runs the pipeline on them (train's run lands in MLflow
+beside the baseline's) and must reproduce the trial's best validation mAP; `dvc exp show` lists it beside the
+baseline."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from csra.errors import CSRAError
+from stages import tracking
+from stages.execution import git_commit
+from stages.search_space import Space
+
+METRICS = "results/train/metrics.json"  # where the experiment's train stage writes best_val_mAP (dvc.yaml)
+DVC = [sys.executable, "-m", "dvc"]  # DVC, and the stages it runs (`python -m stages.cli`), in this environment
+STATE = "optuna.state"  # a trial run's tag: complete, pruned or failed
+PARENT = "mlflow_parent_run_id"  # the study's user attribute naming its MLflow parent run
+PARENT_WAIT = 60  # s an invocation waits for the one that created the study to name its MLflow parent run
+
+
+def shown(url: str) -> str:
+    """A storage URL without its password."""
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+
+
+def best_value(trial: Any) -> float:
+    """A trial's best validation mAP: its value, or for one stopped early its best epoch so far (NaN: none)."""
+    if trial.state.name == "COMPLETE":
+        return trial.value  # (a pruned trial's value is its last epoch's)
+    return max(trial.intermediate_values.values(), default=math.nan)
+
+
+def summary(study: Any) -> None:
+    """Every trial of the study: number, state, best val mAP, host and values; then the best."""
+    trials = study.get_trials(deepcopy=False)
+    keys = sorted({k for t in trials for k in t.params})
+    typer.echo(f"\nstudy {study.study_name}: {len(trials)} trial(s)")
+    typer.echo(f"{'trial':>5}  {'state':<8}  {'val mAP':>7}  {'epochs':>6}  {'host':<12}  " + "  ".join(keys))
+    for t in trials:
+        value = best_value(t)
+        typer.echo(f"{t.number:>5}  {t.state.name.lower():<8}  {'' if math.isnan(value) else f'{value:.2f}':>7}  "
+                   f"{len(t.intermediate_values):>6}  {str(t.user_attrs.get('host', ''))[:12]:<12}  "
+                   + "  ".join(str(t.params.get(k, "")) for k in keys))
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    if complete:
+        best = max(complete, key=lambda t: t.value)
+        typer.echo(f"best: trial {best.number}, val mAP {best.value:.4f}")
+
+
+def override(key: str, value: Any) -> str:
+    """key=value as a Hydra override of `dvc exp run -S` reads it back: the same type and value."""
+    if isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, (int, float)):
+        text = repr(value)
+    else:
+        text = json.dumps(str(value)) if any(c in str(value) for c in " ,=[]{}()'\"") else str(value)
+    return f"{key}={text}"
+
+
+def experiment_metrics(root: Path, name: str) -> dict[str, Any] | None:
+    """The train metrics DVC recorded for experiment name (None if `dvc exp show` does not list it)."""
+    out = subprocess.run([*DVC, "exp", "show", "--json"], cwd=root, capture_output=True, text=True)
+    if out.returncode != 0:
+        return None
+
+    def find(node: Any) -> dict | None:
+        if isinstance(node, dict):
+            if node.get("name") == name and isinstance(node.get("data"), dict):
+                return node["data"]
+            nodes = node.values()
+        elif isinstance(node, list):
+            nodes = node
+        else:
+            return None
+        return next((found for n in nodes if (found := find(n)) is not None), None)
+
+    data = find(json.loads(out.stdout or "null"))
+    if data is None:
+        return None
+    return ((data.get("metrics") or {}).get(METRICS) or {}).get("data")
+
+
+def promote_best(study: Any, root: Path) -> None:
+    """Make the study's best complete trial the DVC experiment named after the study (replacing an older one of
+    that name), and check that it reproduces the trial's best validation mAP."""
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    if not complete:
+        raise CSRAError(f"study {study.study_name} has no complete trial to promote yet")
+    best = max(complete, key=lambda t: t.value)
+    if not (root / ".dvc").is_dir() or git_commit() is None:
+        raise CSRAError(f"{root} is not a DVC project in a git repository with a commit: the best trial "
+                        f"({best.number}) cannot become a DVC experiment here")
+    sets = [override(k, v) for k, v in sorted(best.params.items())]
+    name = study.study_name
+    if experiment_metrics(root, name) is not None:  # an earlier best of this study
+        subprocess.run([*DVC, "exp", "remove", name], cwd=root, capture_output=True, text=True)
+    command = [*DVC, "exp", "run", "--temp", "-n", name, *(x for s in sets for x in ("-S", s))]
+    typer.echo(f"\npromoting trial {best.number} (val mAP {best.value:.4f}): dvc exp run --temp -n {name} "
+               + " ".join(f"-S {s}" for s in sets))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    if subprocess.run(command, cwd=root, env=env).returncode != 0:
+        raise CSRAError(f"`dvc exp run` of the best trial ({best.number}) failed; the study is unchanged, and "
+                        f"`csra search --study {name} --promote` tries again")
+    metrics = experiment_metrics(root, name) or {}
+    found = metrics.get("best_val_mAP")
+    client = tracking.connect().MlflowClient()
+    parent = study.user_attrs.get("mlflow_parent_run_id")
+    if parent:
+        client.set_tag(parent, "dvc.experiment", name)
+        client.set_tag(parent, "dvc.experiment_trial", str(best.number))
+    if found is None:
+        raise CSRAError(f"DVC experiment {name} ran but `dvc exp show` lists no best_val_mAP in {METRICS}")
+    same = abs(found - best.value) <= 1e-9
+    typer.echo(f"DVC experiment {name}: best val mAP {found:.4f} "
+               + ("= the trial's" if same else f"≠ the trial's {best.value:.4f}")
+               + f" (dvc exp show; its runs in MLflow are named {name})")
+    if not same:
+        raise CSRAError(f"DVC experiment {name} did not reproduce trial {best.number}: best val mAP {found:.6f}, "
+                        f"the trial's {best.value:.6f} (a different machine, thread count or code?)")
+
+
+def parent_run(study: Any, created: bool, experiment: str, space: Space, storage: str, storage_object: Any) -> str:
+    """The study's MLflow parent run: made by the invocation that created the study, found by every other."""
+    import optuna
+
+    mlflow = tracking.connect()
+    client = mlflow.MlflowClient()
+    with tracking.store_errors():
+        if created:
+            run = client.create_run(tracking.experiment_of(mlflow, experiment), run_name=study.study_name,
+                                    tags={"optuna.study": study.study_name, "optuna.storage": shown(storage),
+                                          "optuna.space": space.name})
+            run_id = run.info.run_id
+            client.log_batch(run_id, params=[mlflow.entities.Param(f"space.{k}", v)
+                                             for k, v in space.record()["params"].items()]
+                             + [mlflow.entities.Param("space", space.name),
+                                mlflow.entities.Param("sampler", str(space.sampler)),
+                                mlflow.entities.Param("pruner", str(space.pruner))])
+            client.log_dict(run_id, space.record(), "search/space.json")
+            study.set_user_attr(PARENT, run_id)
+            return run_id
+        deadline = time.monotonic() + PARENT_WAIT
+        while PARENT not in study.user_attrs:  # its creator is making it now
+            if time.monotonic() > deadline:
+                raise CSRAError(f"study {study.study_name} has no MLflow parent run (its creator stopped before "
+                                "making one): name a new study")
+            time.sleep(1)
+            study = optuna.load_study(study_name=study.study_name, storage=storage_object)
+        run_id = study.user_attrs[PARENT]
+        try:
+            client.update_run(run_id, status="RUNNING")
+        except mlflow.exceptions.MlflowException:
+            raise CSRAError(f"study {study.study_name}: its MLflow parent run {run_id} is not in "
+                            f"{tracking.tracking_uri()}; point MLFLOW_TRACKING_URI at the store the study started "
+                            "with") from None
+    return run_id
+
+
+def stale_trial(study: Any, trial: Any) -> None:
+    """Optuna found trial's worker silent past the grace period and marked it failed: so is its MLflow run."""
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    if run_id:
+        mlflow = tracking.connect()
+        mlflow.MlflowClient().set_tag(run_id, STATE, "failed")
+        mlflow.MlflowClient().set_terminated(run_id, "FAILED")
+        logging.getLogger("csra").warning("warning: trial %d of %s stopped beating (its worker died): marked failed",
+                                          trial.number, trial.user_attrs.get("host", "?"))
+
+
+def update_parent(parent: str, study: Any, trial: Any) -> None:
+    """After each trial: the parent run names the best trial so far, its val mAP and params."""
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
+    if not complete:
+        return
+    best = max(complete, key=lambda t: t.value)
+    client = tracking.connect().MlflowClient()
+    client.set_tag(parent, "best_trial", str(best.number))
+    client.set_tag(parent, "best_run_id", best.user_attrs.get("mlflow_run_id", ""))
+    client.set_tag(parent, "best_params", ", ".join(f"{k}={v}" for k, v in best.params.items()))
+    client.log_metric(parent, "best_val_mAP", best.value, step=len(complete))
+
+
+def mark_failed(storage: Any, name: str, number: int, why: str) -> None:
+    """A trial of study name whose worker died: failed in the study (if still running there) and in MLflow."""
+    import optuna
+    from optuna.trial import TrialState
+
+    study = optuna.load_study(study_name=name, storage=storage)
+    trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
+    if trial.state == TrialState.RUNNING:
+        trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(name),
+                                                                   number)
+        storage.set_trial_system_attr(trial_id, "fail_reason", why)
+        storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    if run_id:
+        client = tracking.connect().MlflowClient()
+        client.set_tag(run_id, STATE, "failed")
+        client.set_terminated(run_id, "FAILED")

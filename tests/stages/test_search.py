@@ -1,0 +1,173 @@
+"""`csra search`: a study over two worker processes (trials pruned and complete, each in its own MLflow run nested
+under the study's), a later invocation that continues it, a worker killed mid-trial, and bad spaces refused before
+any trial. The best trial as a DVC experiment is in test_dvc.py (it needs the DVC project)."""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import mlflow
+import optuna
+import pytest
+import yaml
+from helpers import REPO, assert_one_line_error, ok, run
+from optuna.trial import TrialState
+
+# A grid whose every point is certain to be pruned or not: the threshold pruner condemns any trial that reaches
+# epoch 2 (no mAP is above 101), so the 3-epoch points stop at the end of epoch 2 and the 1-epoch points complete.
+GRID = {"sampler": {"name": "grid", "seed": 0}, "pruner": {"name": "threshold", "lower": 101.0, "n_warmup_steps": 2},
+        "params": {"train.epochs": {"choices": [1, 3]}, "train.lam": {"choices": [0.1, 0.3, 0.5]}}}
+
+
+@pytest.fixture
+def spaces(tiny_params, tmp_path, mlflow_store):
+    """The tiny params with the repository's conf/ (and a test space) beside them; this process's MLflow client
+    on the test's store."""
+    mlflow.set_tracking_uri(mlflow_store)
+    shutil.copytree(REPO / "conf", tmp_path / "conf")
+    (tmp_path / "conf" / "search" / "grid.yaml").write_text(yaml.safe_dump(GRID))
+    return tmp_path
+
+
+@pytest.fixture
+def folder(spaces):
+    """spaces, with the data prepared."""
+    ok("prepare")
+    return spaces
+
+
+def trials(folder, name):
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{folder / 'optuna.db'}")
+    return study.get_trials()
+
+
+def nested_runs(parent_id):
+    return mlflow.search_runs(search_all_experiments=True, output_format="list",
+                              filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'")
+
+
+def csra(*args, cwd):
+    """`csra *args` as a process of its own (its workers fork from it): (exit code, output)."""
+    done = subprocess.run([sys.executable, "-m", "stages.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_a_study_over_two_workers_prunes_records_and_continues(folder):
+    code, out = csra("search", "--study", "s", "--space", "grid", "--trials", "4", "--jobs", "2", "--no-promote",
+                     cwd=folder)
+    assert code == 0, out
+    done = trials(folder, "s")
+    assert [t.number for t in done] == [0, 1, 2, 3]
+    points = [(t.params["train.epochs"], t.params["train.lam"]) for t in done]
+    assert len(set(points)) == 4  # no two workers ran the same trial or grid point
+    assert len({t.user_attrs["pid"] for t in done}) == 2  # both workers ran trials
+    for t in done:  # a pruned trial stopped at the end of the epoch that condemned it
+        if t.params["train.epochs"] == 3:
+            assert t.state == TrialState.PRUNED and sorted(t.intermediate_values) == [1, 2]
+        else:
+            assert t.state == TrialState.COMPLETE and t.value == t.intermediate_values[1]
+    assert {t.state for t in done} == {TrialState.PRUNED, TrialState.COMPLETE}
+    best = max((t for t in done if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    assert f"best: trial {best.number}, val mAP {best.value:.4f}" in out
+
+    [parent] = mlflow.search_runs(experiment_names=["csra"], output_format="list",
+                                  filter_string="attributes.run_name = 's'")
+    assert parent.data.tags["best_trial"] == str(best.number) and parent.info.status == "FINISHED"
+    assert parent.data.metrics["best_val_mAP"] == pytest.approx(best.value)
+    assert parent.data.params["space.train.lam"] == "one of 0.1, 0.3, 0.5"
+    runs = {int(r.data.tags["optuna.trial"]): r for r in nested_runs(parent.info.run_id)}
+    assert sorted(runs) == [0, 1, 2, 3]
+    client = mlflow.MlflowClient()
+    for t in done:
+        r = runs[t.number]
+        assert r.data.params["train.epochs"] == str(t.params["train.epochs"])  # params.yaml's names
+        assert r.data.params["train.lam"] == str(t.params["train.lam"])
+        assert r.data.params["train.model"] == "resnet18"  # with the rest of params.yaml
+        state, status = ("pruned", "KILLED") if t.state == TrialState.PRUNED else ("complete", "FINISHED")
+        assert (r.data.tags["optuna.state"], r.info.status) == (state, status)
+        curve = client.get_metric_history(r.info.run_id, "val_mAP")
+        assert {m.step: m.value for m in curve} == pytest.approx(t.intermediate_values)
+
+    # a later invocation continues the study: its space, its parent run, the next trial numbers
+    ok("search", "--study", "s", "--trials", "1", "--no-promote")
+    assert [t.number for t in trials(folder, "s")] == [0, 1, 2, 3, 4]
+    assert len(mlflow.search_runs(experiment_names=["csra"], filter_string="attributes.run_name = 's'",
+                                  output_format="list")) == 1
+    assert sorted(int(r.data.tags["optuna.trial"]) for r in nested_runs(parent.info.run_id)) == [0, 1, 2, 3, 4]
+
+    # its space is the one it began with
+    GRID["params"]["train.lam"]["choices"].append(0.9)
+    try:
+        (folder / "conf" / "search" / "grid.yaml").write_text(yaml.safe_dump(GRID))
+    finally:
+        GRID["params"]["train.lam"]["choices"].pop()
+    assert_one_line_error(*run("search", "--study", "s", "--trials", "1"), "study s searches space grid as it was")
+    assert len(trials(folder, "s")) == 5
+
+
+def test_a_worker_killed_mid_trial_loses_that_trial_alone(folder):
+    space = {"sampler": {"name": "grid"}, "pruner": "none", "params": {"train.epochs": {"choices": [4]},
+                                                                        "train.lam": {"choices": [0.2, 0.4]}}}
+    (folder / "conf" / "search" / "long.yaml").write_text(yaml.safe_dump(space))
+    process = subprocess.Popen([sys.executable, "-m", "stages.cli", "search", "--study", "k", "--space", "long",
+                                "--trials", "2", "--jobs", "2", "--no-promote"], cwd=folder, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    pids, killed, lines = {}, None, []
+    deadline = time.monotonic() + 240
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if started := re.match(r"trial (\d+) \(pid (\d+)", line):
+                pids[int(started[1])] = int(started[2])
+            epoch = re.match(r"trial (\d+): epoch\s+1/4", line)
+            if killed is None and epoch and pids[int(epoch[1])] != process.pid:  # a forked worker, mid-trial
+                killed = int(epoch[1])
+                os.kill(pids[killed], signal.SIGKILL)
+            assert time.monotonic() < deadline, "".join(lines)
+        assert process.wait(timeout=60) == 0, "".join(lines)
+    finally:
+        process.kill()
+    out = "".join(lines)
+    assert killed is not None, out
+    assert f"was killed (signal 9) in trial {killed}: marked failed" in out
+    states = {t.number: t.state for t in trials(folder, "k")}
+    other = 1 - killed
+    assert states == {killed: TrialState.FAIL, other: TrialState.COMPLETE}
+    [parent] = mlflow.search_runs(experiment_names=["csra"], filter_string="attributes.run_name = 'k'",
+                                  output_format="list")
+    runs = {int(r.data.tags["optuna.trial"]): r for r in nested_runs(parent.info.run_id)}
+    assert (runs[killed].info.status, runs[killed].data.tags["optuna.state"]) == ("FAILED", "failed")
+    assert (runs[other].info.status, runs[other].data.tags["optuna.state"]) == ("FINISHED", "complete")
+    assert len(mlflow.MlflowClient().get_metric_history(runs[other].info.run_id, "val_mAP")) == 4
+
+
+@pytest.mark.parametrize(("space", "message"), [
+    ({"params": {"train.lamda": {"low": 0.1, "high": 0.5}}}, "params.train.lamda: not a searchable key (did you "
+                                                             "mean train.lam?)"),
+    ({"params": {"train.lam": {"low": 0.5, "high": 0.1}}}, "params.train.lam: the range 0.5..0.1 is empty"),
+    ({"params": {"train.num_heads": {"choices": [1, 3]}}}, "params.train.num_heads: 3 is refused: train.num_heads"),
+    ({"params": {"train.lr": {"low": 0.0, "high": 0.1}}}, "params.train.lr: 0.0 is refused: train.lr"),
+    ({"params": {"train.lr": {"low": 0.0, "high": 0.1, "log": True}}}, "a log scale needs low > 0"),
+    ({"params": {"train.optimizer": {"low": 1, "high": 2}}}, "train.optimizer is not a number; give its choices"),
+    ({"params": {"train.lam": {"low": 0.1, "high": 0.5}}, "sampler": "grid"}, "sampler grid takes choices only"),
+    ({"params": {"train.lam": [0.1]}, "pruner": {"name": "median", "warmup": 1}}, "pruner {'name': 'median', "
+                                                                                 "'warmup': 1}:"),
+    ({"params": {}}, "params must map at least one params.yaml key"),
+    ({"params": {"train.lam": [0.1]}, "sampling": "tpe"}, "unknown key sampling (did you mean sampler?)"),
+])
+def test_a_bad_space_is_one_error_line_before_any_trial(spaces, space, message):
+    folder = spaces
+    (folder / "conf" / "search" / "bad.yaml").write_text(yaml.safe_dump(space))
+    assert_one_line_error(*run("search", "--space", "bad", "--trials", "1"), "conf/search/bad.yaml: ", message)
+    assert not (folder / "optuna.db").exists()
+    assert not mlflow.search_runs(search_all_experiments=True, output_format="list")
+
+
+def test_an_unknown_space_names_the_spaces(spaces):
+    assert_one_line_error(*run("search", "--space", "nope"), "--space nope: no conf/search/nope.yaml; the spaces "
+                                                             "are: ablation, grid, paper")
