@@ -174,6 +174,7 @@ def test_a_client_without_credentials_is_refused(team, monkeypatch, tmp_path):
     assert answer.value.code == 401
     monkeypatch.chdir(root)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.mlflow/credentials either
     for variable in USER_VARIABLES:
         monkeypatch.delenv(variable, raising=False)
     began = time.monotonic()
