@@ -20,7 +20,16 @@ from csra.deploy.serving import CONTRACT_ARTIFACT, IMAGE_COLUMN, PROGRAM_ARTIFAC
 from csra.errors import CSRAError
 from csra.evaluate.metrics import METRIC_NAMES
 from stages.lineage import DataVersion
-from stages.tracking import DATA_DIGEST, TEST_DIGEST, TEST_FILE, UNTRACED, Recorder, connect, store_errors
+from stages.tracking import (
+    DATA_DIGEST,
+    TEST_DIGEST,
+    TEST_FILE,
+    UNTRACED,
+    Recorder,
+    connect,
+    refusal,
+    store_errors,
+)
 
 CHAMPION = "champion"
 TEST_METRICS = "test.metrics"  # on a version: evaluate's metrics on its test file, as JSON
@@ -70,7 +79,7 @@ def log_served_model(recorder: Recorder, name: str, key: str, program: bytes, co
     from mlflow.types.schema import ColSpec, Schema
 
     mlflow = recorder.mlflow
-    with store_errors():
+    with store_errors(f"log the model {name} to its run's experiment"):
         experiment = mlflow.get_run(recorder.run_id).info.experiment_id
         found = mlflow.search_logged_models(experiment_ids=[experiment], output_format="list", max_results=1,
                                             filter_string=f"tags.`{KEY_TAG}` = '{key}'")
@@ -135,7 +144,9 @@ def _champion(client: Any, name: str) -> Any | None:
 
     try:
         return client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:  # no such model, or no champion yet
+    except MlflowException as e:  # no such model, or no champion yet; a server's refusal is the refusal
+        if refusal(e) is not None:
+            raise
         return None
 
 
@@ -202,7 +213,7 @@ def register(recorder: Recorder, model_id: str, name: str, policy: str, metric: 
     what the run records as export/registration.json."""
     from mlflow import MlflowClient
 
-    with store_errors():
+    with store_errors(f"register versions of the model '{name}' or move its alias {CHAMPION}"):
         client = MlflowClient()
         mine = [v for v in client.search_model_versions(f"name = '{name}'") if v.source == f"models:/{model_id}"]
         reason = "already registered" if mine else _decision(client, name, policy, metric, candidate)
@@ -232,12 +243,14 @@ def _version(uri: str) -> tuple[str, Any]:
         raise CSRAError(f"{uri}: expected a registered model as models:/NAME@ALIAS or models:/NAME/VERSION")
     name, alias, number = match["name"], match["alias"], match["version"]
     connect()
-    with store_errors():
+    with store_errors(f"read the registered model '{name}'"):
         client = MlflowClient()
         try:
             return name, client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(
                 name, number)
         except MlflowException as e:
+            if refusal(e) is not None:
+                raise
             raise CSRAError(f"{uri}: no such registered model version ({str(e).splitlines()[0]})") from None
 
 
@@ -248,7 +261,7 @@ def fetch(uri: str, folder: Path) -> tuple[Path, dict[str, Any], dict[str, str]]
     from mlflow.models import Model
 
     name, version = _version(uri)
-    with store_errors():
+    with store_errors(f"read the registered model '{name}'"):
         local = Path(download_artifacts(artifact_uri=f"models:/{name}/{version.version}", dst_path=str(folder)))
     program = local / "artifacts" / PROGRAM_FILE
     if not program.is_file():
@@ -275,7 +288,7 @@ def score_photo_files(model: Any, photos: list[bytes]) -> np.ndarray:
 def _load_pyfunc(uri: str, name: str) -> Any:
     import mlflow
 
-    with store_errors():
+    with store_errors(f"read the model {name}"):
         model = mlflow.pyfunc.load_model(uri)
     if not str(model.metadata.flavors.get("python_function", {}).get("loader_module")).startswith("mlflow.pyfunc"):
         raise CSRAError(f"{name}: not a model exported by csra export (an older or foreign model flavour)")

@@ -146,9 +146,41 @@ def as_mlflow_dataset(data: DataVersion) -> Any:
     return Prepared(resolve_dataset_source(data.source), name=data.name, digest=data.digest)
 
 
+REFUSALS = {"UNAUTHENTICATED": 401, "CUSTOMER_UNAUTHORIZED": 401, "PERMISSION_DENIED": 403}
+
+
+def refusal(error: BaseException) -> int | None:
+    """401 when the tracking server did not know who asked (no or wrong credentials), 403 when it knew and would
+    not let them (a READ permission where the call needs EDIT), else None. The REST calls raise an MlflowException
+    with the error code; the proxied artifact transfers a requests HTTPError with the response."""
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(error, MlflowException):
+        return REFUSALS.get(error.error_code)
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    return status if status in (401, 403) else None
+
+
+def refused(status: int, doing: str) -> CSRAError:
+    """The one line for a server's refusal (see refusal): who asked, as MLflow's client sent it (the environment
+    variables MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, else ~/.mlflow/credentials), and what for."""
+    from mlflow.utils.credentials import read_mlflow_creds
+
+    user, server = read_mlflow_creds().username, f"the MLflow server at {tracking_uri()}"
+    if status == 403:
+        return CSRAError(f"{server} refused user '{user}' (403 permission denied): the user may not {doing}; an "
+                         "admin of the server grants EDIT on the experiment and the registered model")
+    if user:
+        return CSRAError(f"{server} refused user '{user}' (401 unauthenticated): check MLFLOW_TRACKING_USERNAME "
+                         "and MLFLOW_TRACKING_PASSWORD")
+    return CSRAError(f"{server} refused the request (401 unauthenticated): set MLFLOW_TRACKING_USERNAME and "
+                     "MLFLOW_TRACKING_PASSWORD to a user of the server")
+
+
 @contextmanager
-def store_errors() -> Iterator[None]:
-    """A store that cannot be reached (a team server down, a database locked) is one line, not a traceback."""
+def store_errors(doing: str = "make this call") -> Iterator[None]:
+    """A store that cannot be reached (a team server down, a database locked) is one line, not a traceback; so is
+    a team server that refuses the client (doing: what the call was for, which a 403 names)."""
     try:
         yield
     except CSRAError:
@@ -156,6 +188,9 @@ def store_errors() -> Iterator[None]:
     except Exception as e:
         from mlflow.exceptions import MlflowException
 
+        status = refusal(e)
+        if status is not None:
+            raise refused(status, doing) from None
         if isinstance(e, (MlflowException, ConnectionError, OSError)) or "sqlalchemy" in type(e).__module__:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise CSRAError(f"MLflow tracking store {tracking_uri()}: {first}") from None
@@ -173,7 +208,7 @@ def training_run(experiment: str, params: dict[str, Any], name: str, run_id: str
     mlflow = connect()
     if system_metrics > 0:
         mlflow.set_system_metrics_sampling_interval(system_metrics)
-    with store_errors():
+    with store_errors(f"log runs to the experiment '{experiment}'"):
         experiment_id = experiment_of(mlflow, experiment)
         where = {"run_id": run_id} if run_id else {"experiment_id": experiment_id, "run_name": name}
         with mlflow.start_run(**where, log_system_metrics=system_metrics > 0) as run:
@@ -224,7 +259,7 @@ def stage_run(checkpoint: Path | None, experiment: str, params: dict[str, Any], 
     not hold yet. Another execution's run is never changed."""
     mlflow = connect()
     execution = execution_id()
-    with store_errors():
+    with store_errors(f"log runs to the experiment '{experiment}'"):
         md5 = file_md5(checkpoint) if checkpoint is not None and checkpoint.is_file() else None  # read once
         trained = _training_run_by_md5(mlflow, md5, execution) if md5 is not None else None
         experiment_id = trained.info.experiment_id if trained else experiment_of(mlflow, experiment)

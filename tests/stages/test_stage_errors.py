@@ -160,6 +160,55 @@ def mlflow_store_unreachable(tmp):
         pass
 
 
+def server_refuses(tmp, status, body, user=None, doing=None):
+    """What MLflow's client raises when a team server answers status (its basic-auth app), through store_errors,
+    as user (None: no credentials; HOME is tmp, so no ~/.mlflow/credentials either)."""
+    import requests
+    from mlflow.utils.rest_utils import verify_rest_response
+
+    response = requests.Response()
+    response.status_code, response._content = status, body
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
+        patch.setenv("HOME", str(tmp))
+        for variable, value in zip(("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"), user or ()):
+            patch.setenv(variable, value)
+        if user is None:
+            patch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+            patch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+        with tracking.store_errors(*([doing] if doing else [])):
+            verify_rest_response(response, "/api/2.0/mlflow/runs/create")
+
+
+@says("the MLflow server at http://mlflow.example:5000 refused the request (401 unauthenticated): set "
+      "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+def mlflow_server_without_credentials(tmp):
+    server_refuses(tmp, 401, b"You are not authenticated.")
+
+
+@says("the MLflow server at http://mlflow.example:5000 refused user 'trainer' (401 unauthenticated): check "
+      "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+def mlflow_server_with_a_wrong_password(tmp):
+    server_refuses(tmp, 401, b"You are not authenticated.", ("trainer", "wrong"))
+
+
+@says("refused user 'reader' (403 permission denied): the user may not log runs to the experiment 'csra'")
+def mlflow_server_refuses_a_reader(tmp):
+    server_refuses(tmp, 403, b"Permission denied", ("reader", "pass"), "log runs to the experiment 'csra'")
+
+
+@says("refused user 'reader' (403 permission denied): the user may not register versions of the model 'csra'")
+def mlflow_server_refuses_a_reader_an_artifact(tmp):
+    import requests
+
+    response = requests.Response()
+    response.status_code = 403
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_USERNAME", "reader")
+        with tracking.store_errors("register versions of the model 'csra'"):
+            raise requests.HTTPError("403 Client Error: FORBIDDEN", response=response)
+
+
 
 # --- images, devices, model settings -------------------------------------------------------------------------------
 @says("a.jpg: cannot read image (not a JPEG, PNG or other format PIL decodes)")
