@@ -220,6 +220,9 @@ def run(params_file: Path, study_name: str, storage_url: str | None, space_name:
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     params = load_params(train_stage.Params, params_file)  # the base every trial changes
+    if params.data.selection != "val":
+        raise CSRAError(f"{params_file}: data.selection is {params.data.selection}: a search scores its trials on the "
+                        "held-out selection split, never on the test split; set data.selection: val")
     root = tracking.repo_root()
     space = load_space(root / "conf", space_name, params_file) if space_name else None  # checked whole first
     url = storage_url or f"sqlite:///{root / DEFAULT_STORAGE}"
@@ -237,7 +240,7 @@ def run(params_file: Path, study_name: str, storage_url: str | None, space_name:
             raise CSRAError(f"no study {study_name} in {shown(url)}")
         with storage_errors(url):
             study = optuna.load_study(study_name=study_name, storage=storage)
-        promote_best(study, root)
+        promote_best(study, root, params.train.out_dir)
         return
     with storage_errors(url):
         study, created = open_study(study_name, storage, space)
@@ -257,7 +260,7 @@ def run(params_file: Path, study_name: str, storage_url: str | None, space_name:
     summary(study)
     tracking.connect().MlflowClient().set_terminated(parent, "FINISHED")
     if promote is not False and _complete(study):
-        promote_best(study, root)
+        promote_best(study, root, params.train.out_dir)
 
 
 @contextmanager

@@ -22,10 +22,9 @@ import typer
 
 from csra.errors import CSRAError
 from stages import tracking
-from stages.execution import git_commit
+from stages.execution import experiment_ref, git_commit
 from stages.search_space import Space
 
-METRICS = "results/train/metrics.json"  # where the experiment's train stage writes best_val_mAP (dvc.yaml)
 DVC = [sys.executable, "-m", "dvc"]  # DVC, and the stages it runs (`python -m stages.cli`), in this environment
 STATE = "optuna.state"  # a trial run's tag: complete, pruned or failed
 PARENT = "mlflow_parent_run_id"  # the study's user attribute naming its MLflow parent run
@@ -72,30 +71,14 @@ def override(key: str, value: Any) -> str:
     return f"{key}={text}"
 
 
-def experiment_metrics(root: Path, name: str) -> dict[str, Any] | None:
-    """The train metrics DVC recorded for experiment name (None if `dvc exp show` does not list it)."""
-    out = subprocess.run([*DVC, "exp", "show", "--json"], cwd=root, capture_output=True, text=True)
-    if out.returncode != 0:
-        return None
-
-    def find(node: Any) -> dict | None:
-        if isinstance(node, dict):
-            if node.get("name") == name and isinstance(node.get("data"), dict):
-                return node["data"]
-            nodes = node.values()
-        elif isinstance(node, list):
-            nodes = node
-        else:
-            return None
-        return next((found for n in nodes if (found := find(n)) is not None), None)
-
-    data = find(json.loads(out.stdout or "null"))
-    if data is None:
-        return None
-    return ((data.get("metrics") or {}).get(METRICS) or {}).get("data")
+def experiment_metrics(root: Path, ref: str, metrics: str) -> dict[str, Any] | None:
+    """The train metrics file (its path in the repository) that DVC committed under an experiment's git ref; None
+    while there is no such experiment."""
+    out = subprocess.run(["git", "show", f"{ref}:{metrics}"], cwd=root, capture_output=True, text=True)
+    return json.loads(out.stdout) if out.returncode == 0 else None
 
 
-def promote_best(study: Any, root: Path) -> None:
+def promote_best(study: Any, root: Path, out_dir: str) -> None:
     """Make the study's best complete trial the DVC experiment named after the study (replacing an older one of
     that name), and check that it reproduces the trial's best validation mAP."""
     complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
@@ -106,8 +89,9 @@ def promote_best(study: Any, root: Path) -> None:
         raise CSRAError(f"{root} is not a DVC project in a git repository with a commit: the best trial "
                         f"({best.number}) cannot become a DVC experiment here")
     sets = [override(k, v) for k, v in sorted(best.params.items())]
-    name = study.study_name
-    if experiment_metrics(root, name) is not None:  # an earlier best of this study
+    name, metrics_file = study.study_name, f"{Path(out_dir).as_posix()}/metrics.json"  # as dvc.yaml names it
+    ref = experiment_ref(git_commit(), name)
+    if experiment_metrics(root, ref, metrics_file) is not None:  # an earlier best of this study, on this commit
         subprocess.run([*DVC, "exp", "remove", name], cwd=root, capture_output=True, text=True)
     command = [*DVC, "exp", "run", "--temp", "-n", name, *(x for s in sets for x in ("-S", s))]
     typer.echo(f"\npromoting trial {best.number} (val mAP {best.value:.4f}): dvc exp run --temp -n {name} "
@@ -116,15 +100,14 @@ def promote_best(study: Any, root: Path) -> None:
     if subprocess.run(command, cwd=root, env=env).returncode != 0:
         raise CSRAError(f"`dvc exp run` of the best trial ({best.number}) failed; the study is unchanged, and "
                         f"`csra search --study {name} --promote` tries again")
-    metrics = experiment_metrics(root, name) or {}
-    found = metrics.get("best_val_mAP")
+    found = (experiment_metrics(root, ref, metrics_file) or {}).get("best_val_mAP")
     client = tracking.connect().MlflowClient()
     parent = study.user_attrs.get("mlflow_parent_run_id")
     if parent:
         client.set_tag(parent, "dvc.experiment", name)
         client.set_tag(parent, "dvc.experiment_trial", str(best.number))
     if found is None:
-        raise CSRAError(f"DVC experiment {name} ran but `dvc exp show` lists no best_val_mAP in {METRICS}")
+        raise CSRAError(f"DVC experiment {name} ran but its {metrics_file} holds no best_val_mAP")
     same = abs(found - best.value) <= 1e-9
     typer.echo(f"DVC experiment {name}: best val mAP {found:.4f} "
                + ("= the trial's" if same else f"≠ the trial's {best.value:.4f}")
