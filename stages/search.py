@@ -235,6 +235,13 @@ def run(params_file: Path, study_name: str, storage_url: str | None, space_name:
     if recorded is not None and recorded != space.record():
         raise CSRAError(f"study {study_name} searches space {recorded['name']} as it was when the study began; "
                         f"conf/search/{name}.yaml differs now: continue with that space or name a new study")
+    base = trained_from(params)
+    began = known[study_name].user_attrs.get("params") if study_name in known else None
+    if began is not None and began != base:
+        changed = sorted(k for k in set(began) | set(base) if began.get(k) != base.get(k))
+        raise CSRAError(f"study {study_name}'s trials trained from other params: {params_file} differs in "
+                        f"{', '.join(f'{k} ({began.get(k)!r} then, {base.get(k)!r} now)' for k in changed[:4])}; "
+                        "trials of one study must be comparable: restore them or name a new study")
     if trials == 0 and promote:
         if study_name not in known:
             raise CSRAError(f"no study {study_name} in {shown(url)}")
@@ -246,6 +253,7 @@ def run(params_file: Path, study_name: str, storage_url: str | None, space_name:
         study, created = open_study(study_name, storage, space)
         if created:
             study.set_user_attr("space", space.record())
+            study.set_user_attr("params", base)
     typer.echo(f"study {study_name} ({'new' if created else f'{len(study.trials)} trials so far'}) in {shown(url)}, "
                f"space {space.name}: {trials} trial(s) over {jobs} worker(s) here")
     workers = Workers(jobs, trials, storage)  # forked now, before this process opens MLflow
@@ -261,6 +269,14 @@ def run(params_file: Path, study_name: str, storage_url: str | None, space_name:
     tracking.connect().MlflowClient().set_terminated(parent, "FINISHED")
     if promote is not False and _complete(study):
         promote_best(study, root, params.train.out_dir)
+
+
+def trained_from(params: train_stage.Params) -> dict[str, object]:
+    """What every trial of a study trains from, whatever machine runs it: train's params but the machine's own
+    (device, loader processes) and where things go."""
+    local = ("train.device", "train.num_workers", "train.out_dir", "train.resume", "data.prepared_dir",
+             "data.raw_path")
+    return {k: v for k, v in params.flat().items() if k.startswith(("data.", "train.")) and k not in local}
 
 
 @contextmanager

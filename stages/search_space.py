@@ -26,8 +26,9 @@ from stages.params import load_params
 from stages.train import Params as TrainStageParams
 from stages.train import TrainParams
 
-# train's settings that say where and how a run goes, not what it learns: no search dimension
-NOT_SEARCHED = ("recipe", "out_dir", "resume", "device", "num_workers")
+# train's settings that say where a run goes or how fast, not what it learns: no search dimension
+NOT_SEARCHED = ("recipe", "out_dir", "resume", "device", "num_workers", "amp", "channels_last", "compile", "sync_bn",
+                "deterministic")
 SEARCHABLE = [f"train.{name}" for name in typing.get_type_hints(TrainParams) if name not in NOT_SEARCHED]
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = {"median": "MedianPruner", "percentile": "PercentilePruner", "threshold": "ThresholdPruner",

@@ -40,8 +40,13 @@ def folder(spaces):
     return spaces
 
 
-def trials(folder, name):
-    study = optuna.load_study(study_name=name, storage=f"sqlite:///{folder / 'optuna.db'}")
+def trials(folder, name, storage=None):
+    """The trials of study name in its storage (default: the embedded one, folder/optuna.db)."""
+    if storage is not None:
+        from optuna.storages.journal import JournalFileBackend
+
+        storage = optuna.storages.JournalStorage(JournalFileBackend(str(storage)))
+    study = optuna.load_study(study_name=name, storage=storage or f"sqlite:///{folder / 'optuna.db'}")
     return study.get_trials()
 
 
@@ -107,15 +112,26 @@ def test_a_study_over_two_workers_prunes_records_and_continues(folder):
     finally:
         GRID["params"]["train.lam"]["choices"].pop()
     assert_one_line_error(*run("search", "--study", "s", "--trials", "1"), "study s searches space grid as it was")
+    # and the params it began with (but the machine's own: device, loader processes)
+    (folder / "conf" / "search" / "grid.yaml").write_text(yaml.safe_dump(GRID))
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    params["train"]["batch_size"], params["train"]["num_workers"] = 4, 1
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    assert_one_line_error(*run("search", "--study", "s", "--trials", "1"), "study s's trials trained from other "
+                                                                           "params: params.yaml differs in "
+                                                                           "train.batch_size (8 then, 4 now);")
     assert len(trials(folder, "s")) == 5
 
 
 def test_a_worker_killed_mid_trial_loses_that_trial_alone(folder):
+    """On a journal file (a study's storage on a shared file system) as on a database."""
+    journal = folder / "shared" / "k.journal"
     space = {"sampler": {"name": "grid"}, "pruner": "none", "params": {"train.epochs": {"choices": [4]},
                                                                         "train.lam": {"choices": [0.2, 0.4]}}}
     (folder / "conf" / "search" / "long.yaml").write_text(yaml.safe_dump(space))
     process = subprocess.Popen([sys.executable, "-m", "stages.cli", "search", "--study", "k", "--space", "long",
-                                "--trials", "2", "--jobs", "2", "--no-promote"], cwd=folder, text=True,
+                                "--trials", "2", "--jobs", "2", "--storage", str(journal), "--no-promote"],
+                               cwd=folder, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     pids, killed, lines = {}, None, []
     deadline = time.monotonic() + 240
@@ -135,7 +151,7 @@ def test_a_worker_killed_mid_trial_loses_that_trial_alone(folder):
     out = "".join(lines)
     assert killed is not None, out
     assert f"was killed (signal 9) in trial {killed}: marked failed" in out
-    states = {t.number: t.state for t in trials(folder, "k")}
+    states = {t.number: t.state for t in trials(folder, "k", journal)}
     other = 1 - killed
     assert states == {killed: TrialState.FAIL, other: TrialState.COMPLETE}
     [parent] = mlflow.search_runs(experiment_names=["csra"], filter_string="attributes.run_name = 'k'",
