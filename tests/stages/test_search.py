@@ -105,6 +105,12 @@ def test_a_study_over_two_workers_prunes_records_and_continues(folder):
                                   output_format="list")) == 1
     assert sorted(int(r.data.tags["optuna.trial"]) for r in nested_runs(parent.info.run_id)) == [0, 1, 2, 3, 4]
 
+    # its best becomes a DVC experiment only in a DVC project (test_dvc.py); a study must exist to be promoted
+    best = max((t for t in trials(folder, "s") if t.state == TrialState.COMPLETE), key=lambda t: t.value)
+    assert_one_line_error(*run("search", "--study", "s", "--promote", "--trials", "0"),
+                          f"is not a DVC project in a git repository with a commit: the best trial ({best.number})")
+    assert_one_line_error(*run("search", "--study", "nope", "--promote", "--trials", "0"), "no study nope in sqlite:///")
+
     # its space is the one it began with
     GRID["params"]["train.lam"]["choices"].append(0.9)
     try:
