@@ -118,13 +118,18 @@ def objective(search: Search, index: int, current: Any, trial: Any) -> float:
     """One trial: train's params with the trial's values, trained as `csra train` trains, in its own MLflow run
     nested under the study's; its best validation mAP."""
     import optuna
+    import torch
 
     current[index] = trial.number
     host = socket.gethostname()
-    trial.set_user_attr("host", host)
-    trial.set_user_attr("pid", os.getpid())
+    for key, value in (("host", host), ("pid", os.getpid()), ("threads", torch.get_num_threads())):
+        trial.set_user_attr(key, value)  # threads: what the DVC experiment runs with to give the same numbers
     values = search.space.suggest(trial)
-    params = load_params(train_stage.Params, search.params_file, values)
+    try:
+        params = load_params(train_stage.Params, search.params_file, values)
+    except CSRAError as e:  # a combination the settings refuse (each value alone was checked)
+        typer.echo(f"trial {trial.number} failed: {one_line(e)}", err=True)
+        raise
     typer.echo(f"trial {trial.number} (pid {os.getpid()} on {host}): "
                + ", ".join(f"{k}={v}" for k, v in values.items()))
     tags = {"mlflow.parentRunId": search.parent_run_id, "optuna.study": search.study,
@@ -231,6 +236,13 @@ def run(params_file: Path, study_name: str, storage_url: str | None, space_name:
         known = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     recorded = known[study_name].user_attrs.get("space") if study_name in known else None
     name = space_name or (recorded["name"] if recorded else DEFAULT_SPACE)
+    if trials == 0 and promote:
+        if study_name not in known:
+            raise CSRAError(f"no study {study_name} in {shown(url)}")
+        with storage_errors(url):
+            study = optuna.load_study(study_name=study_name, storage=storage)
+        promote_best(study, root, params.train.out_dir)
+        return
     space = space or load_space(root / "conf", name, params_file)
     if recorded is not None and recorded != space.record():
         raise CSRAError(f"study {study_name} searches space {recorded['name']} as it was when the study began; "
@@ -242,13 +254,6 @@ def run(params_file: Path, study_name: str, storage_url: str | None, space_name:
         raise CSRAError(f"study {study_name}'s trials trained from other params: {params_file} differs in "
                         f"{', '.join(f'{k} ({began.get(k)!r} then, {base.get(k)!r} now)' for k in changed[:4])}; "
                         "trials of one study must be comparable: restore them or name a new study")
-    if trials == 0 and promote:
-        if study_name not in known:
-            raise CSRAError(f"no study {study_name} in {shown(url)}")
-        with storage_errors(url):
-            study = optuna.load_study(study_name=study_name, storage=storage)
-        promote_best(study, root, params.train.out_dir)
-        return
     with storage_errors(url):
         study, created = open_study(study_name, storage, space)
         if created:

@@ -22,7 +22,7 @@ import typer
 
 from csra.errors import CSRAError
 from stages import tracking
-from stages.execution import experiment_ref, git_commit
+from stages.execution import experiment_ref, git_commit, run_tags
 from stages.search_space import Space
 
 DVC = [sys.executable, "-m", "dvc"]  # DVC, and the stages it runs (`python -m stages.cli`), in this environment
@@ -97,6 +97,8 @@ def promote_best(study: Any, root: Path, out_dir: str) -> None:
     typer.echo(f"\npromoting trial {best.number} (val mAP {best.value:.4f}): dvc exp run --temp -n {name} "
                + " ".join(f"-S {s}" for s in sets))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    if "threads" in best.user_attrs and "OMP_NUM_THREADS" not in os.environ:  # a CPU's sums depend on them
+        env["OMP_NUM_THREADS"] = str(best.user_attrs["threads"])
     if subprocess.run(command, cwd=root, env=env).returncode != 0:
         raise CSRAError(f"`dvc exp run` of the best trial ({best.number}) failed; the study is unchanged, and "
                         f"`csra search --study {name} --promote` tries again")
@@ -123,11 +125,11 @@ def parent_run(study: Any, created: bool, experiment: str, space: Space, storage
 
     mlflow = tracking.connect()
     client = mlflow.MlflowClient()
-    with tracking.store_errors():
+    with tracking.store_errors(f"log runs to the experiment '{experiment}'"):
         if created:
             run = client.create_run(tracking.experiment_of(mlflow, experiment), run_name=study.study_name,
-                                    tags={"optuna.study": study.study_name, "optuna.storage": shown(storage),
-                                          "optuna.space": space.name})
+                                    tags={**run_tags(), "optuna.study": study.study_name,
+                                          "optuna.storage": shown(storage), "optuna.space": space.name})
             run_id = run.info.run_id
             client.log_batch(run_id, params=[mlflow.entities.Param(f"space.{k}", v)
                                              for k, v in space.record()["params"].items()]
@@ -171,11 +173,15 @@ def update_parent(parent: str, study: Any, trial: Any) -> None:
     if not complete:
         return
     best = max(complete, key=lambda t: t.value)
-    client = tracking.connect().MlflowClient()
-    client.set_tag(parent, "best_trial", str(best.number))
-    client.set_tag(parent, "best_run_id", best.user_attrs.get("mlflow_run_id", ""))
-    client.set_tag(parent, "best_params", ", ".join(f"{k}={v}" for k, v in best.params.items()))
-    client.log_metric(parent, "best_val_mAP", best.value, step=len(complete))
+    try:
+        client = tracking.connect().MlflowClient()
+        client.set_tag(parent, "best_trial", str(best.number))
+        client.set_tag(parent, "best_run_id", best.user_attrs.get("mlflow_run_id", ""))
+        client.set_tag(parent, "best_params", ", ".join(f"{k}={v}" for k, v in best.params.items()))
+        client.log_metric(parent, "best_val_mAP", best.value, step=len(complete))
+    except Exception as e:  # the study goes on; the next trial's end tries again
+        logging.getLogger("csra").warning("warning: the study's MLflow run %s was not updated: %s", parent,
+                                          str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
 
 
 def mark_failed(storage: Any, name: str, number: int, why: str) -> None:
