@@ -105,9 +105,10 @@ class TrialRecord(train_stage.Record):
         self.trial = trial
 
     def on_epoch(self, row: Any, history: list) -> None:
+        self.trial.report(row["val_mAP"], row["epoch"])  # first: the storage's writes are done before the echo
+        condemned = self.trial.should_prune()
         super().on_epoch(row, history)
-        self.trial.report(row["val_mAP"], row["epoch"])
-        if self.trial.should_prune():
+        if condemned:
             import optuna
 
             typer.echo(f"{self.label}pruned at the end of epoch {row['epoch']} (val mAP {row['val_mAP']:.2f})")

@@ -226,28 +226,6 @@ def test_a_new_lambda_reruns_train_not_prepare(pipeline_project):
     assert "Running stage 'train'" in dry and "Running stage 'prepare'" not in dry
 
 
-def test_an_experiment_runs_the_stages_that_read_its_value_into_a_run_of_its_own(pipeline_project):
-    """An experiment composes params.yaml from conf/ exactly: only the changed value's stages run, into a run of
-    its own, linked to the training run, which stays as it was; `dvc exp show` lists it with its value."""
-    project = pipeline_project
-    baseline = training_run(project / "results/train/best.pt").info.run_id
-    before = mlflow.get_run(baseline).data
-    exp = dvc("exp", "run", "-S", "evaluate.threshold=0.3", "--name", "lower", cwd=project)
-    assert re.findall(r"Running stage '(\w+)'", exp) == ["evaluate", "demo", "export"]  # those that read it
-    after = mlflow.get_run(baseline).data
-    assert after.metrics == before.metrics and after.params == before.params and after.tags == before.tags
-    [own] = mlflow.search_runs(experiment_names=["csra"], filter_string="tags.`dvc.exp_name` = 'lower'",
-                               output_format="list")
-    assert own.info.run_name == "lower" and own.data.tags["csra.train_run_id"] == baseline
-    assert own.data.params["evaluate.threshold"] == "0.3"
-    shown = json.loads(dvc("exp", "show", "--json", cwd=project))
-    experiments = {e.get("name"): e for row in shown for e in (row.get("experiments") or [])}
-    lower = data_of(experiments["lower"])["metrics"]["results/evaluate/metrics.json"]["data"]
-    assert params_of(experiments["lower"])["evaluate"]["threshold"] == 0.3
-    assert {k: own.data.metrics[k] for k in lower} == pytest.approx(lower)  # the run holds the experiment's metrics
-    assert set(lower) >= {"mAP", "OF1"}
-
-
 def test_a_search_trains_its_trials_and_its_best_becomes_an_experiment(pipeline_project, monkeypatch):
     """`csra search` in the project: its trials, then the best as the DVC experiment named after the study, which
     reproduces the trial's best validation mAP; `dvc exp show` lists it beside the baseline, MLflow holds its run
@@ -300,11 +278,14 @@ def queued(project):
 
 
 def test_a_queued_sweep_runs_two_at_a_time_each_into_its_own_run(pipeline_project, tmp_path):
-    """A queued sweep composes each experiment's params (a recipe switch and a swept value), and runs two at a
-    time: each into its own run, named after it, with every write there; the champion is the best version on
-    this test file. (The sweep that runs changes what evaluate reads: the one that retrains is the search's
-    experiment, above, and two at once train in test_search.py.)"""
+    """A queued sweep composes each experiment's params from conf/ exactly (a recipe switch and a swept value), and
+    runs two at a time: each runs the stages that read its value, into a run of its own, named after it and linked
+    to the training run, which stays as it was, with every write there; `dvc exp show` lists each with its value
+    and metrics; the champion is the best version on this test file. (The sweep that runs changes what evaluate
+    reads: the experiment that retrains is the search's, above, and two trainings at once are in test_search.py.)"""
     project = pipeline_project
+    baseline = training_run(project / "results/train/best.pt").info.run_id
+    before = mlflow.get_run(baseline).data
     dvc("exp", "run", "--queue", "-S", "train=two_heads", "-S", "train.head=csra,gap", cwd=project)
     names, experiments = queued(project)
     assert len(names) == 2, names
@@ -324,13 +305,24 @@ def test_a_queued_sweep_runs_two_at_a_time_each_into_its_own_run(pipeline_projec
         dvc("queue", "stop", cwd=project)
     status = dvc("queue", "status", cwd=project)
     assert all(re.search(rf"{name}\s+.*Success", status) for name in names), f"{status}\n" + "\n".join(logs)
+    for log in logs:
+        assert re.findall(r"Running stage '(\w+)'", log) == ["evaluate", "demo", "export"]  # those that read it
+    after = mlflow.get_run(baseline).data
+    assert after.metrics == before.metrics and after.params == before.params and after.tags == before.tags
 
     everything = mlflow.search_runs(experiment_names=["csra"], output_format="list")
     runs = [r for r in everything if r.data.tags.get("dvc.exp_name") in names]
     assert sorted(r.info.run_name for r in runs) == sorted(names)  # one run each, named after it
     assert sorted(r.data.params["evaluate.threshold"] for r in runs) == ["0.3", "0.7"]
     client = mlflow.MlflowClient()
+    shown = json.loads(dvc("exp", "show", "--json", cwd=project))
+    experiments = {e.get("name"): e for row in shown for e in (row.get("experiments") or [])}
     for r in runs:  # every write of both executions is there
+        assert r.data.tags["csra.train_run_id"] == baseline
+        exp = experiments[r.data.tags["dvc.exp_name"]]
+        assert params_of(exp)["evaluate"]["threshold"] == float(r.data.params["evaluate.threshold"])
+        metrics = data_of(exp)["metrics"]["results/evaluate/metrics.json"]["data"]
+        assert {k: r.data.metrics[k] for k in metrics} == pytest.approx(metrics)  # the run holds the experiment's
         assert {"mAP", "CF1", "OF1"} <= set(r.data.metrics)
         assert {a.path for a in client.list_artifacts(r.info.run_id)} >= {"evaluate", "demo", "export"}
         ref = r.data.tags["dvc.exp_ref"]
