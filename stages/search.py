@@ -35,6 +35,7 @@ from stages.common import BEST, machine, one_line, show_library_warnings
 from stages.params import load_params
 from stages.search_records import (
     STATE,
+    best_trial,
     mark_failed,
     parent_run,
     promote_best,
@@ -162,12 +163,6 @@ def objective(search: Search, index: int, current: Any, trial: Any) -> float:
     return result.best_val_mAP
 
 
-def _complete(study: Any) -> list:
-    from optuna.trial import TrialState
-
-    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-
-
 def _take(remaining: Any) -> bool:
     """Claim one of this invocation's trials; False when none is left."""
     with remaining.get_lock():
@@ -273,7 +268,7 @@ def run(params_file: Path, study_name: str, storage_url: str | None, space_name:
         mark_failed(storage, study_name, number, f"worker {index} died")
     summary(study)
     tracking.connect().MlflowClient().set_terminated(parent, "FINISHED")
-    if promote is not False and _complete(study):
+    if promote is not False and best_trial(study) is not None:
         promote_best(study, root, params.train.out_dir)
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from optuna.trial import TrialState
 
 from csra.errors import CSRAError
 from stages import tracking
@@ -43,6 +44,16 @@ def best_value(trial: Any) -> float:
     return max(trial.intermediate_values.values(), default=math.nan)
 
 
+def complete_trials(study: Any) -> list:
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def best_trial(study: Any) -> Any | None:
+    """The study's best complete trial (by best validation mAP), None while none is complete."""
+    complete = complete_trials(study)
+    return max(complete, key=lambda t: t.value) if complete else None
+
+
 def summary(study: Any) -> None:
     """Every trial of the study: number, state, best val mAP, host and values; then the best."""
     trials = study.get_trials(deepcopy=False)
@@ -54,9 +65,8 @@ def summary(study: Any) -> None:
         typer.echo(f"{t.number:>5}  {t.state.name.lower():<8}  {'' if math.isnan(value) else f'{value:.2f}':>7}  "
                    f"{len(t.intermediate_values):>6}  {str(t.user_attrs.get('host', ''))[:12]:<12}  "
                    + "  ".join(str(t.params.get(k, "")) for k in keys))
-    complete = [t for t in trials if t.state.name == "COMPLETE"]
-    if complete:
-        best = max(complete, key=lambda t: t.value)
+    best = best_trial(study)
+    if best is not None:
         typer.echo(f"best: trial {best.number}, val mAP {best.value:.4f}")
 
 
@@ -81,16 +91,16 @@ def experiment_metrics(root: Path, ref: str, metrics: str) -> dict[str, Any] | N
 def promote_best(study: Any, root: Path, out_dir: str) -> None:
     """Make the study's best complete trial the DVC experiment named after the study (replacing an older one of
     that name), and check that it reproduces the trial's best validation mAP."""
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-    if not complete:
+    best = best_trial(study)
+    if best is None:
         raise CSRAError(f"study {study.study_name} has no complete trial to promote yet")
-    best = max(complete, key=lambda t: t.value)
-    if not (root / ".dvc").is_dir() or git_commit() is None:
+    commit = git_commit()
+    if not (root / ".dvc").is_dir() or commit is None:
         raise CSRAError(f"{root} is not a DVC project in a git repository with a commit: the best trial "
                         f"({best.number}) cannot become a DVC experiment here")
     sets = [override(k, v) for k, v in sorted(best.params.items())]
     name, metrics_file = study.study_name, f"{Path(out_dir).as_posix()}/metrics.json"  # as dvc.yaml names it
-    ref = experiment_ref(git_commit(), name)
+    ref = experiment_ref(commit, name)
     if experiment_metrics(root, ref, metrics_file) is not None:  # an earlier best of this study, on this commit
         subprocess.run([*DVC, "exp", "remove", name], cwd=root, capture_output=True, text=True)
     command = [*DVC, "exp", "run", "--temp", "-n", name, *(x for s in sets for x in ("-S", s))]
@@ -158,27 +168,22 @@ def parent_run(study: Any, created: bool, experiment: str, space: Space, storage
 
 def stale_trial(study: Any, trial: Any) -> None:
     """Optuna found trial's worker silent past the grace period and marked it failed: so is its MLflow run."""
-    run_id = trial.user_attrs.get("mlflow_run_id")
-    if run_id:
-        mlflow = tracking.connect()
-        mlflow.MlflowClient().set_tag(run_id, STATE, "failed")
-        mlflow.MlflowClient().set_terminated(run_id, "FAILED")
+    if fail_run(trial):
         logging.getLogger("csra").warning("warning: trial %d of %s stopped beating (its worker died): marked failed",
                                           trial.number, trial.user_attrs.get("host", "?"))
 
 
 def update_parent(parent: str, study: Any, trial: Any) -> None:
     """After each trial: the parent run names the best trial so far, its val mAP and params."""
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-    if not complete:
+    best = best_trial(study)
+    if best is None:
         return
-    best = max(complete, key=lambda t: t.value)
     try:
         client = tracking.connect().MlflowClient()
         client.set_tag(parent, "best_trial", str(best.number))
         client.set_tag(parent, "best_run_id", best.user_attrs.get("mlflow_run_id", ""))
         client.set_tag(parent, "best_params", ", ".join(f"{k}={v}" for k, v in best.params.items()))
-        client.log_metric(parent, "best_val_mAP", best.value, step=len(complete))
+        client.log_metric(parent, "best_val_mAP", best.value, step=len(complete_trials(study)))
     except Exception as e:  # the study goes on; the next trial's end tries again
         logging.getLogger("csra").warning("warning: the study's MLflow run %s was not updated: %s", parent,
                                           str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
@@ -187,7 +192,6 @@ def update_parent(parent: str, study: Any, trial: Any) -> None:
 def mark_failed(storage: Any, name: str, number: int, why: str) -> None:
     """A trial of study name whose worker died: failed in the study (if still running there) and in MLflow."""
     import optuna
-    from optuna.trial import TrialState
 
     study = optuna.load_study(study_name=name, storage=storage)
     trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
@@ -196,8 +200,14 @@ def mark_failed(storage: Any, name: str, number: int, why: str) -> None:
                                                                    number)
         storage.set_trial_system_attr(trial_id, "fail_reason", why)
         storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    fail_run(trial)
+
+
+def fail_run(trial: Any) -> bool:
+    """The trial's MLflow run ends as failed (tag and status); False when it has none."""
     run_id = trial.user_attrs.get("mlflow_run_id")
     if run_id:
         client = tracking.connect().MlflowClient()
         client.set_tag(run_id, STATE, "failed")
         client.set_terminated(run_id, "FAILED")
+    return bool(run_id)

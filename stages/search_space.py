@@ -12,8 +12,6 @@ The whole space is checked before any trial: an unknown key, an empty range, and
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import typing
 from dataclasses import dataclass
@@ -105,9 +103,6 @@ class Space:
         """What a study keeps of its space (a later invocation must bring the same)."""
         return {"name": self.name, "sampler": self.sampler, "pruner": self.pruner,
                 "params": {d.key: d.describe() for d in self.dimensions}}
-
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.record(), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _shown(path: Path) -> Path:
