@@ -1,7 +1,7 @@
-"""The `csra` entry point: one command per DVC stage — prepare, train, evaluate, demo, export — and search (an Optuna
-study over train's params). This file is the whole command-line surface: each command's options, then one import
-of its stage module (stages/<name>.py), whose typed `run` does the work. Importing it loads Typer only, so
-`csra --help` is instant."""
+"""The `csra` entry point: one command per DVC stage — prepare, train, evaluate, demo, export — search (an Optuna
+study over train's params) and params (params.yaml from conf/). This file is the whole command-line surface: each
+command's options, then one import of its stage module (stages/<name>.py), whose typed `run` does the work.
+Importing it loads Typer only, so `csra --help` is instant."""
 
 from __future__ import annotations
 
@@ -193,6 +193,25 @@ def search(
     from stages import search as stage
 
     stage.run(params_file, study, storage, space, trials, jobs, promote)
+
+
+@app.command()
+@user_errors
+def params(
+    check: Annotated[bool, typer.Option("--check", help="Only check: exit 1, naming the differing keys, when "
+                                                        "the file is not the composition of conf/.")] = False,
+    params_file: ParamsOption = DEFAULT_PARAMS_PATH,
+) -> None:
+    """Write params.yaml as the composition of conf/ (what `dvc exp run` writes), after an edit of conf/; every
+    stage refuses a params.yaml that is not it, so `dvc repro` and the commands by hand run what conf/ says."""
+    from stages import composition
+
+    if check:
+        composition.check_composed(params_file)
+        typer.echo(f"{params_file}: the composition of conf/")
+        return
+    changed = composition.write_composed(params_file)
+    typer.echo(f"{params_file}: " + ("; ".join(changed) if changed else "already the composition of conf/"))
 
 
 def main() -> None:

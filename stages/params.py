@@ -20,6 +20,7 @@ from csra.errors import CSRAError
 from csra.fileio import read_text
 from csra.settings import check_fields, closest, from_mapping, setting, to_flat
 from stages.common import DEFAULT_PARAMS_PATH
+from stages.composition import check_composed
 
 # Every group params.yaml holds; a stage checks its own groups, and that the file holds no other.
 GROUPS = ("data", "prepare", "train", "evaluate", "demo", "export", "tracking")
@@ -167,6 +168,7 @@ def load_params(schema: type[Schema], path: str | Path = DEFAULT_PARAMS_PATH,
                 overrides: Mapping[str, object] | None = None) -> Schema:
     """The groups schema reads from the params file at path, after overrides, checked."""
     path = Path(path)
+    check_composed(path)
     data = read_params_file(path)
     _override(data, overrides or {})
     for name in data:

@@ -208,7 +208,7 @@ def test_exp_show_sees_the_effective_recipe_and_few_params(pipeline_project):
 def test_an_unused_recipe_or_the_heatmap_code_leave_train_and_evaluate_up_to_date(pipeline_project):
     project = pipeline_project
     (project / "conf/train/coco.yaml").write_text("defaults: [paper, _self_]\nrecipe: coco\nnum_heads: 8\n")
-    assert "up to date" in dvc("status", cwd=project)
+    assert re.findall(r"^(\w+):", dvc("status", cwd=project), re.M) == ["params"]  # the check alone: seconds
     with (project / "csra/deploy/heatmaps.py").open("a") as f:
         f.write("\n# edited\n")
     stale = dvc("status", cwd=project)
@@ -222,6 +222,20 @@ def test_a_new_lambda_reruns_train_not_prepare(pipeline_project):
     (pipeline_project / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     dry = dvc("repro", "--dry", cwd=pipeline_project)
     assert "Running stage 'train'" in dry and "Running stage 'prepare'" not in dry
+
+
+def test_an_edit_of_conf_stops_repro_until_params_composes_it_then_runs_what_it_changes(pipeline_project):
+    project = pipeline_project
+    config = yaml.safe_load((project / "conf/config.yaml").read_text())
+    config["demo"]["thresholds"] = "per_class"
+    (project / "conf/config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    stopped = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=project, capture_output=True, text=True)
+    assert stopped.returncode != 0 and "Running stage 'prepare'" not in stopped.stdout
+    assert ("error: params.yaml: not the composition of conf/ (demo.thresholds: global here, per_class in conf/): "
+            "run `csra params`") in stopped.stderr
+    sh(sys.executable, "-m", "stages.cli", "params", cwd=project)
+    ran = dvc("repro", cwd=project)
+    assert re.findall(r"Running stage '(\w+)'", ran) == ["params", "demo"]
 
 
 def test_a_search_trains_its_trials_and_its_best_becomes_an_experiment(pipeline_project, monkeypatch):

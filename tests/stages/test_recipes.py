@@ -19,6 +19,8 @@ DIFFERENCES = {
     "synthetic": {"model": "resnet18", "pretrained": "none", "img_size": 96, "optimizer": "adamw", "epochs": 6,
                   "batch_size": 32, "lr": 0.002, "classifier_lr_mult": 1.0, "warmup_epochs": 1,
                   "channels_last": False},
+    "quick": {"model": "resnet18", "pretrained": "none", "img_size": 64, "optimizer": "adamw", "epochs": 2,
+              "lr": 0.002, "classifier_lr_mult": 1.0, "warmup_epochs": 1, "channels_last": False},
 }
 
 
