@@ -24,6 +24,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -317,3 +318,49 @@ def post_raw(url, body: bytes, content_type: str = "application/json"):
         return status, json.loads(text)
     except json.JSONDecodeError:
         return status, text
+
+
+# --- scratch projects ----------------------------------------------------------------------------------------
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@example.com"}
+
+
+def sh(*args, cwd, timeout=600, log=None):
+    """The output of a command that must succeed; with log, the output goes to that file instead (for a command
+    that leaves a daemon behind, which would hold a captured pipe open until it exits)."""
+    env = {**os.environ, **GIT_ENV, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    if log is not None:
+        with open(log, "w") as sink:
+            result = subprocess.run(args, cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT, timeout=timeout)
+        assert result.returncode == 0, f"{' '.join(args)}\n{Path(log).read_text()}"
+        return Path(log).read_text()
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(args)}\n{result.stdout}\n{result.stderr}"
+    return result.stdout + result.stderr
+
+
+PROJECT = ("csra/", "stages/", "conf/", ".dvc/", "data/", "dvc.yaml", ".dvcignore", ".gitignore")
+
+
+def source_files(repo: Path) -> list[str]:
+    """The repository's own files under PROJECT: those git tracks and new ones it does not ignore — never the user's
+    DVC cache, MLflow store, results or prepared data, which git ignores."""
+    listed = sh("git", "ls-files", "--cached", "--others", "--exclude-standard", "-z", cwd=repo)
+    return sorted(name for name in set(listed.split("\0")) if name.startswith(PROJECT) and (repo / name).is_file())
+
+
+def new_project(repo: Path, root: Path, shape_conf: Callable[[Path], None] | None = None) -> Path:
+    """A scratch git repository at root holding repo's pipeline, its conf/ first changed by shape_conf, and
+    params.yaml its composition."""
+    from dvc.utils.hydra import compose_and_dump
+
+    for name in source_files(repo):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(repo / name, root / name)
+    if shape_conf is not None:
+        shape_conf(root / "conf")
+    compose_and_dump(root / "params.yaml", str(root / "conf"), None, "config", str(root), [])
+    sh("git", "init", "-q", cwd=root)
+    sh("git", "add", "-A", cwd=root)
+    sh("git", "commit", "-qm", "init", cwd=root)
+    return root

@@ -7,7 +7,6 @@ MLflow store's list of runs grows from one to the next."""
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -18,25 +17,7 @@ import mlflow
 import optuna
 import pytest
 import yaml
-from dvc.utils.hydra import compose_and_dump
-from helpers import REPO, TINY, merge, new_store, ok, training_run
-
-GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@example.com"}
-
-
-def sh(*args, cwd, timeout=600, log=None):
-    """The output of a command that must succeed; with log, the output goes to that file instead (for a command
-    that leaves a daemon behind, which would hold a captured pipe open until it exits)."""
-    env = {**os.environ, **GIT_ENV, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    if log is not None:
-        with open(log, "w") as sink:
-            result = subprocess.run(args, cwd=cwd, env=env, stdout=sink, stderr=subprocess.STDOUT, timeout=timeout)
-        assert result.returncode == 0, f"{' '.join(args)}\n{Path(log).read_text()}"
-        return Path(log).read_text()
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{' '.join(args)}\n{result.stdout}\n{result.stderr}"
-    return result.stdout + result.stderr
+from helpers import REPO, TINY, merge, new_project, new_store, ok, sh, training_run
 
 
 def tiny_conf(conf: Path) -> None:
@@ -52,27 +33,9 @@ def tiny_conf(conf: Path) -> None:
     (conf / "train" / "two_heads.yaml").write_text(yaml.safe_dump(heads, sort_keys=False))
 
 
-PROJECT = ("csra/", "stages/", "conf/", ".dvc/", "data/", "dvc.yaml", ".dvcignore", ".gitignore")
-
-
-def source_files(repo: Path) -> list[str]:
-    """The repository's own files under PROJECT: those git tracks and new ones it does not ignore — never the user's
-    DVC cache, MLflow store, results or prepared data, which git ignores."""
-    listed = sh("git", "ls-files", "--cached", "--others", "--exclude-standard", "-z", cwd=repo)
-    return sorted(name for name in set(listed.split("\0")) if name.startswith(PROJECT) and (repo / name).is_file())
-
-
 def build_project(repo: Path, root: Path) -> Path:
     """A scratch git repository at root holding repo's pipeline with the tests' tiny settings."""
-    for name in source_files(repo):
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(repo / name, root / name)
-    tiny_conf(root / "conf")
-    compose_and_dump(root / "params.yaml", str(root / "conf"), None, "config", str(root), [])
-    sh("git", "init", "-q", cwd=root)
-    sh("git", "add", "-A", cwd=root)
-    sh("git", "commit", "-qm", "init", cwd=root)
-    return root
+    return new_project(repo, root, tiny_conf)
 
 
 @pytest.fixture
@@ -229,7 +192,9 @@ def test_an_edit_of_conf_stops_repro_until_params_composes_it_then_runs_what_it_
     config = yaml.safe_load((project / "conf/config.yaml").read_text())
     config["demo"]["thresholds"] = "per_class"
     (project / "conf/config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    stopped = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=project, capture_output=True, text=True)
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # DVC's `python` is the tests'
+    stopped = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=project, capture_output=True, text=True,
+                             env={**os.environ, "PATH": path})
     assert stopped.returncode != 0 and "Running stage 'prepare'" not in stopped.stdout
     assert ("error: params.yaml: not the composition of conf/ (demo.thresholds: global here, per_class in conf/): "
             "run `csra params`") in stopped.stderr
