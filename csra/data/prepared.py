@@ -87,6 +87,20 @@ def write_digests(tmp: Path, out_dir: Path, split: str, file_name: str | None, i
     (tmp / f"{split}.md5").write_text(text, encoding="utf-8")
 
 
+def digest_images(digest: str | Path, count: int) -> list[Path]:
+    """The first count image files (by path) that a split's digest lists and that are there: a sample of the split
+    for any dataset (the demo's default). The annotation file and classes.txt it also lists are not images."""
+    digest = Path(digest)
+    if not digest.is_file():
+        raise CSRAError(f"{digest}: split digest not found (csra prepare writes it)")
+    listed = [line.split("  ", 1) for line in digest.read_text(encoding="utf-8").splitlines() if "  " in line]
+    files = [Path(path) for md5, path in listed if md5 != MISSING]
+    images = [f for f in files if f.suffix != ".json" and f.name != CLASSES_FILE and f.is_file()]
+    if not images:
+        raise CSRAError(f"{digest}: lists no image file that is there")
+    return images[:count]
+
+
 # Reading: what a training run consumes.
 @dataclass(frozen=True)
 class Selection:
