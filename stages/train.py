@@ -20,6 +20,7 @@ from csra.data.prepared import TrainData, load_training_data
 from csra.distributed import DistContext
 from csra.evaluate.predict import resolve_device
 from csra.fileio import disk_errors, replace_dir, write_json, write_text
+from csra.model.backbones import initial_weights_file
 from csra.settings import setting
 from csra.train.config import TrainConfig
 from csra.train.run import EpochRow, TrainHooks, TrainPaths, TrainResult
@@ -138,6 +139,8 @@ def run(params_file: Path, overrides: dict[str, object], resume: bool) -> None:
     cfg, data, device = setup(params, ctx)
     paths = TrainPaths(work / BEST, work / STATE)
     state = find_resume(paths.state, cfg, data, "always" if resume else params.train.resume, ctx.world_size)
+    if state is None:  # a fresh run needs its initial weights: missing ones are an error before any output or run
+        initial_weights_file(cfg.model, cfg.pretrained)
     if ctx.is_main and state is None:  # a stale or killed run's leftovers go
         with disk_errors(work):
             shutil.rmtree(work, ignore_errors=True)

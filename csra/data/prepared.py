@@ -41,19 +41,14 @@ def prepare_dataset(
     """
     entry = get_dataset(name)
     out_dir = Path(out_dir)
+    check_source(entry, raw_path, synthetic)
     with atomic_dir(out_dir) as tmp:
         if entry.converter is None:
-            if synthetic is None:
-                raise CSRAError("dataset synthetic needs its prepare.synthetic settings")
             generate_synthetic(tmp / SYNTHETIC_DIR, synthetic)
             classes = list(entry.classes)
             train, test = convert_voc07(tmp / SYNTHETIC_DIR, classes, path_prefix=out_dir / SYNTHETIC_DIR)
             val = voc07_val(tmp / SYNTHETIC_DIR, classes, path_prefix=out_dir / SYNTHETIC_DIR)
         else:
-            if raw_path is None:
-                raise CSRAError(f"dataset {name} needs data.raw_path: {entry.layout}")
-            if not Path(raw_path).is_dir():
-                raise CSRAError(f"{raw_path}: raw data folder of dataset {name} not found (data.raw_path)")
             train, test, classes = entry.convert(str(raw_path))
             val = entry.convert_val(str(raw_path), classes)
         for file_name, items in ((entry.train_file, train), (entry.test_file, test)):
@@ -68,6 +63,19 @@ def prepare_dataset(
         for split, (file_name, items) in files.items():
             write_digests(tmp, out_dir, split, file_name if items else None, items or [])
     return classes
+
+
+def check_source(entry: DatasetEntry, raw_path: str | Path | None, synthetic: SyntheticSpec | None) -> None:
+    """What prepare reads is there: the raw folder of a real dataset, the settings of the built-in one — checked
+    before anything is written."""
+    if entry.converter is None:
+        if synthetic is None:
+            raise CSRAError("dataset synthetic needs its prepare.synthetic settings")
+        return
+    if raw_path is None:
+        raise CSRAError(f"dataset {entry.name} needs data.raw_path: {entry.layout}")
+    if not Path(raw_path).is_dir():
+        raise CSRAError(f"{raw_path}: raw data folder of dataset {entry.name} not found (data.raw_path)")
 
 
 def write_digests(tmp: Path, out_dir: Path, split: str, file_name: str | None, items: list[dict]) -> None:
