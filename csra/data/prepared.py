@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -122,11 +123,20 @@ class Selection:
     digest: str
 
 
+class SkippedImage(NamedTuple):
+    """An image a run leaves out (data.bad_images: skip): its split ('train' or 'selection'), its path and why
+    ('missing' on start, 'unreadable' when a loader first meets it)."""
+
+    split: str
+    path: str
+    reason: str
+
+
 @dataclass(frozen=True)
 class TrainData:
     """What a run trains and validates on: annotation items (0/1 training targets; validation targets in the
     codes of label_format), the class names, whether unreadable images are left out (skip_bad) or fatal, and
-    what the validation items are (selection)."""
+    what the validation items are (selection); skipped: the images left out on start (files missing)."""
 
     train_items: list[dict]
     val_items: list[dict]
@@ -134,6 +144,7 @@ class TrainData:
     label_format: str
     skip_bad: bool = False
     selection: Selection | None = None
+    skipped: tuple[SkippedImage, ...] = ()
 
 
 def held_out(items: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -200,11 +211,15 @@ def load_training_data(dataset: str | DatasetEntry, prepared_dir: str | Path, sk
     train_items, val_items, label_format, source = selection_split(entry, prepared, train_items, selection,
                                                                    val_fraction, val_seed)
     val_name = source if source.endswith(".json") else f"{entry.train_file} (held-out split)"
+    listed = {"train": train_items, "selection": val_items}
     train_items, val_items = usable_items(prepared, [(entry.train_file, train_items), (val_name, val_items)], classes,
                                           skip_bad)
+    kept = {item["img_path"] for item in train_items + val_items}
+    skipped = tuple(SkippedImage(split, path, "missing") for split, items in listed.items()
+                    for path in dict.fromkeys(item["img_path"] for item in items) if path not in kept)
     if not train_items:
         raise CSRAError(f"{prepared / entry.train_file}: no training image left to read")
     require_positives(train_items, str(prepared / entry.train_file))
     require_positives(val_items, f"{prepared}: the validation images ({source})")
     chosen = Selection(selection, source, len(val_items), items_digest(val_items))
-    return TrainData(train_items, val_items, classes, label_format, skip_bad, chosen)
+    return TrainData(train_items, val_items, classes, label_format, skip_bad, chosen, skipped)
