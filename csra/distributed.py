@@ -108,6 +108,15 @@ def gather_rows(rows: np.ndarray, indices: list[int], ctx: DistContext) -> tuple
     return all_indices[order], all_rows[order]
 
 
+def gather_indices(indices: list[int], ctx: DistContext) -> list[int]:
+    """Every rank's item indices (e.g. of the images it skipped), gathered on every rank: sorted, each once."""
+    parts = [indices]
+    if ctx.enabled:
+        parts = [None] * ctx.world_size
+        dist.all_gather_object(parts, indices)
+    return sorted({index for part in parts for index in part})
+
+
 def broadcast_buffers(module: torch.nn.Module, ctx: DistContext) -> None:
     """Give every rank process 0's buffers (batch-norm statistics drift apart after the last training step), so
     that all ranks validate, and process 0 saves, the same model."""

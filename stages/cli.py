@@ -123,7 +123,8 @@ def evaluate(
 def demo(
     checkpoint: CheckpointOption = None,
     model_uri: ModelUriOption = None,
-    images: Annotated[Path | None, typer.Option(help="Folder of JPEG/PNG images (demo.images).")] = None,
+    images: Annotated[Path | None, typer.Option(help="Folder of JPEG/PNG images, or a split digest (data/prepared/"
+                                                "test.md5): its first 8 images (demo.images).")] = None,
     threshold: ThresholdOption = None,
     thresholds: Annotated[str | None, typer.Option(help="global or per_class (demo.thresholds).")] = None,
     out_dir: OutDirOption = None,

@@ -14,6 +14,7 @@ import typer
 from mlflow.exceptions import MlflowException
 
 from csra.data.loading import list_images
+from csra.data.prepared import digest_images
 from csra.deploy.heatmaps import write_heatmaps
 from csra.deploy.scoring import class_thresholds, demo_line, predict_files, predicted_labels
 from csra.errors import CSRAError
@@ -28,6 +29,7 @@ from stages.params import DatasetParams, Group, StageParams, TrackingParams, Tra
 log = logging.getLogger("csra.demo")
 PREDICTIONS_JSON, PREDICTIONS_TXT, HEATMAPS = "predictions.json", "predictions.txt", "heatmaps"
 THRESHOLDS = ("global", "per_class")
+DIGEST_IMAGES = 8  # the images a split digest gives the demo (the default, data/prepared/test.md5): the first, by path
 HeatmapWriter = Callable[[list[tuple[Path, list[float], list[str]]], list[str], Path], list[Path]]
 
 
@@ -71,20 +73,32 @@ class Scored:
     saved: dict | None = None  # the checkpoint's fields
 
 
+def demo_images(setting: str) -> list[Path]:
+    """The images demo.images names: a folder's JPEG/PNG images, or the first DIGEST_IMAGES images a prepared split's
+    digest lists (`<prepared_dir>/test.md5`, the default, there for every dataset). Checked before any work: a
+    missing folder or digest is one line naming the setting."""
+    try:
+        if setting.endswith(".md5"):
+            return digest_images(setting, DIGEST_IMAGES)
+        return list_images(setting)
+    except CSRAError as e:
+        raise CSRAError(f"demo.images: {e}") from None
+
+
 def checkpoint_scores(ckpt: Path, source: ModelSource, params: Params) -> Scored:
     """The scores of each image of demo.images by a checkpoint, through the one prediction path; the classes are
     checked when the user names the dataset."""
     net, saved = load_for_inference(ckpt, source, params.data, source.dataset_given)
-    results = predict_files(net, list_images(params.demo.images), resolve_device(params.evaluate.device),
-                            params.evaluate.batch_size)
+    images = demo_images(params.demo.images)
+    results = predict_files(net, images, resolve_device(params.evaluate.device), params.evaluate.batch_size)
     return Scored(saved["classes"], saved.get("thresholds"), results, partial(write_heatmaps, net), saved)
 
 
 def registered_scores(uri: str, images: str) -> Scored:
-    """The scores of each image in the folder images by a registered model, loaded and sent the files' bytes as
+    """The scores of each image of demo.images (images) by a registered model, loaded and sent the files' bytes as
     `mlflow models serve` serves it; a file it refuses is reported (a warning) and left out."""
+    paths, results = demo_images(images), []
     model, metadata = model_registry.load_served(uri)
-    paths, results = list_images(images), []
     for path in paths:
         try:
             results.append((path, model_registry.score_photo_files(model, [path.read_bytes()])[0].tolist()))

@@ -10,7 +10,7 @@ import typer
 
 from csra.data.check import check_prepared
 from csra.data.datasets import get_dataset
-from csra.data.prepared import prepare_dataset
+from csra.data.prepared import check_source, prepare_dataset
 from csra.data.synthetic import SyntheticSpec
 from csra.errors import CSRAError
 from csra.settings import setting
@@ -36,6 +36,7 @@ def run(params_file: Path, overrides: dict[str, object], check: bool) -> None:
     params = load_params(Params, params_file, overrides)
     entry, out = get_dataset(params.data.dataset), Path(params.data.prepared_dir)
     raw = params.data.raw_path
+    check_source(entry, raw, params.prepare.synthetic)
     if raw and entry.converter and not Path(raw).resolve().is_relative_to(RAW_ROOT.resolve()):
         typer.echo(f"warning: data.raw_path {raw} is outside {RAW_ROOT}/, which DVC tracks for the prepare stage: a "
                    f"change to its files re-runs nothing (see {RAW_ROOT}/README.md)", err=True)

@@ -25,6 +25,7 @@ from typing import Any
 
 import typer
 
+from csra.data.prepared import SkippedImage
 from csra.distributed import SINGLE
 from csra.errors import CSRAError
 from csra.train.run import TrainPaths
@@ -101,8 +102,9 @@ def open_study(name: str, storage: Any, space: Space) -> tuple[Any, bool]:
 class TrialRecord(train_stage.Record):
     """train's records for a trial (no kept checkpoint), and after each epoch the pruner's word on its val mAP."""
 
-    def __init__(self, trial: Any, work: Path, epochs: int, recorder: tracking.Recorder):
-        super().__init__(work, None, epochs, recorder, label=f"trial {trial.number}: ")
+    def __init__(self, trial: Any, work: Path, epochs: int, recorder: tracking.Recorder,
+                 skipped: tuple[SkippedImage, ...] = ()):
+        super().__init__(work, None, epochs, recorder, label=f"trial {trial.number}: ", skipped=skipped)
         self.trial = trial
 
     def on_epoch(self, row: Any, history: list) -> None:
@@ -146,7 +148,7 @@ def objective(search: Search, index: int, current: Any, trial: Any) -> float:
             work = Path(folder)
             result = run_training(cfg, data, TrainPaths(work / BEST, work / "train_state.pt"), device=device,
                                   params=train_stage.recorded(params, cfg),
-                                  hooks=TrialRecord(trial, work, cfg.epochs, recorder))
+                                  hooks=TrialRecord(trial, work, cfg.epochs, recorder, data.skipped))
         except optuna.TrialPruned:
             recorder.tag(STATE, "pruned")
             recorder.end("KILLED")

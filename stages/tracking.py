@@ -108,6 +108,10 @@ class Recorder:
     def artifacts(self, path: Path, folder: str) -> None:
         self.mlflow.log_artifacts(str(path), folder)
 
+    def text(self, text: str, artifact_file: str) -> None:
+        """A text artifact (written anew when logged again): MLflow's, never a DVC-tracked file."""
+        self.mlflow.log_text(text, artifact_file)
+
     def record(self, values: dict[str, Any], artifact_file: str) -> None:
         """A record of this execution (ids, versions) as a JSON artifact: MLflow's, never a DVC-tracked file."""
         self.mlflow.log_dict(values, artifact_file)

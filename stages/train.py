@@ -16,10 +16,11 @@ import typer
 
 from csra.data.datasets import get_dataset
 from csra.data.loading import loader_workers
-from csra.data.prepared import TrainData, load_training_data
+from csra.data.prepared import SkippedImage, TrainData, load_training_data
 from csra.distributed import DistContext
 from csra.evaluate.predict import resolve_device
 from csra.fileio import disk_errors, replace_dir, write_json, write_text
+from csra.model.backbones import initial_weights_file
 from csra.settings import setting
 from csra.train.config import TrainConfig
 from csra.train.run import EpochRow, TrainHooks, TrainPaths, TrainResult
@@ -36,6 +37,7 @@ METRICS_FILE, HISTORY = "metrics.json", "history.csv"
 STATE = "train_state.pt"  # not a DVC output: it survives a crash so that the next run resumes from it
 PARTIAL = ".partial"  # results/train.partial: an unfinished run's outputs and state, swapped in when it ends
 TIMINGS = ("images_per_s",)  # wall-clock figures: MLflow metrics, never in a DVC-tracked file
+SKIPPED = "skipped_images"  # the run's metric (how many) and artifact (skipped_images.txt: which, why)
 RESUME = ("auto", "never")
 
 
@@ -81,13 +83,34 @@ def write_history(path: Path, history: list[EpochRow]) -> None:
     write_text(path, buffer.getvalue())
 
 
-class Record(TrainHooks):
-    """Per epoch: MLflow metrics, history.csv (in the work folder) and one console line (after label); at the end
-    metrics.json, the best epoch, and which checkpoint the run made (in done, once swapped in; None: one that is
-    not kept, as a search trial's)."""
+def skipped_note(data: TrainData, split: str) -> str:
+    """' (N skipped: missing, see skipped_images.txt)' after a split's image count, when the start left some out."""
+    count = sum(image.split == split for image in data.skipped)
+    return f" ({count} skipped: missing, see {SKIPPED}.txt in the MLflow run)" if count else ""
 
-    def __init__(self, work: Path, done: Path | None, epochs: int, recorder: Recorder, label: str = ""):
+
+class Record(TrainHooks):
+    """Per epoch: MLflow metrics, history.csv (in the work folder) and one console line (after label); the images
+    left out (data.bad_images: skip) as the metric and artifact SKIPPED; at the end metrics.json, the best epoch,
+    and which checkpoint the run made (in done, once swapped in; None: one that is not kept, as a search trial's)."""
+
+    def __init__(self, work: Path, done: Path | None, epochs: int, recorder: Recorder, label: str = "",
+                 skipped: tuple[SkippedImage, ...] = ()):
         self.work, self.done, self.epochs, self.recorder, self.label = work, done, epochs, recorder, label
+        self.skipped = list(skipped)
+        if skipped:
+            self.record_skipped(0)
+
+    def record_skipped(self, step: int) -> None:
+        """The images left out so far: their count (a metric at this epoch) and the list (an artifact)."""
+        self.recorder.metrics({SKIPPED: len(self.skipped)}, step=step)
+        self.recorder.text("".join(f"{s.split}\t{s.reason}\t{s.path}\n" for s in self.skipped), f"{SKIPPED}.txt")
+
+    def on_skipped(self, epoch: int, images: list[SkippedImage]) -> None:
+        self.skipped += images
+        self.record_skipped(epoch)
+        typer.echo(f"{self.label}epoch {epoch}: {len(images)} training image(s) unreadable, skipped "
+                   f"({len(self.skipped)} skipped in all, see {SKIPPED}.txt in the MLflow run)")
 
     def on_epoch(self, row: EpochRow, history: list[EpochRow]) -> None:
         self.recorder.metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
@@ -100,7 +123,7 @@ class Record(TrainHooks):
         summary = {"epochs": final["epoch"], "best_epoch": result.best_epoch, "best_val_mAP": result.best_val_mAP}
         write_json(self.work / METRICS_FILE, {**summary, "train_loss": final["train_loss"],
                                               "val_mAP": final["val_mAP"]}, indent=2)
-        self.recorder.metrics(summary, step=final["epoch"])
+        self.recorder.metrics({**summary, SKIPPED: len(self.skipped)}, step=final["epoch"])
         self.recorder.tag("best_epoch", str(result.best_epoch))
         if self.done is not None:
             self.recorder.checkpoint(result.paths.best, self.done / BEST)
@@ -138,6 +161,8 @@ def run(params_file: Path, overrides: dict[str, object], resume: bool) -> None:
     cfg, data, device = setup(params, ctx)
     paths = TrainPaths(work / BEST, work / STATE)
     state = find_resume(paths.state, cfg, data, "always" if resume else params.train.resume, ctx.world_size)
+    if state is None:  # a fresh run needs its initial weights: missing ones are an error before any output or run
+        initial_weights_file(cfg.model, cfg.pretrained)
     if ctx.is_main and state is None:  # a stale or killed run's leftovers go
         with disk_errors(work):
             shutil.rmtree(work, ignore_errors=True)
@@ -145,8 +170,9 @@ def run(params_file: Path, overrides: dict[str, object], resume: bool) -> None:
     if ctx.is_main:
         head = "GAP + linear (the baseline)" if cfg.head == "gap" else f"{cfg.num_heads} head(s), λ={cfg.lam}"
         typer.echo(f"recipe {params.train.recipe}: {cfg.model}, {head}, "
-                   f"{cfg.img_size} px: {len(data.train_items)} train images, selection on "
-                   f"{data.selection.source} ({len(data.val_items)} images), "
+                   f"{cfg.img_size} px: {len(data.train_items)} train images{skipped_note(data, 'train')}, "
+                   f"selection on {data.selection.source} ({len(data.val_items)} images"
+                   f"{skipped_note(data, 'selection')}), "
                    f"{len(data.classes)} classes, {cfg.epochs} epochs on {device}"
                    + (f" × {ctx.world_size} processes" if ctx.enabled else "")
                    + f", {cfg.num_workers} loader workers{' each' if ctx.enabled else ''}"
@@ -161,7 +187,8 @@ def run(params_file: Path, overrides: dict[str, object], resume: bool) -> None:
                                params.tracking.system_metrics) as recorder:
         describe(recorder, params, data)
         result = run_training(cfg, data, paths, device=device, resume=state, params=recorded(params, cfg), ctx=ctx,
-                              progress=progress, hooks=Record(work, out, cfg.epochs, recorder),
+                              progress=progress, hooks=Record(work, out, cfg.epochs, recorder,
+                                                                          skipped=data.skipped),
                               extra_state={"run_id": recorder.run_id})
     with disk_errors(out):
         replace_dir(work, out)  # the previous complete outputs stay until now

@@ -8,6 +8,7 @@ import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -153,16 +154,38 @@ class MultiLabelDataset(Dataset):
         return image, torch.tensor(item["target"], dtype=torch.float32)
 
 
-def collate_readable(batch: list) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """default_collate over the readable samples; None when none of the batch could be read."""
-    readable = [sample for sample in batch if sample is not None]
-    return default_collate(readable) if readable else None
+class Skipped(NamedTuple):
+    """In place of a sample: the item index of an image left out as unreadable, which the batch carries back from
+    the loader process that met it."""
+
+    index: int
+
+
+class Batch(NamedTuple):
+    """A loader's batch: the readable images (uint8), their targets and item indices (all None when none of the
+    batch could be read), and the item indices of the images skipped as unreadable."""
+
+    images: torch.Tensor | None
+    targets: torch.Tensor | None
+    indices: torch.Tensor | None
+    skipped: list[int]
+
+
+def collate_readable(batch: list) -> Batch:
+    """default_collate over the readable samples ((image, target[, index])); a skipped one (Skipped, or None where
+    its index is unknown) is left out, and its index listed."""
+    readable = [sample for sample in batch if sample is not None and not isinstance(sample, Skipped)]
+    skipped = [sample.index for sample in batch if isinstance(sample, Skipped)]
+    if not readable:
+        return Batch(None, None, None, skipped)
+    images, targets, *indices = default_collate(readable)
+    return Batch(images, targets, indices[0] if indices else None, skipped)
 
 
 class SeededDataset(Dataset):
     """Takes (seed, index) keys from EpochSampler and seeds torch before the random augmentation of that image,
     so an image's crop and flip depend only on (seed, epoch, index); plain int keys pass through. Samples come
-    out as (image, target, index), or None for an image skipped as unreadable."""
+    out as (image, target, index), or Skipped(index) for an image skipped as unreadable."""
 
     def __init__(self, dataset: MultiLabelDataset):
         self.dataset = dataset
@@ -170,12 +193,12 @@ class SeededDataset(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int] | None:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, int] | Skipped:
         if isinstance(key, tuple):
             seed, key = key
             torch.manual_seed(seed)
         sample = self.dataset[key]
-        return None if sample is None else (*sample, key)
+        return Skipped(key) if sample is None else (*sample, key)
 
 
 def auto_workers(cores: int, local_processes: int, device_type: str) -> int:
@@ -197,10 +220,11 @@ def make_loader(
     items: list[dict], config: ModelConfig, train: bool, batch_size: int, num_workers: int,
     sampler: Sampler | None = None, skip_bad: bool = False, device_type: str = "cpu",
 ) -> DataLoader:
-    """Batches of (uint8 images, targets, item indices) with the official train or test transform, in item order
-    unless a sampler says; skip_bad drops unreadable images (a batch of none is None). normalize_batch converts
-    the images to float on the device. Workers stay between epochs; for a CUDA device_type the batches come in
-    pinned memory (the copy to the GPU overlaps the model) and each worker prepares CUDA_PREFETCH batches ahead."""
+    """Batches (Batch: uint8 images, targets, item indices, skipped indices) with the official train or test
+    transform, in item order unless a sampler says; skip_bad leaves unreadable images out and lists their indices.
+    normalize_batch converts the images to float on the device. Workers stay between epochs; for a CUDA
+    device_type the batches come in pinned memory (the copy to the GPU overlaps the model) and each worker prepares
+    CUDA_PREFETCH batches ahead."""
     dataset = SeededDataset(MultiLabelDataset(items, config, train, skip_bad))
     cuda = device_type == "cuda"
     return DataLoader(

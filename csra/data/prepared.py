@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -41,19 +42,14 @@ def prepare_dataset(
     """
     entry = get_dataset(name)
     out_dir = Path(out_dir)
+    check_source(entry, raw_path, synthetic)
     with atomic_dir(out_dir) as tmp:
         if entry.converter is None:
-            if synthetic is None:
-                raise CSRAError("dataset synthetic needs its prepare.synthetic settings")
             generate_synthetic(tmp / SYNTHETIC_DIR, synthetic)
             classes = list(entry.classes)
             train, test = convert_voc07(tmp / SYNTHETIC_DIR, classes, path_prefix=out_dir / SYNTHETIC_DIR)
             val = voc07_val(tmp / SYNTHETIC_DIR, classes, path_prefix=out_dir / SYNTHETIC_DIR)
         else:
-            if raw_path is None:
-                raise CSRAError(f"dataset {name} needs data.raw_path: {entry.layout}")
-            if not Path(raw_path).is_dir():
-                raise CSRAError(f"{raw_path}: raw data folder of dataset {name} not found (data.raw_path)")
             train, test, classes = entry.convert(str(raw_path))
             val = entry.convert_val(str(raw_path), classes)
         for file_name, items in ((entry.train_file, train), (entry.test_file, test)):
@@ -68,6 +64,19 @@ def prepare_dataset(
         for split, (file_name, items) in files.items():
             write_digests(tmp, out_dir, split, file_name if items else None, items or [])
     return classes
+
+
+def check_source(entry: DatasetEntry, raw_path: str | Path | None, synthetic: SyntheticSpec | None) -> None:
+    """What prepare reads is there: the raw folder of a real dataset, the settings of the built-in one — checked
+    before anything is written."""
+    if entry.converter is None:
+        if synthetic is None:
+            raise CSRAError("dataset synthetic needs its prepare.synthetic settings")
+        return
+    if raw_path is None:
+        raise CSRAError(f"dataset {entry.name} needs data.raw_path: {entry.layout}")
+    if not Path(raw_path).is_dir():
+        raise CSRAError(f"{raw_path}: raw data folder of dataset {entry.name} not found (data.raw_path)")
 
 
 def write_digests(tmp: Path, out_dir: Path, split: str, file_name: str | None, items: list[dict]) -> None:
@@ -87,6 +96,20 @@ def write_digests(tmp: Path, out_dir: Path, split: str, file_name: str | None, i
     (tmp / f"{split}.md5").write_text(text, encoding="utf-8")
 
 
+def digest_images(digest: str | Path, count: int) -> list[Path]:
+    """The first count image files (by path) that a split's digest lists and that are there: a sample of the split
+    for any dataset (the demo's default). The annotation file and classes.txt it also lists are not images."""
+    digest = Path(digest)
+    if not digest.is_file():
+        raise CSRAError(f"{digest}: split digest not found (csra prepare writes it)")
+    listed = [line.split("  ", 1) for line in digest.read_text(encoding="utf-8").splitlines() if "  " in line]
+    files = [Path(path) for md5, path in listed if md5 != MISSING]
+    images = [f for f in files if f.suffix != ".json" and f.name != CLASSES_FILE and f.is_file()]
+    if not images:
+        raise CSRAError(f"{digest}: lists no image file that is there")
+    return images[:count]
+
+
 # Reading: what a training run consumes.
 @dataclass(frozen=True)
 class Selection:
@@ -100,11 +123,20 @@ class Selection:
     digest: str
 
 
+class SkippedImage(NamedTuple):
+    """An image a run leaves out (data.bad_images: skip): its split ('train' or 'selection'), its path and why
+    ('missing' on start, 'unreadable' when a loader first meets it)."""
+
+    split: str
+    path: str
+    reason: str
+
+
 @dataclass(frozen=True)
 class TrainData:
     """What a run trains and validates on: annotation items (0/1 training targets; validation targets in the
     codes of label_format), the class names, whether unreadable images are left out (skip_bad) or fatal, and
-    what the validation items are (selection)."""
+    what the validation items are (selection); skipped: the images left out on start (files missing)."""
 
     train_items: list[dict]
     val_items: list[dict]
@@ -112,6 +144,7 @@ class TrainData:
     label_format: str
     skip_bad: bool = False
     selection: Selection | None = None
+    skipped: tuple[SkippedImage, ...] = ()
 
 
 def held_out(items: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -178,11 +211,15 @@ def load_training_data(dataset: str | DatasetEntry, prepared_dir: str | Path, sk
     train_items, val_items, label_format, source = selection_split(entry, prepared, train_items, selection,
                                                                    val_fraction, val_seed)
     val_name = source if source.endswith(".json") else f"{entry.train_file} (held-out split)"
+    listed = {"train": train_items, "selection": val_items}
     train_items, val_items = usable_items(prepared, [(entry.train_file, train_items), (val_name, val_items)], classes,
                                           skip_bad)
+    kept = {item["img_path"] for item in train_items + val_items}
+    skipped = tuple(SkippedImage(split, path, "missing") for split, items in listed.items()
+                    for path in dict.fromkeys(item["img_path"] for item in items) if path not in kept)
     if not train_items:
         raise CSRAError(f"{prepared / entry.train_file}: no training image left to read")
     require_positives(train_items, str(prepared / entry.train_file))
     require_positives(val_items, f"{prepared}: the validation images ({source})")
     chosen = Selection(selection, source, len(val_items), items_digest(val_items))
-    return TrainData(train_items, val_items, classes, label_format, skip_bad, chosen)
+    return TrainData(train_items, val_items, classes, label_format, skip_bad, chosen, skipped)

@@ -56,12 +56,12 @@ def predict(
     model.eval()
     scores, targets, indices = [], [], []
     for batch in loader:
-        if batch is None:
+        if batch.images is None:
             continue
-        logits = model(prepare_batch(batch[0], config, device, channels_last=False))
+        logits = model(prepare_batch(batch.images, config, device, channels_last=False))
         scores.append(torch.sigmoid(logits.float()).cpu())
-        targets.append(batch[1])
-        indices.extend(batch[2].tolist())
+        targets.append(batch.targets)
+        indices.extend(batch.indices.tolist())
     k = config.num_classes
     local = torch.cat(scores).numpy().astype(np.float64) if scores else np.zeros((0, k))
     local_targets = torch.cat(targets).numpy() if targets else np.zeros((0, k), dtype=np.float32)

@@ -92,21 +92,30 @@ def imagenet_weights_file(name: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(imagenet_weights(name).url).name
 
 
-def load_initial_weights(backbone: nn.Module, name: str, pretrained: str) -> None:
-    """Fill backbone from `pretrained`: 'imagenet' (torchvision's weights, from the TORCH_HOME cache), 'none', or a
-    path to a ResNet (torchvision / CutMix, maybe `module.`-prefixed) or timm/JAX ViT state dict. The file must fit
-    exactly (classifier layers dropped)."""
+def initial_weights_file(name: str, pretrained: str) -> Path | None:
+    """The file that `pretrained` names for backbone `name` ('imagenet': torchvision's weights in the TORCH_HOME
+    cache; 'none': None; else a path), which must exist: a run checks it before it starts any work or record."""
     if pretrained == "none":
-        return
+        return None
     if pretrained == "imagenet":
         path = imagenet_weights_file(name)
         if not path.is_file():
             raise CSRAError(f"ImageNet weights of {name} not found: put {path.name} (from {imagenet_weights(name).url})"
                             f" in {path.parent} (set TORCH_HOME to use another cache folder)")
-    else:
-        path = Path(pretrained)
-        if not path.is_file():
-            raise CSRAError(f"{path}: initial weights file not found (train.pretrained: imagenet, none or a path)")
+        return path
+    path = Path(pretrained)
+    if not path.is_file():
+        raise CSRAError(f"{path}: initial weights file not found (train.pretrained: imagenet, none or a path)")
+    return path
+
+
+def load_initial_weights(backbone: nn.Module, name: str, pretrained: str) -> None:
+    """Fill backbone from `pretrained`: 'imagenet' (torchvision's weights, from the TORCH_HOME cache), 'none', or a
+    path to a ResNet (torchvision / CutMix, maybe `module.`-prefixed) or timm/JAX ViT state dict. The file must fit
+    exactly (classifier layers dropped)."""
+    path = initial_weights_file(name, pretrained)
+    if path is None:
+        return
     state = backbone_init_state(as_state_dict(load_weights_only(path, "weights file"), path))
     if any(key.startswith("classifier.multi_head.") for key in state):
         raise CSRAError(f"{path}: a whole CSRA model (it has CSRA heads), not backbone weights; train.pretrained "

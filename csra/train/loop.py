@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from csra.backends import set_kernels
-from csra.data.loading import make_loader, prepare_batch
+from csra.data.loading import Batch, make_loader, prepare_batch
 from csra.data.prepared import TrainData
 from csra.distributed import (
     SINGLE,
@@ -29,6 +29,7 @@ from csra.distributed import (
     any_rank,
     broadcast_buffers,
     earliest_on_any_rank,
+    gather_indices,
 )
 from csra.errors import CSRAError
 from csra.evaluate.predict import predict
@@ -78,12 +79,13 @@ class LossLog:
 
 
 class EpochStats(NamedTuple):
-    """What one training epoch reports: the mean loss over all ranks, the backbone lr of the last step and the
-    images per second over all ranks."""
+    """What one training epoch reports: the mean loss over all ranks, the backbone lr of the last step, the
+    images per second over all ranks and the item indices of the images all ranks skipped as unreadable."""
 
     loss: float
     lr: float
     images_per_s: float
+    skipped: list[int]
 
 
 @dataclass
@@ -165,11 +167,11 @@ def make_training(model: CSRAModel, data: TrainData, cfg: TrainConfig, device: t
                     cfg.channels_last)
 
 
-def train_step(t: Training, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """One optimisation step on a loader batch (uint8 images, targets, …); returns the loss on the device, unread:
-    nothing here waits for the GPU."""
-    images = prepare_batch(batch[0], t.model.config, t.device, t.channels_last)
-    targets = batch[1].to(t.device, non_blocking=True)
+def train_step(t: Training, batch: Batch) -> torch.Tensor:
+    """One optimisation step on a loader batch of readable images; returns the loss on the device, unread: nothing
+    here waits for the GPU."""
+    images = prepare_batch(batch.images, t.model.config, t.device, t.channels_last)
+    targets = batch.targets.to(t.device, non_blocking=True)
     with torch.autocast(t.device.type, dtype=t.amp_dtype or torch.float32, enabled=t.amp_dtype is not None):
         logits = t.net(images)
     loss = t.criterion(logits.float(), targets)
@@ -189,14 +191,15 @@ def train_one_epoch(t: Training, epoch: int, epochs: int, progress: bool = False
     such step."""
     t.net.train()
     t.sampler.set_epoch(epoch)
-    losses, lr = LossLog(), 0.0
+    losses, lr, skipped = LossLog(), 0.0, set()
     start = time.perf_counter()
     bar = tqdm(t.loader, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False,
                disable=not (progress and t.ctx.is_main), mininterval=1.0, dynamic_ncols=True)
     for step, batch in enumerate(bar):
-        if batch is not None:  # None: every image of the batch skipped as unreadable
+        skipped.update(batch.skipped)
+        if batch.images is not None:  # None: every image of the batch skipped as unreadable
             lr = t.optimizer.param_groups[0]["lr"]
-            losses.add(step, train_step(t, batch), len(batch[0]))
+            losses.add(step, train_step(t, batch), len(batch.images))
         if (step + 1) % SYNC_EVERY == 0:
             read_losses(t, losses, epoch, bar, lr, start)
     read_losses(t, losses, epoch, bar, lr, start)
@@ -207,7 +210,8 @@ def train_one_epoch(t: Training, epoch: int, epochs: int, progress: bool = False
     if t.ema is not None:
         broadcast_buffers(t.ema, t.ctx)
     total, count = all_sum([losses.total, float(losses.count)], t.ctx, t.device)
-    return EpochStats(total / count, lr, count / (time.perf_counter() - start))
+    elapsed = time.perf_counter() - start
+    return EpochStats(total / count, lr, count / elapsed, gather_indices(sorted(skipped), t.ctx))
 
 
 def read_losses(t: Training, losses: LossLog, epoch: int, bar: tqdm, lr: float, start: float) -> None:

@@ -14,7 +14,7 @@ from typing import TypedDict
 import numpy as np
 import torch
 
-from csra.data.prepared import TrainData
+from csra.data.prepared import SkippedImage, TrainData
 from csra.distributed import SINGLE, DistContext, init_distributed, shutdown
 from csra.errors import CSRAError
 from csra.evaluate.metrics import average_precision, mean_average_precision, tune_thresholds
@@ -75,6 +75,10 @@ class TrainHooks:
     its checkpoint and state are written. on_end: after the last epoch, before the state file is removed — if it
     raises, the state stays and the run can be resumed."""
 
+    def on_skipped(self, epoch: int, images: list[SkippedImage]) -> None:
+        """Called after an epoch (before on_epoch) whose loaders met training images they could not read and left
+        out, with those not met before in this process (data.bad_images: skip)."""
+
     def on_epoch(self, row: EpochRow, history: list[EpochRow]) -> None:
         """Called with the epoch's history row and the whole history so far."""
 
@@ -117,6 +121,7 @@ def train(cfg: TrainConfig, data: TrainData, paths: TrainPaths, *, device: torch
                 best = Best(epoch=0, val_mAP=-1.0)
         selection = asdict(data.selection) if data.selection else None
         run_fingerprint = fingerprint(cfg, data)
+        unreadable: set[int] = set()  # item indices of the training images a loader could not read
 
         for epoch in range(start, cfg.epochs):
             try:
@@ -132,6 +137,10 @@ def train(cfg: TrainConfig, data: TrainData, paths: TrainPaths, *, device: torch
                            val_mAP=val_map, best_epoch=best["epoch"])
             history.append(row)
             if ctx.is_main:
+                if met := [i for i in stats.skipped if i not in unreadable]:
+                    unreadable.update(met)
+                    hooks.on_skipped(epoch + 1, [SkippedImage("train", data.train_items[i]["img_path"], "unreadable")
+                                                 for i in met])
                 if best["epoch"] == epoch + 1:
                     save_checkpoint(paths.best, t.eval_model, data.classes, params or {}, epoch=epoch + 1,
                                     thresholds=thresholds(cfg, data, scores, targets), val_mAP=val_map,

@@ -104,11 +104,22 @@ def test_unreadable_images_are_skipped_when_asked(tmp_path, caplog):
     with pytest.raises(CSRAError, match="bad.jpg: cannot read image"):
         MultiLabelDataset(items, CONFIG, train=False)[0]
     dataset = MultiLabelDataset(items, CONFIG, train=False, skip_bad=True)
-    images, targets = collate_readable([dataset[0], dataset[1], dataset[0]])
-    assert images.shape == (1, 3, 48, 48) and targets.tolist() == [[0, 1, 0]]
+    images, targets, indices, skipped = collate_readable([dataset[0], dataset[1], dataset[0]])
+    assert images.shape == (1, 3, 48, 48) and targets.tolist() == [[0, 1, 0]] and indices is None
     assert [r.getMessage() for r in caplog.records] == [f"warning: {tmp_path}/bad.jpg: cannot read image "
                                                         "(not a JPEG, PNG or other format PIL decodes); skipped"]
-    assert collate_readable([None, None]) is None
+    assert collate_readable([None, None]) == (None, None, None, [])
+
+
+def test_a_loader_process_gives_back_the_indices_of_the_images_it_skipped(tmp_path):
+    """An undecodable image met in a worker process comes back as its item index in the batch's skipped list,
+    also in a batch where nothing could be read; the readable ones come as before."""
+    (tmp_path / "bad.jpg").write_text("no image")
+    good, bad = str(jpeg(tmp_path / "a.jpg")), str(tmp_path / "bad.jpg")
+    items = [{"img_path": path, "target": [1, 0, 0]} for path in (good, bad, good, bad, bad)]
+    batches = list(make_loader(items, CONFIG, True, 2, 1, skip_bad=True))  # batches of items 0-1, 2-3, 4
+    assert [batch.skipped for batch in batches] == [[1], [3], [4]]
+    assert [None if b.images is None else b.indices.tolist() for b in batches] == [[0], [2], None]
 
 
 def test_train_transform_gives_square_crops(tmp_path):
@@ -163,7 +174,7 @@ def geometry(images):
 
 
 def one_batch(items, train, sampler=None, batch_size=None):
-    images, _, indices = next(iter(make_loader(items, CONFIG32, train, batch_size or len(items), 0, sampler)))
+    images, _, indices, _ = next(iter(make_loader(items, CONFIG32, train, batch_size or len(items), 0, sampler)))
     return images, indices
 
 
@@ -210,7 +221,7 @@ def test_an_images_augmentation_depends_only_on_seed_epoch_and_index(tmp_path):
     def by_index(sampler, epoch, batch_size):
         sampler.set_epoch(epoch)
         out = {}
-        for images, _, indices in make_loader(items, CONFIG32, True, batch_size, 0, sampler):
+        for images, _, indices, _ in make_loader(items, CONFIG32, True, batch_size, 0, sampler):
             out.update({int(i): image for i, image in zip(indices, images)})
         return out
 

@@ -6,7 +6,8 @@ import json
 import pytest
 from PIL import Image
 
-from csra.data.prepared import held_out, load_training_data
+from csra.data.prepared import digest_images, held_out, load_training_data
+from csra.errors import CSRAError
 
 
 @pytest.fixture
@@ -76,3 +77,24 @@ def test_held_out_images_of_a_voc_train_file_keep_its_binary_codes(prepared):
     data = load_training_data("custom_voc", prepared, False, "val", val_fraction=0.25, val_seed=3)
     assert data.label_format == "coco" and "of the 8 images of train_custom.json" in data.selection.source
     assert any(0 in item["target"] for item in data.val_items)
+
+
+def test_a_split_digest_gives_its_first_images_that_are_there(prepared):
+    """The demo's default: the images a digest lists, by path, less its annotation file, classes.txt and the
+    images that are missing."""
+    lines = [f"{'0' * 32}  {prepared / 'classes.txt'}", f"{'0' * 32}  {prepared / 'test_custom.json'}",
+             f"missing  {prepared / '0.png'}", f"{'0' * 32}  {prepared / '1.png'}", f"{'0' * 32}  {prepared / 'x.png'}",
+             f"{'0' * 32}  {prepared / '2.png'}", f"{'0' * 32}  {prepared / '3.png'}"]
+    (prepared / "test.md5").write_text("".join(f"{line}\n" for line in lines))
+    assert digest_images(prepared / "test.md5", 2) == [prepared / "1.png", prepared / "2.png"]  # x.png is not there
+    with pytest.raises(CSRAError, match="val.md5: split digest not found"):
+        digest_images(prepared / "val.md5", 2)
+
+
+def test_images_missing_on_start_are_listed_by_split(prepared):
+    (prepared / "1.png").unlink()
+    (prepared / "9.png").unlink()
+    data = load_training_data("custom_csv", prepared, skip_bad=True, selection="test")
+    assert names(data.train_items) == ["0.png", "2.png", "3.png", "4.png", "5.png", "6.png", "7.png"]
+    assert data.skipped == (("train", str(prepared / "1.png"), "missing"), ("selection", str(prepared / "9.png"),
+                                                                            "missing"))

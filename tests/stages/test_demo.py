@@ -4,7 +4,8 @@ import json
 
 import pytest
 import torch
-from helpers import assert_one_line_error, run
+import yaml
+from helpers import assert_one_line_error, ok, run
 from PIL import Image
 
 from csra.data.loading import load_image
@@ -68,3 +69,16 @@ def test_demo_bad_input_is_one_error_line(tiny_params, tiny_checkpoint, tmp_path
     assert_one_line_error(*run("demo", "--checkpoint", str(two_names), "--images", str(images_folder(tmp_path))),
                           "two.pt: 2 class names, but the model has 3 classes")
     assert not (tmp_path / "results/demo/heatmaps").exists()
+
+
+def test_the_default_images_are_the_first_eight_of_the_prepared_test_split(tiny_params, tiny_checkpoint, tmp_path):
+    """demo.images defaults to the test split's digest, which prepare writes for every dataset: its first 8 images,
+    by path (the built-in dataset's demo/ folder is not what a real dataset has)."""
+    assert yaml.safe_load(tiny_params.read_text())["demo"]["images"] == "data/prepared/test.md5"
+    ok("prepare")
+    listed = [line.split("  ")[1] for line in (tmp_path / "data/prepared/test.md5").read_text().splitlines()]
+    first = [path for path in listed if path.endswith(".jpg")][:8]
+    assert len(first) == 8
+    ok("demo", "--checkpoint", str(tiny_checkpoint))
+    predictions = json.loads((tmp_path / "results/demo/predictions.json").read_text())
+    assert [p["image"] for p in predictions] == first

@@ -4,9 +4,11 @@ sweep run two at a time. The tests from the first repro to the sweep share one p
 (`reproduced`); each test puts back what it changed (`pipeline_project`), so they may run in any order; only the
 MLflow store's list of runs grows from one to the next."""
 
+import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -18,6 +20,8 @@ import optuna
 import pytest
 import yaml
 from helpers import REPO, TINY, merge, new_project, new_store, ok, sh, training_run
+
+from csra.fileio import file_md5
 
 
 def tiny_conf(conf: Path) -> None:
@@ -89,8 +93,8 @@ class Reproduced:
     root: Path
     store: str  # the MLflow store every dvc command of these tests logs into
     first: str  # the output of the first `dvc repro`
-    weights: dict  # inode → the paths of a file over 1 MiB in the DVC cache, results/ and the MLflow store
-    best: int  # the inode of results/train/best.pt
+    weights: dict  # MD5 → the paths of a file over 1 MiB in the DVC cache, results/ and the MLflow store
+    best: str  # the MD5 of results/train/best.pt
 
 
 @pytest.fixture(scope="module")
@@ -104,13 +108,13 @@ def reproduced(tmp_path_factory, mlflow_template) -> Reproduced:
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", store)  # what the dvc subprocesses log into
         first = dvc("repro", cwd=root)
-        weights = {}  # a hard link is no copy
+        weights = {}
         for f in (f for place in (root / ".dvc/cache", root / "results", folder) for f in place.rglob("*")
                   if f.is_file() and f.stat().st_size > 1 << 20):
-            weights.setdefault(f.stat().st_ino, []).append(f)
+            weights.setdefault(file_md5(f), []).append(f)
         sh("git", "add", "-A", cwd=root)
         sh("git", "commit", "-qm", "pipeline outputs", cwd=root)
-    return Reproduced(root, store, first, weights, (root / "results/train/best.pt").stat().st_ino)
+    return Reproduced(root, store, first, weights, file_md5(root / "results/train/best.pt"))
 
 
 @pytest.fixture
@@ -126,6 +130,36 @@ def pipeline_project(reproduced, monkeypatch) -> Path:
         dvc("checkout", "-f", cwd=reproduced.root)
 
 
+def test_replacing_a_tracked_image_with_cp_keeps_the_cached_original(tmp_path):
+    """With the repository's cache setting (.dvc/config), `cp new.jpg data/raw/NAME/…` — even as root, who may write
+    a read-only file — changes the workspace file only: the cache object of the original MD5 keeps the original
+    bytes, `dvc status` and `dvc add` see the change, and `dvc checkout` of the old .dvc file brings it back."""
+    root = tmp_path / "project"
+    photos = root / "data/raw/photos"
+    photos.mkdir(parents=True)
+    sh("git", "init", "-q", cwd=root)
+    dvc("init", "-q", cwd=root)
+    shutil.copyfile(REPO / ".dvc/config", root / ".dvc/config")
+    original = b"\xff\xd8 the original photo"
+    (photos / "000012.jpg").write_bytes(original)
+    (photos / "000013.jpg").write_bytes(b"\xff\xd8 another photo")
+    dvc("add", "data/raw/photos", cwd=root)
+    sh("git", "add", "-A", cwd=root)
+    sh("git", "commit", "-qm", "photos", cwd=root)
+    md5 = hashlib.md5(original).hexdigest()
+    cached = root / ".dvc/cache/files/md5" / md5[:2] / md5[2:]
+    assert cached.read_bytes() == original
+    (tmp_path / "new.jpg").write_bytes(b"\xff\xd8 a new photo")
+    shutil.copyfile(tmp_path / "new.jpg", photos / "000012.jpg")
+    assert cached.read_bytes() == original
+    assert "modified:" in dvc("status", cwd=root)
+    dvc("add", "data/raw/photos", cwd=root)
+    assert "modified:" not in dvc("status", cwd=root) and "data/raw/photos.dvc" in sh("git", "status", cwd=root)
+    sh("git", "checkout", "-q", "--", "data/raw/photos.dvc", cwd=root)
+    dvc("checkout", "-f", "data/raw/photos", cwd=root)
+    assert (photos / "000012.jpg").read_bytes() == original
+
+
 def test_the_first_repro_runs_the_five_stages_and_writes_their_outputs(reproduced):
     project = reproduced.root
     for stage in ("prepare", "train", "evaluate", "demo", "export"):
@@ -139,16 +173,18 @@ def test_the_first_repro_runs_the_five_stages_and_writes_their_outputs(reproduce
     mAP = json.loads((project / "results/evaluate/metrics.json").read_text())["mAP"]
     assert 0 < mAP <= 100 and mAP == pytest.approx(recomputed["mAP"], abs=1e-4)
     assert (project / "results/demo/predictions.json").is_file()
-    assert len(list((project / "results/demo/heatmaps").glob("demo_*.png"))) == 3
+    assert len(list((project / "results/demo/heatmaps").glob("*.png"))) == 8  # the first 8 of test.md5
     assert {p.name for p in (project / "results/export").iterdir()} == {"export.json"}
 
 
-def test_the_weights_are_stored_twice_only(reproduced):
-    """The checkpoint (the DVC cache, linked into the workspace) and the served model (the MLflow registry)."""
-    copies = reproduced.weights
-    [served] = [paths for inode, paths in copies.items() if inode != reproduced.best]
-    assert len(copies) == 2 and len(copies[reproduced.best]) == 2, copies
-    assert [f.name for f in served] == ["model.pt2"], copies
+def test_the_weights_are_stored_as_the_checkpoint_and_the_served_model_only(reproduced):
+    """The checkpoint (in the DVC cache and the workspace: cache.type reflink,copy shares the blocks where the file
+    system can, else copies) and the served model (the MLflow registry): MLflow keeps no copy of the checkpoint."""
+    copies, root = reproduced.weights, reproduced.root
+    [served] = [paths for md5, paths in copies.items() if md5 != reproduced.best]
+    assert len(copies) == 2 and [f.name for f in served] == ["model.pt2"], copies
+    cached = root / ".dvc/cache/files/md5" / reproduced.best[:2] / reproduced.best[2:]
+    assert sorted(copies[reproduced.best]) == sorted([cached, root / "results/train/best.pt"]), copies
 
 
 def test_a_second_repro_runs_nothing(pipeline_project):

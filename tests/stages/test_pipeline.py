@@ -41,12 +41,12 @@ def test_chain_writes_every_output(trained_workspace):
     assert sorted(p.name for p in (root / "results/evaluate/plots").iterdir()) == ["ap_per_class.png", "pr_curves.png"]
 
     lines = (root / "results/demo/predictions.txt").read_text().splitlines()
-    assert len(lines) == 3
-    assert all(re.fullmatch(r"\S+demo_\d\d\.(jpg|png) prediction: ([a-z]+,)*", line) for line in lines)
+    assert len(lines) == 8  # demo.images, the default: the first 8 images of the test split's digest
+    assert all(re.fullmatch(r"\S+/JPEGImages/\d{6}\.jpg prediction: ([a-z]+,)*", line) for line in lines)
     predictions = json.loads((root / "results/demo/predictions.json").read_text())
     assert len(predictions[0]["scores"]) == 10
     heatmaps = root / "results/demo/heatmaps"
-    assert sorted(p.name for p in heatmaps.glob("*.png")) == ["demo_00.png", "demo_01.png", "demo_02.png"]
+    assert sorted(p.stem for p in heatmaps.glob("*.png")) == sorted(Path(p["image"]).stem for p in predictions)
     for item in predictions:
         stem = Path(item["image"]).stem
         assert sorted(p.stem for p in (heatmaps / stem).glob("*.png")) == sorted(item["labels"])
@@ -76,7 +76,8 @@ def test_one_mlflow_run_with_params_curves_metrics_and_checkpoint(workspace):
     assert run.data.metrics["best_val_mAP"] == pytest.approx(best["best_val_mAP"])
     assert not (root / "results/train/train_state.pt").exists()  # only while a run is unfinished
     assert {a.path for a in client.list_artifacts(run_id, "demo")} >= {"demo/predictions.json", "demo/heatmaps"}
-    assert {a.path for a in client.list_artifacts(run_id, "demo/heatmaps")} >= {"demo/heatmaps/demo_00.png"}
+    first = Path(json.loads((root / "results/demo/predictions.json").read_text())[0]["image"]).stem
+    assert {a.path for a in client.list_artifacts(run_id, "demo/heatmaps")} >= {f"demo/heatmaps/{first}.png"}
     assert {a.path for a in client.list_artifacts(run_id, "evaluate")} >= {
         "evaluate/metrics.json", "evaluate/per_class.csv", "evaluate/scores.json", "evaluate/plots"}
 

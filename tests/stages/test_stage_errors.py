@@ -246,26 +246,11 @@ def model_head_count(tmp):
     build_model(ModelConfig.create("resnet18", 2, 3, 0.1, 32))
 
 
-@says("resnet18.pth: initial weights file not found (train.pretrained: imagenet, none or a path)")
-def initial_weights_missing(tmp):
-    build_model(ModelConfig.create("resnet18", 2, 1, 0.1, 32), str(tmp / "resnet18.pth"))
-
-
 @says("weights.pth: weights do not fit the model",
       "1 shape mismatch(es) (file vs model): conv1.weight (64, 3, 3, 3) vs (64, 3, 7, 7)")
 def initial_weights_that_do_not_fit(tmp):
     torch.save({"conv1.weight": torch.zeros(64, 3, 3, 3)}, tmp / "weights.pth")
     build_model(ModelConfig.create("resnet18", 2, 1, 0.1, 32), str(tmp / "weights.pth"))
-
-
-@says("ImageNet weights of resnet18 not found: put resnet18-", "/checkpoints (set TORCH_HOME")
-def imagenet_weights_not_in_the_cache(tmp):
-    before = os.environ.get("TORCH_HOME")
-    os.environ["TORCH_HOME"] = str(tmp)  # an empty cache (torch.hub.set_dir would pin it for later tests)
-    try:
-        build_model(ModelConfig.create("resnet18", 2, 1, 0.1, 32), "imagenet")
-    finally:
-        os.environ.pop("TORCH_HOME") if before is None else os.environ.__setitem__("TORCH_HOME", before)
 
 
 @says("img_size must be ≥ 32, got 16")
@@ -302,6 +287,39 @@ def registered_model_with_model_options(tmp):
     from stages.common import ModelSource
 
     ModelSource(tmp / "best.pt", "models:/csra@champion", num_heads=2, lam=0.1).checked()
+
+
+# --- refused before any work: no MLflow run, nothing written ---------------------------------------------------------
+REFUSED = {  # case: (command, params set, the error's words)
+    "initial weights file": ("train", {"train.pretrained": "resnet18.pth"},
+                             "resnet18.pth: initial weights file not found (train.pretrained: imagenet, none or a "
+                             "path)"),
+    "imagenet weights": ("train", {"train.pretrained": "imagenet"},
+                         "ImageNet weights of resnet18 not found: put resnet18-"),
+    "raw folder": ("prepare", {"data.dataset": "voc07", "data.raw_path": "data/raw/voc2007"},
+                   "data/raw/voc2007: raw data folder of dataset voc07 not found (data.raw_path)"),
+    "demo folder": ("demo", {"demo.images": "photos"}, "demo.images: photos: image folder not found"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_a_missing_input_is_refused_before_any_run_or_output(case, tiny_params, tiny_checkpoint, mlflow_store,
+                                                             monkeypatch):
+    """Missing initial weights (a file, or ImageNet's not in the TORCH_HOME cache), raw folder or demo folder: one
+    error line naming the setting, before the stage starts an MLflow run or writes anything."""
+    import mlflow
+    from helpers import assert_one_line_error, edit_params, ok, run
+
+    command, changes, words = REFUSED[case]
+    ok("prepare")  # what the stage reads besides the missing input
+    monkeypatch.setenv("TORCH_HOME", str(tiny_params.parent / "torch-cache"))  # an empty cache
+    edit_params(tiny_params, **changes)
+    root = tiny_params.parent
+    before = sorted(p for p in root.rglob("*") if p != tiny_params)
+    assert_one_line_error(*run(command, *(["--checkpoint", tiny_checkpoint] if command == "demo" else [])), words)
+    assert sorted(p for p in root.rglob("*") if p != tiny_params) == before
+    client = mlflow.MlflowClient(mlflow_store)
+    assert client.search_runs([e.experiment_id for e in client.search_experiments()]) == []
 
 
 @pytest.mark.parametrize("name", sorted(walk.cases))

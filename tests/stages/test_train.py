@@ -38,6 +38,29 @@ def test_every_params_key_reaches_the_mlflow_run_under_its_name(tiny_params, mlf
     assert {key.split(".")[0] for key in logged} == {"data", "train", "tracking"}  # what train read
 
 
+def test_skipped_images_are_counted_on_start_each_epoch_and_in_the_run(tiny_params, mlflow_store):
+    """data.bad_images: skip: a missing training image is counted in the start line, an undecodable one (met in a
+    loader process) after the epoch that met it; the run holds their count and list, no tracked output does."""
+    edit_params(tiny_params, **{"train.epochs": 2, "train.num_workers": 1, "data.selection": "test"})
+    ok("prepare")
+    train_items = json.loads((tiny_params.parent / "data/prepared/trainval_voc07.json").read_text())
+    missing, broken = train_items[0]["img_path"], train_items[1]["img_path"]
+    os.remove(missing)
+    with open(broken, "wb") as f:
+        f.write(b"a text file named .jpg")
+    output = ok("train")
+    assert f"{len(train_items) - 1} train images (1 skipped: missing, see skipped_images.txt in the MLflow run)" \
+        in output
+    assert "epoch 1: 1 training image(s) unreadable, skipped (2 skipped in all" in output
+    assert "epoch 2: 1 training image(s) unreadable" not in output
+    mlflow.set_tracking_uri(mlflow_store)
+    found = training_run(tiny_params.parent / "results/train/best.pt")
+    assert found.data.metrics["skipped_images"] == 2
+    listed = mlflow.artifacts.load_text(f"{found.info.artifact_uri}/skipped_images.txt")
+    assert listed == f"train\tmissing\t{missing}\ntrain\tunreadable\t{broken}\n"
+    assert not list(tiny_params.parent.glob("results/**/skipped_images*"))
+
+
 def test_killed_mid_epoch_and_resumed_ends_like_an_uninterrupted_run(tiny_params, monkeypatch, mlflow_store):
     ok("prepare")
     code, output = run("train", "--epochs", "3", "--out-dir", "straight")

@@ -186,3 +186,24 @@ def test_a_resume_whose_best_checkpoint_is_gone_keeps_the_best_of_the_remaining_
     assert "best.pt of epoch 1 is gone; the best of the remaining epochs will be kept" in caplog.text
     assert result.best_epoch == 2 and result.history[1]["best_epoch"] == 2
     assert load_checkpoint(paths.best)["epoch"] == 2
+
+
+def test_unreadable_training_images_reach_the_hooks_once_with_their_paths(data, tmp_path):
+    """An image a loader process cannot decode is left out (skip_bad) and told to the hooks after the epoch that
+    first met it, not again in later epochs."""
+    broken = tmp_path / "broken.jpg"
+    broken.write_text("not an image")
+    items = [dict(item) for item in data.train_items]
+    items[3]["img_path"] = str(broken)
+
+    class Skips(TrainHooks):
+        def __init__(self):
+            self.seen = []
+
+        def on_skipped(self, epoch, images):
+            self.seen.append((epoch, images))
+
+    hooks = Skips()
+    cfg = dataclasses.replace(CFG, epochs=2, num_workers=1)
+    train_on_cpu(tmp_path / "run", dataclasses.replace(data, train_items=items, skip_bad=True), cfg, hooks=hooks)
+    assert hooks.seen == [(1, [("train", str(broken), "unreadable")])]
