@@ -103,6 +103,9 @@ def export_checkpoint(ckpt: Path, net: CSRAModel, saved: dict[str, Any], params:
                                                  settings.champion_metric, model_summary(net, saved), scored)
             recorder.artifact(tmp / CONTRACT, "export")  # the weights are the logged model's, stored once
             recorder.record(registered, REGISTRATION)
+            recorder.describe("export", f"{model_summary(net, saved)}, {registered['registered']}: "
+                                        f"{registered['model_uri']}, champion "
+                                        + (f"version {registered['champion']}" if registered["champion"] else "none"))
     return registered
 
 
@@ -134,6 +137,8 @@ def export_registered(uri: str, params: Params) -> None:
                                 stage_run_name(None, "export")) as recorder:
             recorder.tag("csra.model_uri", found["model_uri"])
             recorder.artifact(tmp / CONTRACT, "export")
+            recorder.describe("export", f"the input contract{' and ONNX form' if parity else ''} of "
+                                        f"{found['model_uri']} ({uri})")
             recorder.record(found, REGISTRATION)
     typer.echo(f"{uri} is {found['model_uri']}: its contract" + (" and ONNX form" if parity else "")
                + f" in {params.export.out_dir}")

@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from stages import tracking
+from stages.execution import EXECUTION
 
 
 def test_chain_writes_every_output(trained_workspace):
@@ -60,6 +61,13 @@ def test_one_mlflow_run_with_params_curves_metrics_and_checkpoint(workspace):
     run = mlflow.get_run(run_id)
     assert run.data.params["train.lam"] == "0.1" and run.data.params["evaluate.threshold"] == "0.5"
     assert run.data.params["demo.out_dir"] == "results/demo"
+    assert run.info.run_name == "synthetic-resnet18"  # dataset (= recipe) and backbone; no git commit in this folder
+    assert re.fullmatch(r"train: resnet18, 1 CSRA head, λ 0\.1, 32 px, recipe synthetic, on synthetic \(\d+ images, "
+                        r"best epoch picked on val_voc07\.json: \d+ images\): best val mAP \d+\.\d\d at epoch [12] "
+                        r"of 2; evaluate: test mAP \d+\.\d\d on test_voc07\.json \(16 images\) of synthetic, model "
+                        r"results/train/best\.pt; demo: predictions and heatmaps for 3 images in "
+                        r"data/prepared/synthetic/demo, model results/train/best\.pt",
+                        run.data.tags[tracking.NOTE]), run.data.tags[tracking.NOTE]  # one line, a clause per stage
     client = MlflowClient()
     curve = client.get_metric_history(run_id, "val_mAP")
     assert [m.step for m in curve] == [1, 2]
@@ -90,8 +98,8 @@ def test_a_later_execution_records_into_a_run_of_its_own(workspace, monkeypatch)
     ok("demo", "--out-dir", "results/demo_again")  # the same execution: the same new run
     after = mlflow.get_run(train_run).data
     assert after.metrics == before.metrics and after.params == before.params  # the baseline is untouched
-    runs = mlflow.search_runs(experiment_names=["csra"], filter_string="tags.`csra.execution` = 'another-execution'",
-                              output_format="list")
+    runs = mlflow.search_runs(experiment_names=["csra"], output_format="list",
+                              filter_string=f"tags.`{EXECUTION}` = 'another-execution'")
     assert len(runs) == 1
     new = runs[0].data
     assert new.tags["csra.train_run_id"] == train_run and new.tags["mlflow.parentRunId"] == train_run

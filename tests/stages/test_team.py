@@ -107,7 +107,7 @@ def client(team, monkeypatch):
 def test_the_run_on_the_server_has_its_data_machine_load_and_artifacts(team, client):
     root, _, artifacts = team
     found = training_run(root / "results/train/best.pt")
-    assert found.info.run_name == "synthetic"  # the recipe (no git commit in this folder; else recipe-commit)
+    assert found.info.run_name == "synthetic-resnet18"  # dataset (= recipe), backbone (no git commit in this folder)
     inputs = {i.tags[0].value: i.dataset for i in found.inputs.dataset_inputs}
     assert set(inputs) == {"training", "evaluation"} and inputs["training"].digest == dvc_md5(root / "data/prepared")
     scored = inputs["evaluation"]  # the test file of the same prepared folder, under its own name
