@@ -135,13 +135,15 @@ def test_without_the_training_run_a_stage_records_what_the_workspace_knows(works
     assert tags["csra.training_run"] == "not in this store" and "csra.train_run_id" not in tags
     assert tags["checkpoint.md5"] == file_md5(best) and tags["recipe"] == params["train.recipe"] == "synthetic"
     assert tags["dataset.digest"] == "0123abcd.dir" and params["train.lam"] == "0.1"
-    version = MlflowClient().get_model_version("csra", "1")
+    version = MlflowClient().get_model_version("csra-synthetic", "1")  # export.registered_model: auto
     assert version.tags["dataset.digest"] == "0123abcd.dir"
     assert version.tags["csra.training_run"] == "not in this store"
-    assert version.description.startswith("resnet18, 1 CSRA head(s), λ=0.1, 32 px, 10 classes, recipe synthetic.")
+    assert re.fullmatch(r"synthetic, test mAP \d+\.\d\d \(test_voc07\.json, digest [0-9a-f]{8}\): resnet18, 1 CSRA "
+                        r"head, λ 0\.1, 32 px, 10 classes, recipe synthetic\. Serve it: mlflow models serve -m "
+                        r"models:/csra-synthetic/1 --env-manager local --port 5001", version.description)
     assert tracking.training_run_of(mlflow, best, "x") is None  # the evaluation run is not taken for a training
     logged = mlflow.get_logged_model(version.source.removeprefix("models:/"))
-    assert logged.name == "csra"  # the registered model's name
+    assert logged.name == "csra-synthetic"  # the registered model's name
     metrics = {m.key: m for m in logged.metrics}
     lower = json.loads((workspace / "results/evaluate_0.3/metrics.json").read_text())
     assert set(metrics) == set(lower) and not any(k.startswith("system/") for k in metrics)  # evaluate's, only
