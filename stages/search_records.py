@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 from csra.errors import CSRAError
 from stages import tracking
-from stages.execution import experiment_ref, git_commit, run_tags
+from stages.execution import experiment_ref, git_commit, run_tags, unique_name
 from stages.search_space import Space
 
 DVC = [sys.executable, "-m", "dvc"]  # DVC, and the stages it runs (`python -m stages.cli`), in this environment
@@ -168,8 +168,8 @@ def parent_run(study: Any, created: bool, experiment: str, space: Space, storage
     with tracking.store_errors(f"log runs to the experiment '{experiment}'"):
         if created:
             experiment_id = tracking.experiment_of(mlflow, experiment)
-            run = client.create_run(experiment_id, run_name=tracking.unique_name(mlflow, experiment_id,
-                                                                                  study_run_name(study.study_name)),
+            run = client.create_run(experiment_id, run_name=unique_name(mlflow, experiment_id,
+                                                                        study_run_name(study.study_name)),
                                     tags={**run_tags(), "optuna.study": study.study_name,
                                           "optuna.storage": shown(storage), "optuna.space": space.name,
                                           tracking.NOTE: f"study: Optuna study {study.study_name} over space "
