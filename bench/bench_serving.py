@@ -6,7 +6,7 @@ the request's size; one client's latency (p50, p99) over --requests requests; th
 --requests requests each: latency p50/p99 and throughput; the server's peak memory (the sum of its processes'
 peak RSS); and the in-process API (`csra.load_model(checkpoint).score([file])`) on the same files, warmed up.
 
-    python bench/bench_serving.py          # models:/csra@champion and results/train/best.pt of make repro
+    python bench/bench_serving.py          # models:/csra-synthetic@champion and results/train/best.pt of make repro
     python bench/bench_serving.py --clients 8 --requests 10
 """
 
@@ -76,7 +76,7 @@ def percentiles(values: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-uri", default="models:/csra@champion")
+    parser.add_argument("--model-uri", default="models:/csra-synthetic@champion")
     parser.add_argument("--checkpoint", type=Path, default=REPO / "results/train/best.pt")
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{REPO}/mlflow.db"))
     parser.add_argument("--clients", type=int, default=8)

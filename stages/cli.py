@@ -29,7 +29,7 @@ ThresholdOption = Annotated[float | None, typer.Option(help="Score threshold (ev
 # state dict described by the model options — or, for demo and export, a registered model.
 CheckpointOption = Annotated[Path | None, typer.Option(help="Checkpoint (default train.out_dir/best.pt).")]
 ModelUriOption = Annotated[str | None, typer.Option(help="A registered model instead of a checkpoint: "
-                                                         "models:/NAME@ALIAS (models:/csra@champion) or "
+                                                         "models:/NAME@ALIAS (models:/csra-synthetic@champion) or "
                                                          "models:/NAME/VERSION.")]
 ModelOption = Annotated[str | None, typer.Option("--model", help="Backbone of an official state dict.")]
 NumHeadsOption = Annotated[int | None, typer.Option(help="CSRA heads (read from the weights; checked).")]
@@ -152,7 +152,8 @@ def export(
     model_uri: ModelUriOption = None,
     out_dir: OutDirOption = None,
     onnx: Annotated[bool | None, typer.Option("--onnx/--no-onnx", help="Also write ONNX (export.onnx).")] = None,
-    registered_model: Annotated[str | None, typer.Option(help="MLflow model name (export.registered_model).")] = None,
+    registered_model: Annotated[str | None, typer.Option(help="MLflow model name, or auto: csra-<data.dataset> "
+                                                              "(export.registered_model).")] = None,
     register: Annotated[str | None, typer.Option(help="Register a version: always, better (than the champion) or "
                                                       "never (export.register).")] = None,
     dataset: DatasetOption = None,

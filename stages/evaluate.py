@@ -82,6 +82,9 @@ def run(params_file: Path, overrides: dict[str, object], source: ModelSource, an
             recorder.tag("evaluated_on_selection_images", str(note is not None).lower())
             record_test_data(recorder, entry, params.data.prepared_dir, ann, items)
             recorder.artifacts(tmp, "evaluate")
+            recorder.describe("evaluate", f"test mAP {metrics['mAP']:.2f} on {ann.name} ({len(items)} images) of "
+                                          f"{params.data.dataset}, model {ckpt}"
+                                          + (" (its best epoch was picked on these images)" if note else ""))
     typer.echo("\n".join(summary(metrics, classes, aps, ann) + ([note] if note else [])))
 
 

@@ -28,7 +28,7 @@ from csra.evaluate.metrics import METRIC_NAMES
 from csra.fileio import atomic_dir, write_json
 from csra.model.network import CSRAModel
 from csra.settings import setting
-from stages import model_registry, tracking
+from stages import model_registry, registration, tracking
 from stages.common import ModelSource
 from stages.inference import load_for_inference, stage_run_name
 from stages.lineage import model_key
@@ -44,7 +44,8 @@ REGISTER = ("always", "better", "never")  # register a new model version: on eve
 class ExportParams(Group):
     out_dir: str = setting()
     onnx: bool = setting()
-    registered_model: str = setting(pattern=r"[A-Za-z0-9_.\-]+", help="a model name (letters, digits, _ . -)")
+    registered_model: str = setting(pattern=r"[A-Za-z0-9_.\-]+", help="a model name (letters, digits, _ . -), or "
+                                                                      f"{registration.AUTO}: csra-<data.dataset>")
     register: str = setting(choices=REGISTER)
     champion_metric: str = setting(choices=METRIC_NAMES)  # any of evaluate's metrics can elect the champion
     seed: int = setting(min=0)
@@ -73,6 +74,7 @@ def run(params_file: Path, overrides: dict[str, object], source: ModelSource) ->
     typer.echo(f"MLflow: {registered['registered']}: {registered['model_uri']}; champion: "
                + (f"version {registered['champion']} (by {registered['metric']})" if registered["champion"]
                   else "none yet")
+               + (f"\n{registered['champion_stays']}" if registered["champion_stays"] else "")
                + f"\nserve the champion with\n  mlflow models serve -m models:/{registered['name']}@champion "
                  "--env-manager local --port 5001")
 
@@ -82,6 +84,7 @@ def export_checkpoint(ckpt: Path, net: CSRAModel, saved: dict[str, Any], params:
     files against the eager path, the version registered as export.register says, and its record in the run
     (REGISTRATION), which it returns."""
     settings = params.export
+    name = registration.model_name(settings.registered_model, params.data.dataset)
     scoring = ScoringModel(net).eval()
     contract = input_contract(scoring, saved["classes"], settings.max_pixels)
     served_contract = {"classes": saved["classes"], "img_size": net.config.img_size, "max_pixels": settings.max_pixels}
@@ -90,7 +93,7 @@ def export_checkpoint(ckpt: Path, net: CSRAModel, saved: dict[str, Any], params:
         with tracking.stage_run(ckpt, params.tracking.experiment, params.flat(), stage_run_name(saved, "export"),
                                 saved) as recorder:
             scored = model_registry.evaluation(recorder)  # what evaluate said of this model, read once
-            model_id = model_registry.log_served_model(recorder, settings.registered_model,
+            model_id = model_registry.log_served_model(recorder, name,
                                                        model_key(ckpt, net.config.to_dict()),
                                                        program_bytes(program), served_contract,
                                                        {**contract, "thresholds": saved.get("thresholds")}, scored)
@@ -99,17 +102,21 @@ def export_checkpoint(ckpt: Path, net: CSRAModel, saved: dict[str, Any], params:
             echo_parity(parity)
             write_json(tmp / CONTRACT, {**contract, "parity": {"tolerance": PARITY_TOLERANCE,
                                                                "max_abs_difference": parity}}, indent=2)
-            registered = model_registry.register(recorder, model_id, settings.registered_model, settings.register,
-                                                 settings.champion_metric, model_summary(net, saved), scored)
+            registered = registration.register(recorder, model_id, name, settings.register, settings.champion_metric,
+                                               params.data.dataset, model_summary(net, saved), scored)
             recorder.artifact(tmp / CONTRACT, "export")  # the weights are the logged model's, stored once
             recorder.record(registered, REGISTRATION)
+            recorder.describe("export", f"{model_summary(net, saved)}, {registered['registered']}: "
+                                        f"{registered['model_uri']}, champion "
+                                        + (f"version {registered['champion']}" if registered["champion"] else "none"))
     return registered
 
 
 def model_summary(net: CSRAModel, saved: dict[str, Any]) -> str:
     """What the model is, in a few words: backbone, head, input size, classes and the recipe it was trained with."""
     config = net.config
-    head = "the GAP baseline" if config.head == "gap" else f"{config.num_heads} CSRA head(s), λ={config.lam}"
+    head = ("the GAP baseline" if config.head == "gap" else
+            f"{config.num_heads} CSRA head{'s' if config.num_heads > 1 else ''}, λ {config.lam}")
     recipe = (saved.get("params") or {}).get("train.recipe")
     trained = f", recipe {recipe}" if isinstance(recipe, str) else (", an official state dict" if saved.get("official")
                                                                       else "")
@@ -134,6 +141,8 @@ def export_registered(uri: str, params: Params) -> None:
                                 stage_run_name(None, "export")) as recorder:
             recorder.tag("csra.model_uri", found["model_uri"])
             recorder.artifact(tmp / CONTRACT, "export")
+            recorder.describe("export", f"the input contract{' and ONNX form' if parity else ''} of "
+                                        f"{found['model_uri']} ({uri})")
             recorder.record(found, REGISTRATION)
     typer.echo(f"{uri} is {found['model_uri']}: its contract" + (" and ONNX form" if parity else "")
                + f" in {params.export.out_dir}")

@@ -33,7 +33,13 @@ def load_for_inference(ckpt: Path, source: ModelSource, data: DatasetParams,
 
 
 def stage_run_name(saved: dict[str, Any] | None, stage: str) -> str:
-    """The name of a run a stage after train opens when train ran elsewhere: the DVC experiment's, else the
-    checkpoint's recipe (or the stage's name, for a model without one) and the short commit."""
-    recipe = (saved or {}).get("params", {}).get("train.recipe")
-    return run_name(recipe if isinstance(recipe, str) else stage)
+    """The name of a run a stage after train opens when train ran elsewhere (execution.run_name): the dataset,
+    recipe and backbone the checkpoint records (the stage's name first where it records no dataset: an official
+    state dict, a registered model), then the DVC experiment or the commit."""
+    recorded = (saved or {}).get("params")
+    recorded = recorded if isinstance(recorded, dict) else {}
+    config = (saved or {}).get("model_config")
+    words = [recorded.get(key) for key in ("data.dataset", "train.recipe")]
+    backbone = config.get("backbone") if isinstance(config, dict) else None
+    words = [w for w in (*words, backbone) if isinstance(w, str)]
+    return run_name(*([] if recorded.get("data.dataset") else [stage]), *words)

@@ -1,6 +1,6 @@
-"""The registered model, MLflow's side of export: the scoring program logged once per trained model, a version
-registered on request or when it beats the best one evaluated on the same test file, the alias `champion` on that
-best one, and a models:/ URI read back (the program file and its metadata). MLflow code, beside tracking.py."""
+"""The registered model, MLflow's side of export: the scoring program logged once per trained model, what a version
+is tagged with (its evaluation and provenance), and a models:/ URI read back (the program file and its metadata).
+Which versions are registered and which is the champion: registration.py. MLflow code, beside tracking.py."""
 
 from __future__ import annotations
 
@@ -31,7 +31,6 @@ from stages.tracking import (
     store_errors,
 )
 
-CHAMPION = "champion"
 TEST_METRICS = "test.metrics"  # on a version: evaluate's metrics on its test file, as JSON
 KEY_TAG = "csra.model_key"  # on a logged model: the checkpoint and model config it was made from
 PROVENANCE = ("dvc.exp_name", "dvc.exp_ref", "dvc.baseline_rev", "mlflow.source.git.commit")
@@ -137,100 +136,6 @@ def provenance(recorder: Recorder) -> dict[str, str]:
         if any(t.key == "mlflow.data.context" and t.value == "training" for t in item.tags):
             tags[DATA_DIGEST] = item.dataset.digest
     return tags
-
-
-def _champion(client: Any, name: str) -> Any | None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException as e:  # no such model, or no champion yet; a server's refusal is the refusal
-        if refusal(e) is not None:
-            raise
-        return None
-
-
-def _best(client: Any, name: str, digest: str, metric: str) -> Any | None:
-    """The best version by metric among those evaluated on the test file of digest (the older one on a tie)."""
-    scored = [(value, v) for v in client.search_model_versions(f"name = '{name}'")
-              if v.tags.get(TEST_DIGEST) == digest and (value := version_metric(v, metric)) is not None]
-    return max(scored, key=lambda pair: (pair[0], -int(pair[1].version)), default=(None, None))[1]
-
-
-def _decision(client: Any, name: str, policy: str, metric: str, candidate: Evaluation | None) -> str | None:
-    """None when a new version is to be registered, else why not. `better` compares with the best version
-    evaluated on the same test file (the champion, unless the test file changed); versions evaluated on other
-    files are not compared."""
-    if policy == "always":
-        return None
-    if policy == "never":
-        return "not registered (export.register: never)"
-    if candidate is None or metric not in candidate.metrics:
-        return f"not registered: this execution logged no {metric} (evaluate logs it; export.register: always " \
-               "registers anyway)"
-    best = _best(client, name, candidate.digest, metric)
-    if best is None or candidate.metrics[metric] > version_metric(best, metric):
-        return None
-    return f"not registered: {metric} {candidate.metrics[metric]:.2f} does not beat version {best.version} " \
-           f"({version_metric(best, metric):.2f}), the best on this test file"
-
-
-def elect_champion(client: Any, name: str, digest: str, metric: str) -> str | None:
-    """Point the alias champion at the best version by metric among those evaluated on the test file of digest;
-    read again after moving it, so that a concurrent export cannot leave it on a worse version. Returns the
-    champion's version, or None when no version qualifies."""
-    for _ in range(3):
-        best = _best(client, name, digest, metric)
-        if best is None:
-            return None
-        current = _champion(client, name)
-        if current is not None and current.version == best.version:
-            break
-        client.set_registered_model_alias(name, CHAMPION, best.version)
-    return str(best.version)
-
-
-MODEL_DESCRIPTION = ("CSRA multi-label image classifier (class-specific residual attention, ICCV 2021), registered "
-                     "by `csra export`. Each version takes photo files (base64 strings in a column `image`) or uint8 "
-                     "RGB pixels and answers the sigmoid score of every class; its metadata holds the class names, "
-                     "the preprocessing and the per-class thresholds. The alias `champion` is the best version on "
-                     "its test file by export.champion_metric.")
-
-
-def describe(summary: str, name: str, version: str, candidate: Evaluation | None, metric: str) -> str:
-    """A version's description: what the model is, its test score on which file, the command that serves it."""
-    scored = (f" Test {metric} {candidate.metrics[metric]:.2f} on {candidate.file}." if candidate and
-              metric in candidate.metrics else " Not evaluated.")
-    return (f"{summary}.{scored} Serve it: mlflow models serve -m models:/{name}/{version} --env-manager local "
-            "--port 5001")
-
-
-def register(recorder: Recorder, model_id: str, name: str, policy: str, metric: str, summary: str,
-             candidate: Evaluation | None) -> dict[str, Any]:
-    """Register the logged model as a version of name as export.register says (never twice the same logged
-    model), tagged with its metrics (candidate: the execution's evaluation, see evaluation), test file, data
-    digest, DVC experiment and commit, described (summary: what the model is); then elect the champion. Returns
-    what the run records as export/registration.json."""
-    from mlflow import MlflowClient
-
-    with store_errors(f"register versions of the model '{name}' or move its alias {CHAMPION}"):
-        client = MlflowClient()
-        mine = [v for v in client.search_model_versions(f"name = '{name}'") if v.source == f"models:/{model_id}"]
-        reason = "already registered" if mine else _decision(client, name, policy, metric, candidate)
-        version = mine[0].version if mine else None
-        if reason is None:
-            tags = {**provenance(recorder), **(candidate.tags() if candidate else {}), "run_id": recorder.run_id}
-            version = recorder.mlflow.register_model(f"models:/{model_id}", name, tags=tags).version
-            client.update_model_version(name, version, description=describe(summary, name, str(version),
-                                                                             candidate, metric))
-            if not client.get_registered_model(name).description:
-                client.update_registered_model(name, description=MODEL_DESCRIPTION)
-            reason = "registered"
-        champion = elect_champion(client, name, candidate.digest, metric) if candidate else None
-    return {"name": name, "version": str(version) if version else None,
-            "model_uri": f"models:/{name}/{version}" if version else f"models:/{model_id}",
-            "logged_model": f"models:/{model_id}", "registered": reason,
-            "champion": champion, "metric": metric}
 
 
 def _version(uri: str) -> tuple[str, Any]:

@@ -6,7 +6,7 @@ The study lives in Optuna's storage: by default optuna.db (SQLite, git-ignored) 
 --storage, any database URL (postgresql://…) or a journal file (a path; on a shared file system for many machines)
 that every worker of the study shares, so that a later invocation, on any machine, continues it. Optuna hands each
 trial to one worker. In MLflow the study is one parent run and every trial a run nested under it; the best trial
-becomes a DVC experiment named after the study (stages/search_promote.py)."""
+becomes the DVC experiment <study>-best (stages/search_records.py)."""
 
 from __future__ import annotations
 
@@ -41,8 +41,10 @@ from stages.search_records import (
     parent_run,
     promote_best,
     shown,
+    shown_values,
     stale_trial,
     summary,
+    trial_name,
     update_parent,
 )
 from stages.search_space import Space, load_space
@@ -102,9 +104,9 @@ def open_study(name: str, storage: Any, space: Space) -> tuple[Any, bool]:
 class TrialRecord(train_stage.Record):
     """train's records for a trial (no kept checkpoint), and after each epoch the pruner's word on its val mAP."""
 
-    def __init__(self, trial: Any, work: Path, epochs: int, recorder: tracking.Recorder,
+    def __init__(self, trial: Any, work: Path, epochs: int, recorder: tracking.Recorder, about: str,
                  skipped: tuple[SkippedImage, ...] = ()):
-        super().__init__(work, None, epochs, recorder, label=f"trial {trial.number}: ", skipped=skipped)
+        super().__init__(work, None, epochs, recorder, label=f"trial {trial.number}: ", skipped=skipped, about=about)
         self.trial = trial
 
     def on_epoch(self, row: Any, history: list) -> None:
@@ -134,21 +136,22 @@ def objective(search: Search, index: int, current: Any, trial: Any) -> float:
     except CSRAError as e:  # a combination the settings refuse (each value alone was checked)
         typer.echo(f"trial {trial.number} failed: {one_line(e)}", err=True)
         raise
-    typer.echo(f"trial {trial.number} (pid {os.getpid()} on {host}): "
-               + ", ".join(f"{k}={v}" for k, v in values.items()))
+    typer.echo(f"trial {trial.number} (pid {os.getpid()} on {host}): " + shown_values(values, "="))
     tags = {"mlflow.parentRunId": search.parent_run_id, "optuna.study": search.study,
             "optuna.trial": str(trial.number)}
     with tempfile.TemporaryDirectory(prefix=f"csra-trial-{trial.number}-") as folder, \
-            tracking.training_run(params.tracking.experiment, params.flat(), f"{search.study}-{trial.number}",
+            tracking.training_run(params.tracking.experiment, params.flat(), trial_name(search.study, trial.number,
+                                                                                       values),
                                   system_metrics=params.tracking.system_metrics, tags=tags) as recorder:
         trial.set_user_attr("mlflow_run_id", recorder.run_id)
+        recorder.describe("trial", f"{trial.number} of study {search.study}, {shown_values(values, '=')}")
         try:
             cfg, data, device = train_stage.setup(params, SINGLE, processes=search.jobs)
-            train_stage.describe(recorder, params, data)
+            about = train_stage.describe(recorder, params, data)
             work = Path(folder)
             result = run_training(cfg, data, TrainPaths(work / BEST, work / "train_state.pt"), device=device,
                                   params=train_stage.recorded(params, cfg),
-                                  hooks=TrialRecord(trial, work, cfg.epochs, recorder, data.skipped))
+                                  hooks=TrialRecord(trial, work, cfg.epochs, recorder, about, data.skipped))
         except optuna.TrialPruned:
             recorder.tag(STATE, "pruned")
             recorder.end("KILLED")

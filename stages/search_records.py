@@ -1,9 +1,9 @@
-"""A study's records. In MLflow: one parent run per study (its space, the best trial so far), every trial a run nested
-under it (stages/search.py makes those) whose tag optuna.state says complete, pruned or failed. On the console: the
-table of trials. In DVC: the best trial as an experiment named after the study — `dvc exp run --temp -n <study>
--S key=value …` with exactly the trial's values — which re-runs the pipeline on them (train's run lands in MLflow
-beside the baseline's) and must reproduce the trial's best validation mAP; `dvc exp show` lists it beside the
-baseline."""
+"""A study's records. In MLflow: one parent run per study, `study <name>` (its space, the best trial so far), every
+trial a run nested under it, `<name>-<number> <values>` (stages/search.py makes those), whose tag optuna.state says
+complete, pruned or failed. On the console: the table of trials. In DVC: the best trial as the experiment
+`<name>-best` — `dvc exp run --temp -n <name>-best -S key=value …` with exactly the trial's values — which re-runs
+the pipeline on them (train's run lands in MLflow beside the baseline's) and must reproduce the trial's best
+validation mAP; `dvc exp show` lists it beside the baseline."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 from csra.errors import CSRAError
 from stages import tracking
-from stages.execution import experiment_ref, git_commit, run_tags
+from stages.execution import experiment_ref, git_commit, run_tags, unique_name
 from stages.search_space import Space
 
 DVC = [sys.executable, "-m", "dvc"]  # DVC, and the stages it runs (`python -m stages.cli`), in this environment
@@ -35,6 +35,33 @@ PARENT_WAIT = 60  # s an invocation waits for the one that created the study to 
 def shown(url: str) -> str:
     """A storage URL without its password."""
     return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+
+
+def shown_value(value: Any) -> str:
+    """A trial's value as a reader takes it in: a float to 3 significant digits (lr 0.00123, λ 0.131), else as is.
+    The DVC experiment and Optuna's storage keep the exact value."""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def shown_values(values: dict[str, Any], sep: str = " ") -> str:
+    """key=value, … of a trial's values, shown_value each; sep between key and value."""
+    return ", ".join(f"{k}{sep}{shown_value(v)}" for k, v in values.items())
+
+
+def trial_name(study: str, number: int, values: dict[str, Any]) -> str:
+    """A trial's run name: the study, its number and its values (train.lam=0.131 as lam=0.131): never the name of
+    the study's run (study_run_name) or of its promoted experiment's."""
+    return f"{study}-{number} " + " ".join(f"{k.rsplit('.', 1)[-1]}={shown_value(v)}" for k, v in values.items())
+
+
+def study_run_name(study: str) -> str:
+    """The name of the study's parent run."""
+    return f"study {study}"
+
+
+def experiment_name(study: str) -> str:
+    """The DVC experiment the study's best trial becomes (and its MLflow runs' name ends with)."""
+    return f"{study}-best"
 
 
 def best_value(trial: Any) -> float:
@@ -59,15 +86,18 @@ def summary(study: Any) -> None:
     trials = study.get_trials(deepcopy=False)
     keys = sorted({k for t in trials for k in t.params})
     typer.echo(f"\nstudy {study.study_name}: {len(trials)} trial(s)")
-    typer.echo(f"{'trial':>5}  {'state':<8}  {'val mAP':>7}  {'epochs':>6}  {'host':<12}  " + "  ".join(keys))
+    widths = {k: max(len(k), *(len(shown_value(t.params[k])) for t in trials if k in t.params)) for k in keys}
+    typer.echo(f"{'trial':>5}  {'state':<8}  {'val mAP':>7}  {'epochs':>6}  {'host':<12}  "
+               + "  ".join(f"{k:<{widths[k]}}" for k in keys).rstrip())
     for t in trials:
         value = best_value(t)
-        typer.echo(f"{t.number:>5}  {t.state.name.lower():<8}  {'' if math.isnan(value) else f'{value:.2f}':>7}  "
-                   f"{len(t.intermediate_values):>6}  {str(t.user_attrs.get('host', ''))[:12]:<12}  "
-                   + "  ".join(str(t.params.get(k, "")) for k in keys))
+        typer.echo((f"{t.number:>5}  {t.state.name.lower():<8}  {'' if math.isnan(value) else f'{value:.2f}':>7}  "
+                    f"{len(t.intermediate_values):>6}  {str(t.user_attrs.get('host', ''))[:12]:<12}  "
+                    + "  ".join(f"{shown_value(t.params[k]) if k in t.params else '':<{widths[k]}}"
+                                for k in keys)).rstrip())
     best = best_trial(study)
     if best is not None:
-        typer.echo(f"best: trial {best.number}, val mAP {best.value:.4f}")
+        typer.echo(f"best: trial {best.number}, val mAP {best.value:.2f}")
 
 
 def override(key: str, value: Any) -> str:
@@ -89,7 +119,7 @@ def experiment_metrics(root: Path, ref: str, metrics: str) -> dict[str, Any] | N
 
 
 def promote_best(study: Any, root: Path, out_dir: str) -> None:
-    """Make the study's best complete trial the DVC experiment named after the study (replacing an older one of
+    """Make the study's best complete trial the DVC experiment <study>-best (experiment_name; replacing an older one of
     that name), and check that it reproduces the trial's best validation mAP."""
     best = best_trial(study)
     if best is None:
@@ -99,7 +129,7 @@ def promote_best(study: Any, root: Path, out_dir: str) -> None:
         raise CSRAError(f"{root} is not a DVC project in a git repository with a commit: the best trial "
                         f"({best.number}) cannot become a DVC experiment here")
     sets = [override(k, v) for k, v in sorted(best.params.items())]
-    name, metrics_file = study.study_name, f"{Path(out_dir).as_posix()}/metrics.json"  # as dvc.yaml names it
+    name, metrics_file = experiment_name(study.study_name), f"{Path(out_dir).as_posix()}/metrics.json"  # dvc.yaml's
     ref = experiment_ref(commit, name)
     if experiment_metrics(root, ref, metrics_file) is not None:  # an earlier best of this study, on this commit
         subprocess.run([*DVC, "exp", "remove", name], cwd=root, capture_output=True, text=True)
@@ -111,7 +141,7 @@ def promote_best(study: Any, root: Path, out_dir: str) -> None:
         env["OMP_NUM_THREADS"] = str(best.user_attrs["threads"])
     if subprocess.run(command, cwd=root, env=env).returncode != 0:
         raise CSRAError(f"`dvc exp run` of the best trial ({best.number}) failed; the study is unchanged, and "
-                        f"`csra search --study {name} --promote` tries again")
+                        f"`csra search --study {study.study_name} --promote` tries again")
     found = (experiment_metrics(root, ref, metrics_file) or {}).get("best_val_mAP")
     client = tracking.connect().MlflowClient()
     parent = study.user_attrs.get("mlflow_parent_run_id")
@@ -123,7 +153,7 @@ def promote_best(study: Any, root: Path, out_dir: str) -> None:
     same = abs(found - best.value) <= 1e-9
     typer.echo(f"DVC experiment {name}: best val mAP {found:.4f} "
                + ("= the trial's" if same else f"≠ the trial's {best.value:.4f}")
-               + f" (dvc exp show; its runs in MLflow are named {name})")
+               + f" (dvc exp show; the names of its MLflow runs end with {name})")
     if not same:
         raise CSRAError(f"DVC experiment {name} did not reproduce trial {best.number}: best val mAP {found:.6f}, "
                         f"the trial's {best.value:.6f} (a different machine, thread count or code?)")
@@ -137,9 +167,13 @@ def parent_run(study: Any, created: bool, experiment: str, space: Space, storage
     client = mlflow.MlflowClient()
     with tracking.store_errors(f"log runs to the experiment '{experiment}'"):
         if created:
-            run = client.create_run(tracking.experiment_of(mlflow, experiment), run_name=study.study_name,
+            experiment_id = tracking.experiment_of(mlflow, experiment)
+            run = client.create_run(experiment_id, run_name=unique_name(mlflow, experiment_id,
+                                                                        study_run_name(study.study_name)),
                                     tags={**run_tags(), "optuna.study": study.study_name,
-                                          "optuna.storage": shown(storage), "optuna.space": space.name})
+                                          "optuna.storage": shown(storage), "optuna.space": space.name,
+                                          tracking.NOTE: f"study: Optuna study {study.study_name} over space "
+                                                         f"{space.name}, trials nested under this run"})
             run_id = run.info.run_id
             client.log_batch(run_id, params=[mlflow.entities.Param(f"space.{k}", v)
                                              for k, v in space.record()["params"].items()]
@@ -182,8 +216,11 @@ def update_parent(parent: str, study: Any, trial: Any) -> None:
         client = tracking.connect().MlflowClient()
         client.set_tag(parent, "best_trial", str(best.number))
         client.set_tag(parent, "best_run_id", best.user_attrs.get("mlflow_run_id", ""))
-        client.set_tag(parent, "best_params", ", ".join(f"{k}={v}" for k, v in best.params.items()))
+        client.set_tag(parent, "best_params", shown_values(best.params, "="))
         client.log_metric(parent, "best_val_mAP", best.value, step=len(complete_trials(study)))
+        client.set_tag(parent, tracking.NOTE, f"study: Optuna study {study.study_name}, best of "
+                                              f"{len(complete_trials(study))} complete trials: trial {best.number}, "
+                                              f"val mAP {best.value:.2f}, {shown_values(best.params, '=')}")
     except Exception as e:  # the study goes on; the next trial's end tries again
         logging.getLogger("csra").warning("warning: the study's MLflow run %s was not updated: %s", parent,
                                           str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)

@@ -4,10 +4,9 @@ metrics, artifacts, the data a run used and the machine's load while it trains.
 Train opens its execution's run and tags it with the MD5 of the checkpoint it made. A stage after train finds that
 training run by the MD5 of the checkpoint it reads (no run id in any file DVC tracks), and logs into it when train
 ran in the same execution (one `dvc repro`), else into a run of its own execution, linked to the training run
-(stages/execution.py says which execution a stage runs in). Default store: SQLite
-`mlflow.db` at the repository root, as an absolute path, so that `dvc exp run --temp/--queue` workspaces (under
-.dvc/tmp/exps/) log into the same database. MLFLOW_TRACKING_URI overrides it.
-"""
+(stages/execution.py says which execution a stage runs in, and names the runs). Default store: SQLite `mlflow.db`
+at the repository root, as an absolute path, so that `dvc exp run --temp/--queue` workspaces (under .dvc/tmp/exps/)
+log into the same database. MLFLOW_TRACKING_URI overrides it."""
 
 from __future__ import annotations
 
@@ -24,7 +23,7 @@ from typing import Any
 
 from csra.errors import CSRAError
 from csra.fileio import file_md5
-from stages.execution import execution_id, run_tags
+from stages.execution import EXECUTION, execution_id, execution_tags, run_tags, unique_name
 from stages.lineage import DataVersion, locked_md5
 
 log = logging.getLogger("csra.tracking")
@@ -34,6 +33,7 @@ DATA_DIGEST = "dataset.digest"  # DVC's hash of the prepared data a model was tr
 # On a stage's run whose checkpoint's training run is not in this store (a clone that pulled the model, not the
 # store): the run then records what the workspace knows of the checkpoint instead of a link.
 UNTRACED = "csra.training_run"
+NOTE = "mlflow.note.content"  # a run's description in the UI: one line, a clause per stage that recorded into it
 
 
 def repo_root(cwd: Path | None = None) -> Path:
@@ -97,6 +97,15 @@ class Recorder:
 
     def tag(self, key: str, value: str) -> None:
         self.mlflow.set_tag(key, value)
+
+    def describe(self, stage: str, what: str) -> None:
+        """Say in the run's one-line description (NOTE) what stage did, `stage: what`, after what the earlier
+        stages of its execution said; a stage that says it again replaces its own clause, where it was."""
+        clause = f"{stage}: " + " ".join(what.replace("; ", ", ").split())  # one line; "; " parts the clauses
+        clauses = [c for c in self.mlflow.get_run(self.run_id).data.tags.get(NOTE, "").split("; ") if c]
+        mine = next((i for i, c in enumerate(clauses) if c.startswith(f"{stage}: ")), len(clauses))
+        clauses[mine:mine + 1] = [clause]
+        self.mlflow.set_tag(NOTE, "; ".join(clauses))
 
     def end(self, status: str) -> None:
         """End the run now with this status (KILLED: a search trial its pruner stopped)."""
@@ -214,9 +223,10 @@ def training_run(experiment: str, params: dict[str, Any], name: str, run_id: str
         mlflow.set_system_metrics_sampling_interval(system_metrics)
     with store_errors(f"log runs to the experiment '{experiment}'"):
         experiment_id = experiment_of(mlflow, experiment)
-        where = {"run_id": run_id} if run_id else {"experiment_id": experiment_id, "run_name": name}
+        where = {"run_id": run_id} if run_id else {"experiment_id": experiment_id,
+                                                   "run_name": unique_name(mlflow, experiment_id, name)}
         with mlflow.start_run(**where, log_system_metrics=system_metrics > 0) as run:
-            mlflow.set_tags({**run_tags(), "csra.execution": execution_id(), **(tags or {})})
+            mlflow.set_tags({**run_tags(), **execution_tags(execution_id()), **(tags or {})})
             if run_id is None:
                 mlflow.log_params(params)
             yield Recorder(mlflow, run.info.run_id, run.info.run_id)
@@ -234,7 +244,7 @@ def _training_run_by_md5(mlflow: Any, md5: str, execution: str) -> Any | None:
     found = mlflow.search_runs(search_all_experiments=True, filter_string=query, output_format="list",
                                order_by=["attributes.start_time DESC"])
     found = [run for run in found if UNTRACED not in run.data.tags]  # a stage's run that only names the checkpoint
-    return next((run for run in found if run.data.tags.get("csra.execution") == execution), found[0] if found else None)
+    return next((run for run in found if run.data.tags.get(EXECUTION) == execution), found[0] if found else None)
 
 
 def workspace_provenance(checkpoint: Path, md5: str, saved: dict[str, Any]) -> tuple[dict[str, str], dict[str, Any]]:
@@ -269,8 +279,8 @@ def stage_run(checkpoint: Path | None, experiment: str, params: dict[str, Any], 
         experiment_id = trained.info.experiment_id if trained else experiment_of(mlflow, experiment)
         train_run_id = trained.info.run_id if trained else None
         run_id = _execution_run(mlflow, experiment_id, execution, trained)
-        started = mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(experiment_id=experiment_id,
-                                                                                   run_name=name)
+        started = mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(
+            experiment_id=experiment_id, run_name=unique_name(mlflow, experiment_id, name))
         with started as run:
             known: dict[str, Any] = {}
             if run_id is None:
@@ -281,7 +291,7 @@ def stage_run(checkpoint: Path | None, experiment: str, params: dict[str, Any], 
                     log.warning("warning: the training run of %s (MD5 %s) is not in the MLflow store %s: this run "
                                 "records what the workspace knows of it", checkpoint, untraced["checkpoint.md5"],
                                 tracking_uri())
-                mlflow.set_tags({**run_tags(), "csra.execution": execution, **links, **untraced})
+                mlflow.set_tags({**run_tags(), **execution_tags(execution), **links, **untraced})
             logged = mlflow.get_run(run.info.run_id).data.params  # each stage adds the params it read
             mlflow.log_params({k: v for k, v in {**params, **known}.items() if k not in logged})
             yield Recorder(mlflow, run.info.run_id, train_run_id)
@@ -290,9 +300,9 @@ def stage_run(checkpoint: Path | None, experiment: str, params: dict[str, Any], 
 def _execution_run(mlflow: Any, experiment_id: str, execution: str, trained: Any | None) -> str | None:
     """The id of this execution's run: the training run when it carries this execution's tag, else a run of
     this execution built on the same training run; None when there is none yet."""
-    if trained is not None and trained.data.tags.get("csra.execution") == execution:
+    if trained is not None and trained.data.tags.get(EXECUTION) == execution:
         return trained.info.run_id
-    query = f"tags.`csra.execution` = '{execution}'"
+    query = f"tags.`{EXECUTION}` = '{execution}'"
     if trained is not None:
         query += f" and tags.`csra.train_run_id` = '{trained.info.run_id}'"
     found = mlflow.search_runs([experiment_id], filter_string=query, output_format="list", max_results=1)

@@ -95,8 +95,9 @@ class Record(TrainHooks):
     and which checkpoint the run made (in done, once swapped in; None: one that is not kept, as a search trial's)."""
 
     def __init__(self, work: Path, done: Path | None, epochs: int, recorder: Recorder, label: str = "",
-                 skipped: tuple[SkippedImage, ...] = ()):
+                 skipped: tuple[SkippedImage, ...] = (), about: str = ""):
         self.work, self.done, self.epochs, self.recorder, self.label = work, done, epochs, recorder, label
+        self.about = about  # the run's description of the training (describe), completed with its result at the end
         self.skipped = list(skipped)
         if skipped:
             self.record_skipped(0)
@@ -125,6 +126,8 @@ class Record(TrainHooks):
                                               "val_mAP": final["val_mAP"]}, indent=2)
         self.recorder.metrics({**summary, SKIPPED: len(self.skipped)}, step=final["epoch"])
         self.recorder.tag("best_epoch", str(result.best_epoch))
+        self.recorder.describe("train", f"{self.about}: best val mAP {result.best_val_mAP:.2f} at epoch "
+                                        f"{result.best_epoch} of {final['epoch']}")
         if self.done is not None:
             self.recorder.checkpoint(result.paths.best, self.done / BEST)
         self.recorder.artifact(self.work / HISTORY)
@@ -148,10 +151,19 @@ def recorded(params: Params, cfg: TrainConfig) -> dict[str, object]:
     return {k: v for k, v in params.flat().items() if k.split(".")[0] not in UNTRACKED and k not in in_recipe}
 
 
-def describe(recorder: Recorder, params: Params, data: TrainData) -> None:
-    """Which images selected the best epoch, and the prepared data as the run's training input."""
+def describe(recorder: Recorder, params: Params, data: TrainData) -> str:
+    """Which images selected the best epoch, the prepared data as the run's training input, and the run's
+    description of the training (what model on which data), which it returns."""
     recorder.tag("selection", f"{data.selection.split}: {data.selection.source}")
     recorder.dataset(prepared_version(get_dataset(params.data.dataset), params.data.prepared_dir), "training")
+    train = params.train
+    head = ("GAP + linear (the baseline)" if train.head == "gap" else
+            f"{train.num_heads} CSRA head{'s' if train.num_heads > 1 else ''}, λ {train.lam}")
+    about = (f"{train.model}, {head}, {train.img_size} px, recipe {train.recipe}, on {params.data.dataset} "
+             f"({len(data.train_items)} images, best epoch picked on {data.selection.source}: "
+             f"{len(data.val_items)} images)")
+    recorder.describe("train", about)
+    return about
 
 
 def run(params_file: Path, overrides: dict[str, object], resume: bool) -> None:
@@ -183,12 +195,13 @@ def run(params_file: Path, overrides: dict[str, object], resume: bool) -> None:
                      progress=progress)
         return
     run_id = state["extra"].get("run_id") if state else None
-    with tracking.training_run(params.tracking.experiment, params.flat(), run_name(params.train.recipe), run_id,
+    name = run_name(params.data.dataset, params.train.recipe, params.train.model)
+    with tracking.training_run(params.tracking.experiment, params.flat(), name, run_id,
                                params.tracking.system_metrics) as recorder:
-        describe(recorder, params, data)
+        about = describe(recorder, params, data)
         result = run_training(cfg, data, paths, device=device, resume=state, params=recorded(params, cfg), ctx=ctx,
-                              progress=progress, hooks=Record(work, out, cfg.epochs, recorder,
-                                                                          skipped=data.skipped),
+                              progress=progress, hooks=Record(work, out, cfg.epochs, recorder, skipped=data.skipped,
+                                                              about=about),
                               extra_state={"run_id": recorder.run_id})
     with disk_errors(out):
         replace_dir(work, out)  # the previous complete outputs stay until now

@@ -11,8 +11,10 @@ from helpers import REPO, assert_one_line_error, ok, run
 
 
 @pytest.fixture
-def project(tmp_path, monkeypatch):
-    """A folder with the repository's conf/ and its composition as params.yaml, the current folder."""
+def project(tmp_path, monkeypatch, mlflow_store):
+    """A folder with the repository's conf/ and its composition as params.yaml, the current folder; MLflow in this
+    process on the test's store."""
+    mlflow.set_tracking_uri(mlflow_store)
     root = tmp_path / "project"
     shutil.copytree(REPO / "conf", root / "conf")
     monkeypatch.chdir(root)

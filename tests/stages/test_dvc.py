@@ -240,27 +240,29 @@ def test_an_edit_of_conf_stops_repro_until_params_composes_it_then_runs_what_it_
 
 
 def test_a_search_trains_its_trials_and_its_best_becomes_an_experiment(pipeline_project, monkeypatch):
-    """`csra search` in the project: its trials, then the best as the DVC experiment named after the study, which
+    """`csra search` in the project: its trials, then the best as the DVC experiment <study>-best, which
     reproduces the trial's best validation mAP; `dvc exp show` lists it beside the baseline, MLflow holds its run
-    and the study's parent run names it."""
+    (named apart from the study's parent run, `study <study>`) and the study's parent run names it."""
     project = pipeline_project
     space = {"sampler": {"name": "grid"}, "pruner": "none", "params": {"train.lam": {"choices": [0.2, 0.7]}}}
     (project / "conf/search/pair.yaml").write_text(yaml.safe_dump(space))
     monkeypatch.chdir(project)
     out = ok("search", "--study", "pair", "--space", "pair", "--trials", "2")
     best = optuna.load_study(study_name="pair", storage=f"sqlite:///{project / 'optuna.db'}").best_trial
-    assert f"DVC experiment pair: best val mAP {best.value:.4f} = the trial's" in out
+    assert f"DVC experiment pair-best: best val mAP {best.value:.4f} = the trial's" in out
     shown = json.loads(dvc("exp", "show", "--json", cwd=project))
     experiments = {e.get("name"): e for row in shown for e in (row.get("experiments") or [])}
-    assert params_of(experiments["pair"])["train"]["lam"] == best.params["train.lam"]
-    assert data_of(experiments["pair"])["metrics"]["results/train/metrics.json"]["data"]["best_val_mAP"] == best.value
+    assert params_of(experiments["pair-best"])["train"]["lam"] == best.params["train.lam"]
+    metrics = data_of(experiments["pair-best"])["metrics"]["results/train/metrics.json"]["data"]
+    assert metrics["best_val_mAP"] == best.value
     [trained] = mlflow.search_runs(experiment_names=["csra"], output_format="list",
-                                   filter_string="tags.`dvc.exp_name` = 'pair'")
+                                   filter_string="tags.`dvc.exp_name` = 'pair-best'")
     assert trained.data.metrics["best_val_mAP"] == best.value and trained.data.params["train.lam"] == str(
         best.params["train.lam"])
     [parent] = mlflow.search_runs(experiment_names=["csra"], output_format="list",
                                   filter_string="tags.`optuna.space` = 'pair'")
-    assert parent.data.tags["dvc.experiment"] == "pair" and parent.data.tags["best_trial"] == str(best.number)
+    assert parent.data.tags["dvc.experiment"] == "pair-best" and parent.data.tags["best_trial"] == str(best.number)
+    assert (parent.info.run_name, trained.info.run_name) == ("study pair", "synthetic-resnet18-pair-best")
     (project / "optuna.db").unlink()
 
 
@@ -328,7 +330,7 @@ def test_a_queued_sweep_runs_two_at_a_time_each_into_its_own_run(pipeline_projec
     runs = mlflow.search_runs(experiment_names=["csra"], output_format="list",
                               filter_string="tags.`dvc.exp_name` != ''")
     runs = [r for r in runs if r.data.tags["dvc.exp_name"] in names]
-    assert sorted(r.info.run_name for r in runs) == sorted(names)  # one run each, named after it
+    assert sorted(r.info.run_name for r in runs) == sorted(f"synthetic-resnet18-{n}" for n in names)  # one each
     shown = json.loads(dvc("exp", "show", "--json", cwd=project))
     experiments = {e.get("name"): e for row in shown for e in (row.get("experiments") or [])}
     client = mlflow.MlflowClient()

@@ -55,7 +55,7 @@ from csra.errors import CSRAError
     ("prepare.synthetic.num_test", 0, "prepare.synthetic.num_test must be ≥ 1, got 0"),
     ("demo.thresholds", "best", "demo.thresholds must be one of global, per_class, got 'best'"),
     ("export.registered_model", "my model", "export.registered_model must be a model name (letters, digits, _ . -), "
-                                            "got 'my model'"),
+                                            "or auto: csra-<data.dataset>, got 'my model'"),
     ("tracking.experiment", "", "tracking.experiment must be an experiment name, got ''"),
     ("tracking.system_metrics", -1, "tracking.system_metrics must be ≥ 0, got -1.0"),
     ("export.register", "sometimes", "export.register must be one of always, better, never, got 'sometimes'"),

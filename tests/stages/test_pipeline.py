@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from stages import tracking
+from stages.execution import EXECUTION
 
 
 def test_chain_writes_every_output(trained_workspace):
@@ -60,6 +61,13 @@ def test_one_mlflow_run_with_params_curves_metrics_and_checkpoint(workspace):
     run = mlflow.get_run(run_id)
     assert run.data.params["train.lam"] == "0.1" and run.data.params["evaluate.threshold"] == "0.5"
     assert run.data.params["demo.out_dir"] == "results/demo"
+    assert run.info.run_name == "synthetic-resnet18"  # dataset (= recipe) and backbone; no git commit in this folder
+    assert re.fullmatch(r"train: resnet18, 1 CSRA head, λ 0\.1, 32 px, recipe synthetic, on synthetic \(\d+ images, "
+                        r"best epoch picked on val_voc07\.json: \d+ images\): best val mAP \d+\.\d\d at epoch [12] "
+                        r"of 2; evaluate: test mAP \d+\.\d\d on test_voc07\.json \(16 images\) of synthetic, model "
+                        r"results/train/best\.pt; demo: predictions and heatmaps for 3 images in "
+                        r"data/prepared/synthetic/demo, model results/train/best\.pt",
+                        run.data.tags[tracking.NOTE]), run.data.tags[tracking.NOTE]  # one line, a clause per stage
     client = MlflowClient()
     curve = client.get_metric_history(run_id, "val_mAP")
     assert [m.step for m in curve] == [1, 2]
@@ -91,8 +99,8 @@ def test_a_later_execution_records_into_a_run_of_its_own(workspace, monkeypatch)
     ok("demo", "--out-dir", "results/demo_again")  # the same execution: the same new run
     after = mlflow.get_run(train_run).data
     assert after.metrics == before.metrics and after.params == before.params  # the baseline is untouched
-    runs = mlflow.search_runs(experiment_names=["csra"], filter_string="tags.`csra.execution` = 'another-execution'",
-                              output_format="list")
+    runs = mlflow.search_runs(experiment_names=["csra"], output_format="list",
+                              filter_string=f"tags.`{EXECUTION}` = 'another-execution'")
     assert len(runs) == 1
     new = runs[0].data
     assert new.tags["csra.train_run_id"] == train_run and new.tags["mlflow.parentRunId"] == train_run
@@ -128,13 +136,15 @@ def test_without_the_training_run_a_stage_records_what_the_workspace_knows(works
     assert tags["csra.training_run"] == "not in this store" and "csra.train_run_id" not in tags
     assert tags["checkpoint.md5"] == file_md5(best) and tags["recipe"] == params["train.recipe"] == "synthetic"
     assert tags["dataset.digest"] == "0123abcd.dir" and params["train.lam"] == "0.1"
-    version = MlflowClient().get_model_version("csra", "1")
+    version = MlflowClient().get_model_version("csra-synthetic", "1")  # export.registered_model: auto
     assert version.tags["dataset.digest"] == "0123abcd.dir"
     assert version.tags["csra.training_run"] == "not in this store"
-    assert version.description.startswith("resnet18, 1 CSRA head(s), λ=0.1, 32 px, 10 classes, recipe synthetic.")
+    assert re.fullmatch(r"synthetic, test mAP \d+\.\d\d \(test_voc07\.json, digest [0-9a-f]{8}\): resnet18, 1 CSRA "
+                        r"head, λ 0\.1, 32 px, 10 classes, recipe synthetic\. Serve it: mlflow models serve -m "
+                        r"models:/csra-synthetic/1 --env-manager local --port 5001", version.description)
     assert tracking.training_run_of(mlflow, best, "x") is None  # the evaluation run is not taken for a training
     logged = mlflow.get_logged_model(version.source.removeprefix("models:/"))
-    assert logged.name == "csra"  # the registered model's name
+    assert logged.name == "csra-synthetic"  # the registered model's name
     metrics = {m.key: m for m in logged.metrics}
     lower = json.loads((workspace / "results/evaluate_0.3/metrics.json").read_text())
     assert set(metrics) == set(lower) and not any(k.startswith("system/") for k in metrics)  # evaluate's, only

@@ -78,11 +78,13 @@ def test_a_study_over_two_workers_prunes_records_and_continues(folder):
             assert t.state == TrialState.COMPLETE and t.value == t.intermediate_values[1]
     assert {t.state for t in done} == {TrialState.PRUNED, TrialState.COMPLETE}
     best = max((t for t in done if t.state == TrialState.COMPLETE), key=lambda t: t.value)
-    assert f"best: trial {best.number}, val mAP {best.value:.4f}" in out
+    assert f"best: trial {best.number}, val mAP {best.value:.2f}" in out
 
     [parent] = mlflow.search_runs(experiment_names=["csra"], output_format="list",
-                                  filter_string="attributes.run_name = 's'")
+                                  filter_string="attributes.run_name = 'study s'")
     assert parent.data.tags["best_trial"] == str(best.number) and parent.info.status == "FINISHED"
+    assert parent.data.tags["mlflow.note.content"].startswith(f"study: Optuna study s, best of 2 complete trials: "
+                                                               f"trial {best.number}, val mAP {best.value:.2f}")
     assert parent.data.metrics["best_val_mAP"] == pytest.approx(best.value)
     assert parent.data.params["space.train.lam"] == "one of 0.1, 0.3, 0.5"
     runs = {int(r.data.tags["optuna.trial"]): r for r in nested_runs(parent.info.run_id)}
@@ -90,6 +92,8 @@ def test_a_study_over_two_workers_prunes_records_and_continues(folder):
     client = mlflow.MlflowClient()
     for t in done:
         r = runs[t.number]
+        assert r.info.run_name == f"s-{t.number} epochs={t.params['train.epochs']} lam={t.params['train.lam']}"
+        assert r.data.tags["mlflow.note.content"].startswith(f"trial: {t.number} of study s, train.epochs=")
         assert r.data.params["train.epochs"] == str(t.params["train.epochs"])  # params.yaml's names
         assert r.data.params["train.lam"] == str(t.params["train.lam"])
         assert r.data.params["train.model"] == "resnet18"  # with the rest of params.yaml
@@ -101,7 +105,7 @@ def test_a_study_over_two_workers_prunes_records_and_continues(folder):
     # a later invocation continues the study: its space, its parent run, the next trial numbers
     ok("search", "--study", "s", "--trials", "1", "--no-promote")
     assert [t.number for t in trials(folder, "s")] == [0, 1, 2, 3, 4]
-    assert len(mlflow.search_runs(experiment_names=["csra"], filter_string="attributes.run_name = 's'",
+    assert len(mlflow.search_runs(experiment_names=["csra"], filter_string="attributes.run_name = 'study s'",
                                   output_format="list")) == 1
     assert sorted(int(r.data.tags["optuna.trial"]) for r in nested_runs(parent.info.run_id)) == [0, 1, 2, 3, 4]
 
@@ -160,7 +164,7 @@ def test_a_worker_killed_mid_trial_loses_that_trial_alone(folder):
     states = {t.number: t.state for t in trials(folder, "k", journal)}
     other = 1 - killed
     assert states == {killed: TrialState.FAIL, other: TrialState.COMPLETE}
-    [parent] = mlflow.search_runs(experiment_names=["csra"], filter_string="attributes.run_name = 'k'",
+    [parent] = mlflow.search_runs(experiment_names=["csra"], filter_string="attributes.run_name = 'study k'",
                                   output_format="list")
     runs = {int(r.data.tags["optuna.trial"]): r for r in nested_runs(parent.info.run_id)}
     assert (runs[killed].info.status, runs[killed].data.tags["optuna.state"]) == ("FAILED", "failed")
@@ -193,3 +197,29 @@ def test_a_bad_space_is_one_error_line_before_any_trial(spaces, space, message):
 def test_an_unknown_space_names_the_spaces(spaces):
     assert_one_line_error(*run("search", "--space", "nope"), "--space nope: no conf/search/nope.yaml; the spaces "
                                                              "are: ablation, grid, paper")
+
+
+def test_the_trial_table_rounds_values_to_what_they_mean(capsys):
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    from stages.search_records import summary
+
+    study = optuna.create_study(study_name="r", direction="maximize")
+    dims = {"train.lr": FloatDistribution(1e-4, 1e-1, log=True), "train.lam": FloatDistribution(0.0, 1.0),
+            "train.num_heads": IntDistribution(1, 8)}
+    study.add_trial(optuna.trial.create_trial(params={"train.lr": 0.0012345678901234, "train.lam": 0.13125478963214,
+                                                      "train.num_heads": 4},
+                                              distributions=dims, value=97.0234567891234,
+                                              intermediate_values={1: 97.0234567891234}))
+    summary(study)
+    out = capsys.readouterr().out
+    assert re.search(r"\n\s+0\s+complete\s+97\.02\s+1\s+0\.131\s+0\.00123\s+4\n", out), out
+    assert not re.search(r"\d\.\d{6}", out), out  # no float printed to 16 digits
+
+
+def test_a_trial_the_study_and_its_promoted_experiment_are_named_apart():
+    from stages.search_records import experiment_name, study_run_name, trial_name
+
+    names = {study_run_name("tiny"), experiment_name("tiny"), trial_name("tiny", 0, {"train.lam": 0.13125478963})}
+    assert names == {"study tiny", "tiny-best", "tiny-0 lam=0.131"}
+    assert trial_name("tiny", 0, {}) != study_run_name("tiny") and trial_name("tiny-0", 1, {}) != "tiny-0"

@@ -282,11 +282,11 @@ def registered_model_missing(tmp):
     model_registry.fetch("models:/nothing@champion", tmp)
 
 
-@says("--model-uri models:/csra@champion: a registered model takes no --checkpoint, --num-heads, --lam")
+@says("--model-uri models:/csra-synthetic@champion: a registered model takes no --checkpoint, --num-heads, --lam")
 def registered_model_with_model_options(tmp):
     from stages.common import ModelSource
 
-    ModelSource(tmp / "best.pt", "models:/csra@champion", num_heads=2, lam=0.1).checked()
+    ModelSource(tmp / "best.pt", "models:/csra-synthetic@champion", num_heads=2, lam=0.1).checked()
 
 
 # --- refused before any work: no MLflow run, nothing written ---------------------------------------------------------

@@ -1,8 +1,8 @@
 """Team mode: every stage tracks to an `mlflow server` (SQLite backend, proxied artifacts, MLflow's basic-auth app)
 on a loopback port, over HTTP, as the user in MLFLOW_TRACKING_USERNAME/PASSWORD. Train, evaluate and export record
 one run with its data and machine load, register the model and give it the alias champion, which `mlflow models
-serve`, demo and export then take as models:/csra@champion. The server refuses a client without credentials, and a
-user who may only read cannot register a version nor move the champion."""
+serve`, demo and export then take as models:/csra-synthetic@champion. The server refuses a client without
+credentials, and a user who may only read cannot register a version nor move the champion."""
 
 import json
 import os
@@ -107,7 +107,7 @@ def client(team, monkeypatch):
 def test_the_run_on_the_server_has_its_data_machine_load_and_artifacts(team, client):
     root, _, artifacts = team
     found = training_run(root / "results/train/best.pt")
-    assert found.info.run_name == "synthetic"  # the recipe (no git commit in this folder; else recipe-commit)
+    assert found.info.run_name == "synthetic-resnet18"  # dataset (= recipe), backbone (no git commit in this folder)
     inputs = {i.tags[0].value: i.dataset for i in found.inputs.dataset_inputs}
     assert set(inputs) == {"training", "evaluation"} and inputs["training"].digest == dvc_md5(root / "data/prepared")
     scored = inputs["evaluation"]  # the test file of the same prepared folder, under its own name
@@ -125,7 +125,7 @@ def test_the_model_is_registered_with_the_alias_champion(team, client):
     run_id = training_run(team[0] / "results/train/best.pt").info.run_id  # export joined its execution's run
     recorded = mlflow.artifacts.load_dict(f"runs:/{run_id}/export/registration.json")
     assert recorded["version"] == "1" and recorded["champion"] == "1" and recorded["registered"] == "registered"
-    champion = client.get_model_version_by_alias("csra", "champion")
+    champion = client.get_model_version_by_alias("csra-synthetic", "champion")
     metrics = json.loads((team[0] / "results/evaluate/metrics.json").read_text())
     assert model_registry.version_metric(champion, "mAP") == pytest.approx(metrics["mAP"], abs=1e-4)
     assert champion.tags["dataset.digest"] == dvc_md5(team[0] / "data/prepared")
@@ -135,8 +135,8 @@ def test_the_served_champion_answers_with_the_eager_scores(team, tmp_path):
     root, url, _ = team
     pixels = load_image(sorted((root / "data/prepared/synthetic/demo").iterdir())[0])
     port, log = free_port(), tmp_path / "serve.log"
-    served = start([str(BIN / "mlflow"), "models", "serve", "-m", "models:/csra@champion", "--env-manager", "local",
-                    "--host", "127.0.0.1", "--port", str(port)], log, MLFLOW_TRACKING_URI=url,
+    served = start([str(BIN / "mlflow"), "models", "serve", "-m", "models:/csra-synthetic@champion", "--env-manager",
+                    "local", "--host", "127.0.0.1", "--port", str(port)], log, MLFLOW_TRACKING_URI=url,
                    **dict(zip(USER_VARIABLES, TRAINER)))
     try:
         wait_until_answers(f"http://127.0.0.1:{port}/ping", served, log)
@@ -152,8 +152,8 @@ def test_the_served_champion_answers_with_the_eager_scores(team, tmp_path):
 
 
 def test_demo_and_export_take_the_champion(team, client, tmp_path):
-    code, output = run("demo", "--model-uri", "models:/csra@champion", "--out-dir", str(tmp_path / "served"))
-    assert code == 0 and "heatmaps: none: models:/csra@champion is the served model" in output, output
+    code, output = run("demo", "--model-uri", "models:/csra-synthetic@champion", "--out-dir", str(tmp_path / "served"))
+    assert code == 0 and "heatmaps: none: models:/csra-synthetic@champion is the served model" in output, output
     code, output = run("demo", "--out-dir", str(tmp_path / "eager"))
     assert code == 0, output
     served, eager = (json.loads((tmp_path / name / "predictions.json").read_text()) for name in ("served", "eager"))
@@ -161,10 +161,11 @@ def test_demo_and_export_take_the_champion(team, client, tmp_path):
     assert all(abs(s["scores"][c] - e["scores"][c]) <= PARITY_TOLERANCE for s, e in zip(served, eager)
                for c in e["scores"])
     assert not (tmp_path / "served/heatmaps").exists() and (tmp_path / "eager/heatmaps").is_dir()
-    code, output = run("export", "--model-uri", "models:/csra@champion", "--out-dir", str(tmp_path / "export"))
+    code, output = run("export", "--model-uri", "models:/csra-synthetic@champion", "--out-dir",
+                       str(tmp_path / "export"))
     assert code == 0, output
     contract = json.loads((tmp_path / "export/export.json").read_text())
-    assert contract["source"] == "models:/csra/1" and len(contract["output"]["classes"]) == 10
+    assert contract["source"] == "models:/csra-synthetic/1" and len(contract["output"]["classes"]) == 10
 
 
 def test_a_client_without_credentials_is_refused(team, monkeypatch, tmp_path):
@@ -178,12 +179,12 @@ def test_a_client_without_credentials_is_refused(team, monkeypatch, tmp_path):
     for variable in USER_VARIABLES:
         monkeypatch.delenv(variable, raising=False)
     began = time.monotonic()
-    code, output = run("demo", "--model-uri", "models:/csra@champion", "--out-dir", str(tmp_path / "demo"))
+    code, output = run("demo", "--model-uri", "models:/csra-synthetic@champion", "--out-dir", str(tmp_path / "demo"))
     assert_one_line_error(code, output, f"the MLflow server at {url} refused the request (401 unauthenticated): "
                                         "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
     assert time.monotonic() - began < 10, "a refusal is final: MLflow's client must not retry it"
     as_user(monkeypatch, (TRAINER[0], "not-the-password"))
-    code, output = run("demo", "--model-uri", "models:/csra@champion", "--out-dir", str(tmp_path / "demo"))
+    code, output = run("demo", "--model-uri", "models:/csra-synthetic@champion", "--out-dir", str(tmp_path / "demo"))
     assert_one_line_error(code, output, "refused user 'trainer' (401 unauthenticated): check MLFLOW_TRACKING_USERNAME")
 
 
@@ -195,19 +196,19 @@ def test_a_reader_cannot_register_a_version_nor_move_the_champion(team, monkeypa
     experiment = MlflowClient().get_experiment_by_name("csra").experiment_id
     users = get_app_client("basic-auth", tracking_uri=url)
     users.grant_user_permission(READER[0], "experiment", experiment, "READ")
-    users.grant_user_permission(READER[0], "registered_model", "csra", "READ")
+    users.grant_user_permission(READER[0], "registered_model", "csra-synthetic", "READ")
     as_user(monkeypatch, READER)
     reader = MlflowClient()
-    champion = reader.get_model_version_by_alias("csra", "champion")  # reading is allowed
-    refused = [lambda: reader.create_model_version("csra", champion.source, champion.run_id),
-               lambda: reader.set_registered_model_alias("csra", "champion", "2")]
+    champion = reader.get_model_version_by_alias("csra-synthetic", "champion")  # reading is allowed
+    refused = [lambda: reader.create_model_version("csra-synthetic", champion.source, champion.run_id),
+               lambda: reader.set_registered_model_alias("csra-synthetic", "champion", "2")]
     for call in refused:
         with pytest.raises(MlflowException) as error:
             call()
         assert error.value.error_code == "PERMISSION_DENIED" and error.value.get_http_status_code() == 403
     as_user(monkeypatch, TRAINER)
-    assert [v.version for v in MlflowClient().search_model_versions("name = 'csra'")] == ["1"]
-    assert MlflowClient().get_model_version_by_alias("csra", "champion").version == "1"
+    assert [v.version for v in MlflowClient().search_model_versions("name = 'csra-synthetic'")] == ["1"]
+    assert MlflowClient().get_model_version_by_alias("csra-synthetic", "champion").version == "1"
     # a stage run by the reader: train gets as far as opening its run
     (tmp_path / "params.yaml").write_text((root / "params.yaml").read_text())
     os.symlink(root / "data", tmp_path / "data")

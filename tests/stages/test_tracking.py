@@ -1,3 +1,5 @@
+import re
+import socket
 import time
 from pathlib import Path
 
@@ -5,6 +7,7 @@ import mlflow
 import pytest
 
 from stages import tracking
+from stages.execution import EXECUTION, EXECUTION_SHOWN
 
 
 def test_repo_root_sees_through_dvc_temp_workspaces(tmp_path):
@@ -38,3 +41,35 @@ def test_system_metrics_are_sampled_only_with_an_interval(mlflow_store, monkeypa
         time.sleep(1.5)
     logged = mlflow.get_run(recorder.run_id).data.metrics
     assert any(name.startswith("system/") for name in logged) == sampled, logged
+
+
+def test_a_retry_after_a_failed_run_gets_a_name_of_its_own(mlflow_store):
+    with pytest.raises(RuntimeError), tracking.training_run("csra", {}, "synthetic-resnet18-a1b2c3d") as failed:
+        raise RuntimeError("killed")
+    with tracking.training_run("csra", {}, "synthetic-resnet18-a1b2c3d") as retry:
+        pass
+    with tracking.training_run("csra", {}, "synthetic-resnet18-a1b2c3d") as third:
+        pass
+    runs = [mlflow.get_run(r.run_id).info for r in (failed, retry, third)]
+    assert [(r.run_name, r.status) for r in runs] == [("synthetic-resnet18-a1b2c3d", "FAILED"),
+                                                      ("synthetic-resnet18-a1b2c3d-2", "FINISHED"),
+                                                      ("synthetic-resnet18-a1b2c3d-3", "FINISHED")]
+
+
+def test_each_stage_says_in_one_line_what_it_did_in_the_runs_description(mlflow_store):
+    with tracking.training_run("csra", {}, "t") as recorder:
+        recorder.describe("train", "resnet18 on synthetic")
+        recorder.describe("evaluate", "test mAP 50.00\non test.json; 16 images")
+        recorder.describe("train", "resnet18 on synthetic: best val mAP 60.00")  # said again: replaced in place
+    note = mlflow.get_run(recorder.run_id).data.tags[tracking.NOTE]
+    assert note == "train: resnet18 on synthetic: best val mAP 60.00; evaluate: test mAP 50.00 on test.json, 16 images"
+
+
+def test_a_run_says_which_execution_it_belongs_to_in_words_and_groups_by_a_hidden_key(mlflow_store):
+    with tracking.training_run("csra", {}, "t") as recorder:
+        pass
+    tags = mlflow.get_run(recorder.run_id).data.tags
+    assert tags[EXECUTION] == tracking.execution_id() and EXECUTION.startswith("mlflow.")
+    assert re.fullmatch(rf"\S+ .*\(pid \d+ on {re.escape(socket.gethostname())}, started \d{{4}}-\d\d-\d\d "
+                        r"\d\d:\d\d:\d\d\)", tags[EXECUTION_SHOWN]), tags[EXECUTION_SHOWN]
+    assert "csra.execution" not in tags
