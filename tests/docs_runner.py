@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from helpers import GIT_ENV, free_port, start, stop, wait_until_answers
+from helpers import GIT_ENV, free_port, stop, wait_until_answers
 
 FENCE = re.compile(r"^```(\w*)\s*$")
 MARK = re.compile(r"^<!--\s*test:\s*(.*?)\s*-->$")
@@ -137,7 +137,9 @@ class Reader:
         log = self.logs / f"server-{new}.log"
         *before, last = [line for line in text.strip().splitlines() if not line.lstrip().startswith("#")]
         script = self.prelude + "".join(f"{line}\n" for line in before) + "exec " + last
-        server = start(["bash", "-e", "-c", script], log, cwd=self.root, **self.env)
+        with log.open("w") as sink:  # in a session of its own, so that its workers end with it
+            server = subprocess.Popen(["bash", "-e", "-c", script], stdout=sink, stderr=subprocess.STDOUT,
+                                      start_new_session=True, cwd=self.root, env=self.env)
         self.servers.append(server)
         url = f"http://127.0.0.1:{new}/" + ("ping" if "models serve" in text else "")
         began = time.monotonic()
