@@ -130,8 +130,9 @@ def run(params_file: Path, overrides: dict[str, object], source: ModelSource) ->
             if source.model_uri is not None:
                 recorder.tag("csra.model_uri", source.model_uri)
             recorder.artifacts(tmp, "demo")
+            where = "of" if params.demo.images.endswith(".md5") else "in"  # a split's digest, or a folder
             recorder.describe("demo", f"predictions{' and heatmaps' if scored.heatmaps else ''} for "
-                                      f"{len(scored.results)} images in {params.demo.images}, model "
+                                      f"{len(scored.results)} images {where} {params.demo.images}, model "
                                       f"{source.model_uri or ckpt}")
     typer.echo("\n".join(lines))
     typer.echo(f"heatmaps: {len(sheets)} contact sheets and one map per predicted class in "

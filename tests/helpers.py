@@ -104,7 +104,8 @@ DELETE = object()
 
 
 def edit_params(path, **changes):
-    """Set dotted keys of a params file: None writes null, DELETE removes the key."""
+    """Set dotted keys of a params file (or any YAML mapping, in its order): None writes null, DELETE removes the
+    key."""
     params = yaml.safe_load(path.read_text())
     for dotted, value in changes.items():
         node = params
@@ -115,7 +116,7 @@ def edit_params(path, **changes):
             del node[last]
         else:
             node[last] = value
-    path.write_text(yaml.safe_dump(params))
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 STAGES = ("prepare", "train", "evaluate", "demo", "export")
@@ -321,6 +322,20 @@ def post_raw(url, body: bytes, content_type: str = "application/json"):
 
 
 # --- scratch projects ----------------------------------------------------------------------------------------
+def tiny_conf(conf: Path) -> None:
+    """Shrink the copied conf/ to the test's tiny sizes, and add a second recipe to switch to."""
+    config = yaml.safe_load((conf / "config.yaml").read_text())
+    recipe = yaml.safe_load((conf / "train" / "synthetic.yaml").read_text())
+    merge(config, {group: values for group, values in TINY.items() if group != "train"})
+    for key, value in TINY["train"].items():
+        (recipe if key in recipe else config["train"])[key] = value
+    (conf / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    (conf / "train" / "synthetic.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    heads = {"defaults": ["synthetic", "_self_"], "recipe": "two_heads", "num_heads": 2, "lam": 0.5}
+    (conf / "train" / "two_heads.yaml").write_text(yaml.safe_dump(heads, sort_keys=False))
+
+
+
 GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@example.com"}
 
@@ -349,17 +364,23 @@ def source_files(repo: Path) -> list[str]:
     return sorted(name for name in set(listed.split("\0")) if name.startswith(PROJECT) and (repo / name).is_file())
 
 
+def compose(root: Path) -> Path:
+    """root/params.yaml written as the composition of root/conf/ (what `csra params` and `dvc exp run` write)."""
+    from dvc.utils.hydra import compose_and_dump
+
+    compose_and_dump(root / "params.yaml", str(root / "conf"), None, "config", str(root), [])
+    return root / "params.yaml"
+
+
 def new_project(repo: Path, root: Path, shape_conf: Callable[[Path], None] | None = None) -> Path:
     """A scratch git repository at root holding repo's pipeline, its conf/ first changed by shape_conf, and
     params.yaml its composition."""
-    from dvc.utils.hydra import compose_and_dump
-
     for name in source_files(repo):
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(repo / name, root / name)
     if shape_conf is not None:
         shape_conf(root / "conf")
-    compose_and_dump(root / "params.yaml", str(root / "conf"), None, "config", str(root), [])
+    compose(root)
     sh("git", "init", "-q", cwd=root)
     sh("git", "add", "-A", cwd=root)
     sh("git", "commit", "-qm", "init", cwd=root)

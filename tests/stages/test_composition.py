@@ -49,6 +49,15 @@ def test_a_stage_refuses_a_params_file_an_edit_of_conf_left_behind_before_any_ru
     assert_one_line_error(*run("params", "--check"), "train.lam: 0.1 here, 0.3 in conf/")
 
 
+def test_a_search_refuses_to_train_trials_its_promotion_would_not_run(project):
+    """Promotion runs `dvc exp run`, which composes conf/: trials trained on a hand-edited params.yaml could not be
+    reproduced, so the search does not start."""
+    params = project / "params.yaml"
+    params.write_text(params.read_text().replace("  epochs: 6\n", "  epochs: 1\n"))
+    assert_one_line_error(*run("search", "--study", "s", "--trials", "1"), "(train.epochs: 1 here, 6 in conf/)")
+    assert not (project / "optuna.db").exists() and mlflow.search_runs(search_all_experiments=True).empty
+
+
 def test_params_brings_the_edit_in_and_names_what_changed(project):
     edit_conf(project, "config.yaml", defaults=["_self_", {"train": "quick"}])
     output = ok("params")

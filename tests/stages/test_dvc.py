@@ -19,22 +19,9 @@ import mlflow
 import optuna
 import pytest
 import yaml
-from helpers import REPO, TINY, merge, new_project, new_store, ok, sh, training_run
+from helpers import REPO, compose, edit_params, new_project, new_store, ok, sh, tiny_conf, training_run
 
 from csra.fileio import file_md5
-
-
-def tiny_conf(conf: Path) -> None:
-    """Shrink the copied conf/ to the test's tiny sizes, and add a second recipe to switch to."""
-    config = yaml.safe_load((conf / "config.yaml").read_text())
-    recipe = yaml.safe_load((conf / "train" / "synthetic.yaml").read_text())
-    merge(config, {group: values for group, values in TINY.items() if group != "train"})
-    for key, value in TINY["train"].items():
-        (recipe if key in recipe else config["train"])[key] = value
-    (conf / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    (conf / "train" / "synthetic.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
-    heads = {"defaults": ["synthetic", "_self_"], "recipe": "two_heads", "num_heads": 2, "lam": 0.5}
-    (conf / "train" / "two_heads.yaml").write_text(yaml.safe_dump(heads, sort_keys=False))
 
 
 def build_project(repo: Path, root: Path) -> Path:
@@ -323,7 +310,7 @@ def test_a_queued_sweep_runs_two_at_a_time_each_into_its_own_run(pipeline_projec
     status = dvc("queue", "status", cwd=project)
     assert all(re.search(rf"{name}\s+.*Success", status) for name in names), f"{status}\n" + "\n".join(logs)
     for log in logs:
-        assert re.findall(r"Running stage .(\w+).", log) == ["demo"], log  # the one stage that reads it
+        assert re.findall(r"Running stage .(\w+).", log) == ["params", "demo"], log  # the check; the one reader
     after = mlflow.get_run(baseline).data
     assert after.metrics == before.metrics and after.params == before.params and after.tags == before.tags
 
@@ -370,10 +357,11 @@ def test_a_changed_raw_image_makes_stale_the_stages_that_read_it_and_no_other(pr
 
     raw = project / "data/raw/mini"
     make_raw_csv(raw)
-    data = yaml.safe_load((project / "params.yaml").read_text())
-    merge(data, {"data": {"dataset": "custom_csv", "raw_path": "data/raw/mini", "val_fraction": 0.25},
-                 "train": {"epochs": 1}})
-    (project / "params.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    edit_params(project / "conf/config.yaml", **{"data.dataset": "custom_csv", "data.raw_path": "data/raw/mini",
+                                                 "data.val_fraction": 0.25})
+    edit_params(project / "conf/train/synthetic.yaml", epochs=1)
+    compose(project)
+    dvc("repro", "-s", "params", cwd=project)
     dvc("add", "data/raw/mini", cwd=project)
     ran = re.findall(r"Running stage '(\w+)'", dvc("repro", "evaluate", cwd=project))
     assert ran == ["prepare", "train", "evaluate"]

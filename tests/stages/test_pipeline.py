@@ -65,8 +65,8 @@ def test_one_mlflow_run_with_params_curves_metrics_and_checkpoint(workspace):
     assert re.fullmatch(r"train: resnet18, 1 CSRA head, λ 0\.1, 32 px, recipe synthetic, on synthetic \(\d+ images, "
                         r"best epoch picked on val_voc07\.json: \d+ images\): best val mAP \d+\.\d\d at epoch [12] "
                         r"of 2; evaluate: test mAP \d+\.\d\d on test_voc07\.json \(16 images\) of synthetic, model "
-                        r"results/train/best\.pt; demo: predictions and heatmaps for 3 images in "
-                        r"data/prepared/synthetic/demo, model results/train/best\.pt",
+                        r"results/train/best\.pt; demo: predictions and heatmaps for 8 images of "
+                        r"data/prepared/test\.md5, model results/train/best\.pt",
                         run.data.tags[tracking.NOTE]), run.data.tags[tracking.NOTE]  # one line, a clause per stage
     client = MlflowClient()
     curve = client.get_metric_history(run_id, "val_mAP")

@@ -14,7 +14,7 @@ import mlflow
 import optuna
 import pytest
 import yaml
-from helpers import REPO, assert_one_line_error, ok, run
+from helpers import REPO, assert_one_line_error, compose, edit_params, ok, run, tiny_conf
 from optuna.trial import TrialState
 
 # A grid whose every point is certain to be pruned or not: the threshold pruner condemns any trial that reaches
@@ -25,10 +25,12 @@ GRID = {"sampler": {"name": "grid", "seed": 0}, "pruner": {"name": "threshold", 
 
 @pytest.fixture
 def spaces(tiny_params, tmp_path, mlflow_store):
-    """The tiny params with the repository's conf/ (and a test space) beside them; this process's MLflow client
-    on the test's store."""
+    """The repository's conf/ at the tests' tiny sizes (and a test space), params.yaml its composition; this
+    process's MLflow client on the test's store."""
     mlflow.set_tracking_uri(mlflow_store)
     shutil.copytree(REPO / "conf", tmp_path / "conf")
+    tiny_conf(tmp_path / "conf")
+    compose(tmp_path)
     (tmp_path / "conf" / "search" / "grid.yaml").write_text(yaml.safe_dump(GRID))
     return tmp_path
 
@@ -124,9 +126,9 @@ def test_a_study_over_two_workers_prunes_records_and_continues(folder):
     assert_one_line_error(*run("search", "--study", "s", "--trials", "1"), "study s searches space grid as it was")
     # and the params it began with (but the machine's own: device, loader processes)
     (folder / "conf" / "search" / "grid.yaml").write_text(yaml.safe_dump(GRID))
-    params = yaml.safe_load((folder / "params.yaml").read_text())
-    params["train"]["batch_size"], params["train"]["num_workers"] = 4, 1
-    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    edit_params(folder / "conf/train/synthetic.yaml", batch_size=4)
+    edit_params(folder / "conf/config.yaml", **{"train.num_workers": 1})
+    ok("params")
     assert_one_line_error(*run("search", "--study", "s", "--trials", "1"), "study s's trials trained from other "
                                                                            "params: params.yaml differs in "
                                                                            "train.batch_size (8 then, 4 now);")
