@@ -27,10 +27,11 @@ repro: install
 	@echo "MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --port 5000"
 	@echo "the runs table: http://127.0.0.1:5000/#/experiments/$$($(BIN)/python -c $(EXPERIMENT_ID))/runs?workflowType=machine_learning"
 
-# Two worker processes, one test file each at a time (the DVC file's pipeline runs beside the rest); no bytecode
+# Two worker processes, one test file each at a time, the longest files first (tests/conftest.py); the 15 slowest
+# tests printed at the end; no bytecode
 # or pytest cache: the tests leave the repository exactly as they found it.
 test: install
-	PYTHONDONTWRITEBYTECODE=1 $(BIN)/python -m pytest -p no:cacheprovider -n 2 --dist loadfile
+	PYTHONDONTWRITEBYTECODE=1 $(BIN)/python -m pytest -p no:cacheprovider -n 2 --dist loadfile --durations 15
 
 lint: install
 	$(BIN)/ruff check csra stages tests bench

@@ -18,6 +18,19 @@ import pytest  # noqa: E402
 import yaml  # noqa: E402
 from helpers import TINY, copy_workspace, make_tiny_checkpoint, merge, new_store, repo_params, run_chain  # noqa: E402
 
+# The files that take longest (their whole pipelines, servers and studies: `make test` prints the slowest tests),
+# handed to the two workers first, so that no long file starts last and runs alone at the end.
+LONGEST_FIRST = ("stages/test_dvc.py", "stages/test_own_data.py", "stages/test_team.py", "stages/test_search.py",
+                 "stages/test_train.py", "deploy/test_export.py", "test_readme.py", "deploy/test_serving.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        path = Path(str(item.fspath)).relative_to(Path(__file__).parent).as_posix()
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: each file's tests keep their order
+
 
 @pytest.fixture(scope="session")
 def mlflow_template(tmp_path_factory):
