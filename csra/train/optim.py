@@ -1,5 +1,5 @@
 """The paper's optimisation: two parameter groups (backbone, CSRA heads at a multiple of the lr) and the official
-schedule (linear warm-up per iteration, then a step decay)."""
+schedule (linear warm-up per iteration, then a step decay) — the official one whenever step_size ≥ warmup_epochs."""
 
 from __future__ import annotations
 
@@ -25,8 +25,10 @@ def make_optimizer(model: CSRAModel, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 def lr_factor(iteration: int, iters_per_epoch: int, cfg: TrainConfig) -> float:
-    """The official schedule as a factor of the base lr: linear warm-up from 0 per iteration over warmup_epochs,
-    then x gamma every step_size epochs (epochs counted from 0: with step 4, epochs 5–8 of 1…30 run at 0.1)."""
+    """The schedule as a factor of the base lr: linear warm-up from 0 per iteration over warmup_epochs, then x gamma
+    every step_size epochs (epochs counted from 0: with step 4, epochs 5–8 of 1…30 run at 0.1). The official one
+    when step_size ≥ warmup_epochs (every recipe): with a shorter step the official code loses the decays that fall
+    inside its warm-up (its warm-up overwrites them after one iteration), while this counts them."""
     warmup_iters = cfg.warmup_epochs * iters_per_epoch
     if iteration < warmup_iters:
         return iteration / warmup_iters
