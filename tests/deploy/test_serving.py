@@ -27,7 +27,7 @@ from helpers import (
 from PIL import Image
 
 from csra.deploy.export import PARITY_TOLERANCE, decode_rgb, eager_scores, photo_file
-from csra.deploy.serving import CONTRACT
+from csra.deploy.serving import CONTRACT, PayloadError, array_pixels, photo_pixels
 from csra.model.checkpoints import load_checkpoint_model
 
 MAX_PIXELS = 2_000_000  # export.max_pixels of the served model here
@@ -197,3 +197,15 @@ def test_a_payload_it_cannot_score_is_a_4xx_naming_the_contract(served, name, bo
         assert len(message) < 2000  # never the request echoed back whole
     good, answer = post_raw(url, records(jpeg_bytes()))  # and the server still answers
     assert good == 200 and len(answer["predictions"]) == 1
+
+
+def test_exactly_max_pixels_is_scored_and_one_more_is_refused():
+    """The limit is inclusive, for a photo (read from its header) as for an array: width x height = max_pixels is
+    scored, max_pixels - 1 refuses it."""
+    photo, array = jpeg_bytes((8, 6)), np.zeros((3, 6, 8), dtype=np.uint8)
+    assert photo_pixels(photo, 0, 4, max_pixels=48).shape == (3, 4, 4)
+    assert array_pixels(array, max_pixels=48).shape == (1, 3, 6, 8)
+    with pytest.raises(PayloadError, match="image 0 has 8x6 = 48 pixels, over the limit of 47"):
+        photo_pixels(photo, 0, 4, max_pixels=47)
+    with pytest.raises(PayloadError, match="the images have 8x6 = 48 pixels, over the limit of 47"):
+        array_pixels(array, max_pixels=47)

@@ -1,5 +1,9 @@
 """The registered model's records: export reads the evaluation of its own execution, else of the training run it
-builds on. (Which versions are registered and which is champion: test_registration.py.)"""
+builds on; a version's metrics keep 4 places, and one registered before the test.metrics tag is read from its own
+tag; a run without its training run in the store still gives its version its commit and data digest. (Which
+versions are registered and which is champion: test_registration.py.)"""
+
+from types import SimpleNamespace
 
 import mlflow
 
@@ -21,3 +25,21 @@ def test_export_reads_its_own_executions_evaluation_before_the_training_runs(mlf
         pass
     inherited = model_registry.evaluation(tracking.Recorder(mlflow, bare.info.run_id, trained.train_run_id))
     assert inherited == model_registry.Evaluation({"mAP": 50.0}, "old/test.json", "test-old")
+
+
+def test_close_versions_keep_4_places_and_an_older_version_is_read_from_its_own_tag():
+    close = [SimpleNamespace(tags=model_registry.Evaluation({"mAP": m}, "test.json", "d").tags())
+             for m in (70.1234, 70.1211)]
+    assert [model_registry.version_metric(v, "mAP") for v in close] == [70.1234, 70.1211]  # no tie at 70.12
+    before_the_tag = SimpleNamespace(tags={"mAP": "65.4321", tracking.TEST_DIGEST: "d"})
+    assert model_registry.version_metric(before_the_tag, "mAP") == 65.4321
+    assert model_registry.version_metric(before_the_tag, "CF1") is None
+
+
+def test_a_run_without_its_training_run_gives_its_commit_experiment_and_data_digest(mlflow_store):
+    mlflow.set_tracking_uri(mlflow_store)
+    recorded = {"mlflow.source.git.commit": "0123456789abcdef0123456789abcdef01234567", "dvc.exp_name": "lucky-lion",
+                tracking.DATA_DIGEST: "f49cb5c7.dir", tracking.UNTRACED: "not in this store"}
+    with mlflow.start_run(run_name="export of a pulled model") as run:
+        mlflow.set_tags({**recorded, "checkpoint.md5": "abc"})
+    assert model_registry.provenance(tracking.Recorder(mlflow, run.info.run_id, None)) == recorded

@@ -1,6 +1,8 @@
 """`csra search`: a study over two worker processes (trials pruned and complete, each in its own MLflow run nested
 under the study's), a later invocation that continues it, a worker killed mid-trial, and bad spaces refused before
-any trial. The best trial as a DVC experiment is in test_dvc.py (it needs the DVC project)."""
+any trial; then, function by function, a dimension's refusals, what a continued study compares, the best trial
+(complete only), promotion's exact overrides and a trial's thread count. The best trial as a DVC experiment is in
+test_dvc.py (it needs the DVC project)."""
 
 import os
 import re
@@ -13,9 +15,12 @@ import time
 import mlflow
 import optuna
 import pytest
+import torch
 import yaml
 from helpers import REPO, assert_one_line_error, compose, edit_params, ok, run, tiny_conf
 from optuna.trial import TrialState
+
+from csra.errors import CSRAError
 
 # A grid whose every point is certain to be pruned or not: the threshold pruner condemns any trial that reaches
 # epoch 2 (no mAP is above 101), so the 3-epoch points stop at the end of epoch 2 and the 1-epoch points complete.
@@ -127,10 +132,11 @@ def test_a_study_over_two_workers_prunes_records_and_continues(folder):
     # and the params it began with (but the machine's own: device, loader processes)
     (folder / "conf" / "search" / "grid.yaml").write_text(yaml.safe_dump(GRID))
     edit_params(folder / "conf/train/synthetic.yaml", batch_size=4)
-    edit_params(folder / "conf/config.yaml", **{"train.num_workers": 1})
+    edit_params(folder / "conf/config.yaml", **{"train.num_workers": 1, "data.val_fraction": 0.2})
     ok("params")
     assert_one_line_error(*run("search", "--study", "s", "--trials", "1"), "study s's trials trained from other "
                                                                            "params: params.yaml differs in "
+                                                                           "data.val_fraction (0.1 then, 0.2 now), "
                                                                            "train.batch_size (8 then, 4 now);")
     assert len(trials(folder, "s")) == 5
 
@@ -225,3 +231,91 @@ def test_a_trial_the_study_and_its_promoted_experiment_are_named_apart():
     names = {study_run_name("tiny"), experiment_name("tiny"), trial_name("tiny", 0, {"train.lam": 0.13125478963})}
     assert names == {"study tiny", "tiny-best", "tiny-0 lam=0.131"}
     assert trial_name("tiny", 0, {}) != study_run_name("tiny") and trial_name("tiny-0", 1, {}) != "tiny-0"
+
+
+@pytest.mark.parametrize(("key", "spec", "message"), [
+    ("train.lam", {"low": 0.3, "high": 0.3}, "the range 0.3..0.3 is empty (low must be below high)"),
+    ("train.num_heads", {"low": 2, "high": 2}, "the range 2..2 is empty"),
+    ("train.device", {"choices": ["cpu"]}, "not a searchable key"),
+    ("train.out_dir", {"choices": ["results/a"]}, "not a searchable key"),
+    ("train.resume", {"choices": ["never"]}, "not a searchable key"),
+    ("train.amp", {"choices": [False]}, "not a searchable key"),
+    ("train.lam", {"low": 0.1, "high": 0.5, "lgo": True}, "unknown key lgo"),
+])
+def test_a_dimension_refuses_an_empty_range_an_unsearched_key_and_an_unknown_option(tiny_params, key, spec,
+                                                                                     message):
+    from stages.search_space import _dimension
+
+    assert _dimension("bad.yaml", "train.lam", {"low": 0.1, "high": 0.5, "log": True}, tiny_params).log
+    with pytest.raises(CSRAError) as refused:
+        _dimension("bad.yaml", key, spec, tiny_params)
+    assert str(refused.value).startswith(f"bad.yaml: params.{key}: ") and message in str(refused.value)
+    assert "\n" not in str(refused.value)
+
+
+def test_a_study_compares_every_data_setting_its_trials_trained_on_but_the_machines_own(tiny_params):
+    from stages import train as train_stage
+    from stages.params import load_params
+    from stages.search import trained_from
+
+    def trained(**overrides):
+        return trained_from(load_params(train_stage.Params, tiny_params, overrides))
+
+    base = trained()
+    for key, value in {"data.dataset": "voc07", "data.val_fraction": 0.2, "data.val_seed": 1,
+                       "data.bad_images": "fail", "train.lam": 0.3}.items():
+        assert trained(**{key: value}) != base, key
+    assert trained(**{"train.device": "cuda", "train.num_workers": 3, "train.out_dir": "elsewhere",
+                      "data.prepared_dir": "elsewhere"}) == base
+
+
+def test_the_best_trial_is_the_best_complete_one_never_a_pruned_one(capsys):
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import create_trial
+
+    from stages.search_records import best_trial, summary
+
+    study = optuna.create_study(study_name="b", direction="maximize")
+    dims = {"train.lam": FloatDistribution(0.0, 1.0)}
+    study.add_trial(create_trial(params={"train.lam": 0.1}, distributions=dims, value=50.0,
+                                 intermediate_values={1: 50.0}))
+    study.add_trial(create_trial(state=TrialState.PRUNED, params={"train.lam": 0.2}, distributions=dims, value=90.0,
+                                 intermediate_values={1: 40.0, 2: 90.0}))  # its value: its last epoch's mAP
+    study.add_trial(create_trial(state=TrialState.FAIL, params={"train.lam": 0.3}, distributions=dims))
+    assert best_trial(study).number == 0
+    summary(study)
+    assert "best: trial 0, val mAP 50.00" in capsys.readouterr().out
+
+
+def test_a_promoted_trial_is_set_with_its_exact_values():
+    """`dvc exp run -S` reads each override back (Hydra's parser) as the trial's value: same type, every digit."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from stages.search_records import override
+
+    values = {"train.lr": 0.0012345678901234, "train.lam": 0.13125478963214, "train.weight_decay": 1.2345678e-05,
+              "train.num_heads": 4, "train.tune_thresholds": False, "train.optimizer": "adamw"}
+    parser = OverridesParser.create()
+    for key, value in values.items():
+        read = parser.parse_override(override(key, value))
+        assert (read.key_or_group, read.value(), type(read.value())) == (key, value, type(value))
+
+
+def test_a_trial_records_the_threads_it_runs_with_not_the_machines_cores(tmp_path):
+    """Promotion runs the DVC experiment with the trial's threads (a CPU's sums depend on them): a trial records
+    torch's thread count, whatever the cores (here a count no core count matches)."""
+    from stages.common import machine
+    from stages.search import Search, objective
+    from stages.search_space import Dimension, Space
+
+    space = Space("s", "s.yaml", (Dimension("train.lam", choices=(0.1,)),), {"name": "random"}, {"name": "none"})
+    search = Search("s", "unused", space, tmp_path / "missing.yaml", "parent", 1)  # no params: the trial fails
+    study = optuna.create_study(direction="maximize")
+    before, threads = torch.get_num_threads(), max(machine()[0], os.cpu_count() or 1) + 1
+    torch.set_num_threads(threads)
+    try:
+        with pytest.raises(CSRAError):
+            objective(search, 0, [-1], study.ask())
+    finally:
+        torch.set_num_threads(before)
+    assert study.trials[0].user_attrs["threads"] == threads

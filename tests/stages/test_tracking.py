@@ -5,7 +5,9 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import yaml
 
+from csra.errors import CSRAError
 from stages import tracking
 from stages.execution import EXECUTION, EXECUTION_SHOWN
 
@@ -73,3 +75,33 @@ def test_a_run_says_which_execution_it_belongs_to_in_words_and_groups_by_a_hidde
     assert re.fullmatch(rf"\S+ .*\(pid \d+ on {re.escape(socket.gethostname())}, started \d{{4}}-\d\d-\d\d "
                         r"\d\d:\d\d:\d\d\)", tags[EXECUTION_SHOWN]), tags[EXECUTION_SHOWN]
     assert "csra.execution" not in tags
+
+
+def test_a_refused_user_is_named_from_the_credentials_file_without_the_environment(tmp_path, monkeypatch):
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    (tmp_path / ".mlflow").mkdir()
+    (tmp_path / ".mlflow" / "credentials").write_text("[mlflow]\nmlflow_tracking_username = alice\n"
+                                                      "mlflow_tracking_password = secret\n")
+    with pytest.raises(CSRAError, match="refused user 'alice' \\(403 permission denied\\): the user may not "
+                                        "register versions"):
+        with tracking.store_errors("register versions"):
+            raise MlflowException("no", error_code=PERMISSION_DENIED)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "bob")  # the environment comes first
+    assert "refused user 'bob' (401 unauthenticated)" in str(tracking.refused(401, "log runs"))
+
+
+def test_without_its_training_run_the_data_digest_is_that_of_the_checkpoints_prepared_folder(tmp_path, monkeypatch):
+    """dvc.lock's hash of the folder the checkpoint says it was trained on, not of the default data/prepared."""
+    monkeypatch.chdir(tmp_path)
+    lock = {"stages": {"prepare": {"outs": [{"path": "data/prepared", "md5": "default.dir"},
+                                            {"path": "data/voc", "md5": "voc.dir"}]}}}
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    saved = {"params": {"data.prepared_dir": "data/voc", "train.recipe": "voc07"}, "recipe": {"lam": 0.1}}
+    tags, params = tracking.workspace_provenance(Path("results/train/best.pt"), "abc", saved)
+    assert tags[tracking.DATA_DIGEST] == "voc.dir" and tags["recipe"] == "voc07"
+    assert params == {"train.lam": 0.1, "data.prepared_dir": "data/voc", "train.recipe": "voc07"}

@@ -1,6 +1,7 @@
 """train(cfg, data, paths): the same history for the same seed whatever the loader processes; best.pt is the first
 epoch with the highest validation mAP (the one checkpoint a run keeps); the hooks see each epoch once its files are
-written; a resume ends exactly like an uninterrupted run; the resumable state goes when the run completes."""
+written (best.pt before the state); a resume ends exactly like an uninterrupted run; the resumable state goes when
+the run completes."""
 
 import dataclasses
 import logging
@@ -115,6 +116,24 @@ def test_hooks_see_each_epoch_once_in_order_after_its_files_are_written(data, tm
     assert watch.files == [(row["best_epoch"], row["epoch"]) for row in result.history]
     assert watch.ended == [(result, True, 3)]  # once, after the last epoch, while the state is still there
     assert not paths.state.exists()
+
+
+def test_every_state_saved_names_a_best_checkpoint_already_on_disk(data, tmp_path, monkeypatch):
+    """An epoch end writes best.pt before the state: a run killed between the two leaves a state whose best epoch's
+    checkpoint is there, never one that names a best.pt not yet written."""
+    scripted_validation(monkeypatch, data, ["worse", "perfect"])
+    paths, saved = train_paths(tmp_path), []
+
+    def save_state(path, state):  # the moment after which a kill leaves this state behind
+        best = state["best"]["epoch"]
+        saved.append((best, paths.best.is_file() and load_checkpoint(paths.best)["epoch"]))
+        real_save_state(path, state)
+
+    real_save_state = run_module.save_state
+    monkeypatch.setattr(run_module, "save_state", save_state)
+    small = dataclasses.replace(data, train_items=data.train_items[:8])
+    train_on_cpu(tmp_path, small, dataclasses.replace(CFG, epochs=2))
+    assert saved == [(1, 1), (2, 2)]
 
 
 def test_a_failing_end_hook_keeps_the_state_and_the_run_resumes_from_it(data, tmp_path):
