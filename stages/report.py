@@ -16,7 +16,7 @@ import typer
 from csra.data.datasets import DatasetEntry, get_dataset, resolve_classes
 from csra.data.formats import image_stem, read_annotations, read_scores
 from csra.errors import CSRAError
-from csra.evaluate.metrics import evaluate_scores, per_class_table
+from csra.evaluate.metrics import evaluate_scores, per_class_table, rank
 from csra.evaluate.reports import plot_ap_bars, plot_pr_curves
 from csra.fileio import atomic_dir, write_json, write_text
 from csra.settings import DEVICE_PATTERN, setting
@@ -73,15 +73,17 @@ def summary(metrics: dict[str, float], classes: list[str], aps: np.ndarray, ann:
 
 def write_report(folder: Path, values: np.ndarray, items: list[dict], classes: list[str], label_format: str,
                  threshold: float, with_scores: bool) -> tuple[dict[str, float], np.ndarray]:
-    """metrics.json, per_class.csv, plots/ (and scores.json) in folder; returns (metrics, AP per class)."""
+    """metrics.json, per_class.csv, plots/ (and scores.json) in folder; returns (metrics, AP per class). The AP
+    and the precision-recall curves are read from one ranking of each class."""
     targets = np.array([item["target"] for item in items])
-    metrics, aps = evaluate_scores(values, targets, label_format, threshold)
+    ranking = rank(values, targets, label_format)
+    metrics, aps = evaluate_scores(values, targets, label_format, threshold, ranking)
     if with_scores:
         write_json(folder / SCORES, [{"file_name": image_stem(it["img_path"]), "scores": s}
                                      for it, s in zip(items, values.tolist())])
     write_text(folder / PER_CLASS, per_class_csv(classes, aps, per_class_table(values, targets, label_format,
                                                                              threshold)))
-    plot_pr_curves(values, targets, label_format, classes, aps, folder / PLOTS / PR_CURVES)
+    plot_pr_curves(ranking.curves(), classes, aps, folder / PLOTS / PR_CURVES)
     plot_ap_bars(classes, aps, folder / PLOTS / AP_BARS)
     write_json(folder / METRICS_FILE, metrics, indent=2)
     return metrics, aps

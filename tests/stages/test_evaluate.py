@@ -105,3 +105,24 @@ def test_official_resnet_scores_through_evaluate_and_demo(tiny_params, tmp_path)
                           "the state dict has 20 classes, but the dataset has 80")
     assert_one_line_error(*run("evaluate", *model_args[:4], "--annotations", str(tmp_path / "ann.json"),
                                "--dataset", "voc07"), "give the model name, λ and the dataset")
+
+
+def test_the_report_ranks_each_class_once(monkeypatch, tmp_path):
+    """The AP and the precision-recall curves of the report come from one ranking (one sort per class)."""
+    import csra.evaluate.metrics as metrics
+    import stages.report as report
+
+    calls, original = [], metrics.rank
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(metrics, "rank", counted)
+    monkeypatch.setattr(report, "rank", counted)
+    rng = np.random.default_rng(3)
+    values, targets = rng.random((30, 4)).round(1), rng.integers(0, 2, (30, 4))
+    items = [{"target": t.tolist(), "img_path": f"{i}.jpg"} for i, t in enumerate(targets)]
+    _, aps = report.write_report(tmp_path, values, items, list("abcd"), "coco", 0.5, with_scores=False)
+    assert len(calls) == 1 and (tmp_path / "plots/pr_curves.png").is_file()
+    np.testing.assert_allclose(aps, [official_ap(values[:, c], targets[:, c]) for c in range(4)], rtol=0, atol=1e-12)
