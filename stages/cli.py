@@ -101,6 +101,8 @@ def evaluate(
     num_heads: NumHeadsOption = None,
     lam: LamOption = None,
     img_size: ImgSizeOption = None,
+    plots: Annotated[bool, typer.Option("--plots", help="With --scores: also draw plots/ (a model's evaluation "
+                                                        "always does).")] = False,
     params_file: ParamsOption = DEFAULT_PARAMS_PATH,
 ) -> None:
     """Score a checkpoint, or an official scores file, with the official metrics; log them to the pipeline run."""
@@ -112,10 +114,10 @@ def evaluate(
         stage.run(params_file, overrides, source, annotations)
     elif checkpoint is not None:
         raise CSRAError("give --checkpoint or --scores, not both")
-    else:  # an official scores file: the report alone, without torch
+    else:  # an official scores file: the report alone, without torch (and without matplotlib unless --plots)
         from stages import report
 
-        report.run_scores_file(params_file, overrides, scores, annotations)
+        report.run_scores_file(params_file, overrides, scores, annotations, plots)
 
 
 @app.command()

@@ -1,6 +1,6 @@
 """The evaluation report: metrics.json, per_class.csv and plots/ of scores on an annotation file, and what evaluate
-reads of params.yaml. An official scores file gets the report alone (`csra evaluate --scores`, no torch); a model's
-scores come through stages/evaluate.py, which also records them in MLflow."""
+reads of params.yaml. An official scores file gets the report alone (`csra evaluate --scores`, no torch; plots/ on
+request); a model's scores come through stages/evaluate.py, which also records them in MLflow."""
 
 from __future__ import annotations
 
@@ -72,8 +72,8 @@ def summary(metrics: dict[str, float], classes: list[str], aps: np.ndarray, ann:
 
 
 def write_report(folder: Path, values: np.ndarray, items: list[dict], classes: list[str], label_format: str,
-                 threshold: float, with_scores: bool) -> tuple[dict[str, float], np.ndarray]:
-    """metrics.json, per_class.csv, plots/ (and scores.json) in folder; returns (metrics, AP per class). The AP
+                 threshold: float, with_scores: bool, plots: bool) -> tuple[dict[str, float], np.ndarray]:
+    """metrics.json, per_class.csv (and scores.json, plots/) in folder; returns (metrics, AP per class). The AP
     and the precision-recall curves are read from one ranking of each class."""
     targets = np.array([item["target"] for item in items])
     ranking = rank(values, targets, label_format)
@@ -83,8 +83,9 @@ def write_report(folder: Path, values: np.ndarray, items: list[dict], classes: l
                                      for it, s in zip(items, values.tolist())])
     write_text(folder / PER_CLASS, per_class_csv(classes, aps, per_class_table(values, targets, label_format,
                                                                              threshold)))
-    plot_pr_curves(ranking.curves(), classes, aps, folder / PLOTS / PR_CURVES)
-    plot_ap_bars(classes, aps, folder / PLOTS / AP_BARS)
+    if plots:
+        plot_pr_curves(ranking.curves(), classes, aps, folder / PLOTS / PR_CURVES)
+        plot_ap_bars(classes, aps, folder / PLOTS / AP_BARS)
     write_json(folder / METRICS_FILE, metrics, indent=2)
     return metrics, aps
 
@@ -97,17 +98,19 @@ def read_items(ann: Path, entry: DatasetEntry, classes: list[str], owner: str) -
     return items
 
 
-def run_scores_file(params_file: Path, overrides: dict[str, object], scores: Path, annotations: Path | None) -> None:
+def run_scores_file(params_file: Path, overrides: dict[str, object], scores: Path, annotations: Path | None,
+                    plots: bool) -> None:
     """The metrics of an official scores file on the annotation file (default: the prepared test file): the
-    report alone, with no model to record in MLflow."""
+    report alone, with no model to record in MLflow; plots/ only when asked for."""
     params = load_params(Params, params_file, overrides)
+    prepared = Path(params.data.prepared_dir)
     entry = get_dataset(params.data.dataset)
-    ann = annotations or Path(params.data.prepared_dir) / entry.test_file
-    classes = resolve_classes(entry, params.data.prepared_dir)
+    ann = annotations or prepared / entry.test_file
+    classes = resolve_classes(entry, prepared)
     items = read_items(ann, entry, classes, f"dataset {entry.name}")
     values = read_scores(scores, items, len(classes))
     with atomic_dir(Path(params.evaluate.out_dir)) as tmp:
         metrics, aps = write_report(tmp, values, items, classes, entry.label_format, params.evaluate.threshold,
-                                    with_scores=False)
+                                    with_scores=False, plots=plots)
     lines = summary(metrics, classes, aps, ann) + ["(the metrics of a scores file are not logged to MLflow)"]
     typer.echo("\n".join(lines))

@@ -123,6 +123,6 @@ def test_the_report_ranks_each_class_once(monkeypatch, tmp_path):
     rng = np.random.default_rng(3)
     values, targets = rng.random((30, 4)).round(1), rng.integers(0, 2, (30, 4))
     items = [{"target": t.tolist(), "img_path": f"{i}.jpg"} for i, t in enumerate(targets)]
-    _, aps = report.write_report(tmp_path, values, items, list("abcd"), "coco", 0.5, with_scores=False)
+    _, aps = report.write_report(tmp_path, values, items, list("abcd"), "coco", 0.5, with_scores=False, plots=True)
     assert len(calls) == 1 and (tmp_path / "plots/pr_curves.png").is_file()
     np.testing.assert_allclose(aps, [official_ap(values[:, c], targets[:, c]) for c in range(4)], rtol=0, atol=1e-12)
