@@ -103,7 +103,9 @@ def evaluate(
     img_size: ImgSizeOption = None,
     plots: Annotated[bool, typer.Option("--plots", help="With --scores: also draw plots/ (a model's evaluation "
                                                         "always does).")] = False,
-    params_file: ParamsOption = DEFAULT_PARAMS_PATH,
+    params_file: Annotated[Path | None, typer.Option("--params", help="The params file every default is read from "
+                                                     "(default params.yaml; --scores without one: the defaults).")
+                           ] = None,
 ) -> None:
     """Score a checkpoint, or an official scores file, with the official metrics; log them to the pipeline run."""
     overrides = {"data.dataset": dataset, "evaluate.threshold": threshold, "evaluate.out_dir": _path(out_dir)}
@@ -111,7 +113,7 @@ def evaluate(
         from stages import evaluate as stage
 
         source = ModelSource(checkpoint, None, dataset is not None, model, num_heads, lam, img_size)
-        stage.run(params_file, overrides, source, annotations)
+        stage.run(params_file or DEFAULT_PARAMS_PATH, overrides, source, annotations)
     elif checkpoint is not None:
         raise CSRAError("give --checkpoint or --scores, not both")
     else:  # an official scores file: the report alone, without torch (and without matplotlib unless --plots)

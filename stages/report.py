@@ -1,6 +1,7 @@
 """The evaluation report: metrics.json, per_class.csv and plots/ of scores on an annotation file, and what evaluate
 reads of params.yaml. An official scores file gets the report alone (`csra evaluate --scores`, no torch; plots/ on
-request); a model's scores come through stages/evaluate.py, which also records them in MLflow."""
+request), also outside a project with the defaults; a model's scores come through stages/evaluate.py, which also
+records them in MLflow."""
 
 from __future__ import annotations
 
@@ -9,18 +10,29 @@ import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import typer
 
 from csra.data.datasets import DatasetEntry, get_dataset, resolve_classes
-from csra.data.formats import image_stem, read_annotations, read_scores
+from csra.data.formats import CLASSES_FILE, image_stem, read_annotations, read_scores
 from csra.errors import CSRAError
 from csra.evaluate.metrics import evaluate_scores, per_class_table, rank
 from csra.evaluate.reports import plot_ap_bars, plot_pr_curves
 from csra.fileio import atomic_dir, write_json, write_text
-from csra.settings import DEVICE_PATTERN, setting
-from stages.params import DatasetParams, Group, StageParams, TrackingParams, TrainOutput, load_params, workers_setting
+from csra.settings import DEVICE_PATTERN, from_mapping, setting
+from stages.common import DEFAULT_PARAMS_PATH
+from stages.params import (
+    DatasetParams,
+    Group,
+    StageParams,
+    TrackingParams,
+    TrainOutput,
+    load_params,
+    same_as,
+    workers_setting,
+)
 
 METRICS_FILE, SCORES, PER_CLASS = "metrics.json", "scores.json", "per_class.csv"
 PLOTS, PR_CURVES, AP_BARS = "plots", "pr_curves.png", "ap_per_class.png"
@@ -45,6 +57,31 @@ class Params(StageParams):
     train: TrainOutput
     evaluate: EvaluateParams
     tracking: TrackingParams
+
+
+@dataclass(frozen=True)
+class ReportSettings(Group):
+    """What a scores file's report reads of `evaluate`: where it goes and the threshold."""
+
+    PARTIAL: ClassVar[bool] = True
+    OF: ClassVar[type | None] = EvaluateParams
+    out_dir: str = same_as(EvaluateParams, "out_dir")
+    threshold: float = same_as(EvaluateParams, "threshold")
+
+
+@dataclass(frozen=True)
+class ScoresParams(StageParams):
+    """What `csra evaluate --scores` reads of params.yaml: the dataset (label codes, classes, test file) and the
+    report's settings."""
+
+    data: DatasetParams
+    evaluate: ReportSettings
+
+
+# Outside a project (no params.yaml in the working folder, no --params) a scores file is scored with these:
+# conf/config.yaml's values of ScoresParams' keys (tests/stages/test_evaluate.py checks that they are the same).
+DEFAULTS = {"data.dataset": "synthetic", "data.prepared_dir": "data/prepared", "evaluate.out_dir": "results/evaluate",
+            "evaluate.threshold": 0.5}
 
 
 def per_class_csv(classes: list[str], aps: np.ndarray, table: dict[str, np.ndarray]) -> str:
@@ -98,12 +135,29 @@ def read_items(ann: Path, entry: DatasetEntry, classes: list[str], owner: str) -
     return items
 
 
-def run_scores_file(params_file: Path, overrides: dict[str, object], scores: Path, annotations: Path | None,
+def scores_params(params_file: Path | None, overrides: dict[str, object]) -> tuple[ScoresParams, list[str]]:
+    """(ScoresParams, the DEFAULTS keys used): read from params_file (default params.yaml) when one was named or
+    the working folder has params.yaml (no defaults used); else the DEFAULTS under the overrides."""
+    if params_file is not None or DEFAULT_PARAMS_PATH.is_file():
+        return load_params(ScoresParams, params_file or DEFAULT_PARAMS_PATH, overrides), []
+    nested: dict[str, dict[str, object]] = {}
+    for key, default in DEFAULTS.items():
+        group, name = key.split(".")
+        nested.setdefault(group, {})[name] = default if overrides.get(key) is None else overrides[key]
+    return from_mapping(ScoresParams, nested, "the defaults"), [key for key in DEFAULTS if overrides.get(key) is None]
+
+
+def run_scores_file(params_file: Path | None, overrides: dict[str, object], scores: Path, annotations: Path | None,
                     plots: bool) -> None:
     """The metrics of an official scores file on the annotation file (default: the prepared test file): the
     report alone, with no model to record in MLflow; plots/ only when asked for."""
-    params = load_params(Params, params_file, overrides)
+    params, defaults = scores_params(params_file, overrides)
     prepared = Path(params.data.prepared_dir)
+    if annotations is not None and not (prepared / CLASSES_FILE).is_file():  # the prepared folder is not read
+        defaults = [key for key in defaults if key != "data.prepared_dir"]
+    if defaults:
+        typer.echo(f"note: no {DEFAULT_PARAMS_PATH} here: using the defaults "
+                   + ", ".join(f"{key} {DEFAULTS[key]}" for key in defaults))
     entry = get_dataset(params.data.dataset)
     ann = annotations or prepared / entry.test_file
     classes = resolve_classes(entry, prepared)
