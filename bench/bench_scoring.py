@@ -6,11 +6,14 @@ in-process re-implementation of the official CSRA evaluation (utils/evaluation: 
 Writes, in a temp folder, N images x 80 classes (default 40,137, the COCO 2014 val size) as an official scores
 file ([{"file_name", "scores"}], random scores on 4 decimals, fixed seed) and an annotation file
 ([{"target", "img_path"}], ~4 % positives). Then times, in the same run:
-  (a) the whole process `csra evaluate --scores S --annotations A --dataset coco --out-dir D` (wall time), and
+  (a) the whole process `csra evaluate --scores S --annotations A --dataset coco --out-dir D --params P` (wall
+      time; P is the repository's params.yaml, so it also checks that file against conf/),
+  (a+) the same with --plots (plots/pr_curves.png and plots/ap_per_class.png too), and
   (b) the official algorithm in this process (tests/official_metrics.py, the tests' reference): load both JSON
       files, per class gather its column and compute AP after argsort with a Python loop over the ranks, then
       CP/CR/CF1/OP/OR/OF1 and their top-3 form.
-Prints the best and the median of R runs of each and their ratio. Not a test: numbers depend on the machine.
+Prints the best and the median of R runs of each and their ratios to (b). Not a test: numbers depend on the
+machine.
 """
 
 from __future__ import annotations
@@ -86,19 +89,22 @@ def main() -> None:
         command = [args.csra, "evaluate", "--scores", str(scores), "--annotations", str(annotations),
                    "--dataset", "coco", "--out-dir", str(root / "out"), "--params", args.params]
 
-        def process() -> None:
-            done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
+        def process(*extra: str) -> None:
+            done = subprocess.run([*command, *extra], cwd=root, env=env, capture_output=True, text=True)
             if done.returncode:
                 sys.exit(f"csra evaluate failed ({done.returncode}):\n{done.stdout}{done.stderr}")
 
         ours = timed(args.repeat, process)
         mean_ap = json.loads((root / "out" / "metrics.json").read_text())["mAP"]
+        plotted = timed(args.repeat, lambda: process("--plots"))
         official = timed(args.repeat, lambda: official_evaluation(scores, annotations))
     print(f"{args.images} images x {CLASSES} classes, best / median of {args.repeat} (mAP {mean_ap:.4f} vs "
           f"official {100 * official[2][0]:.4f}):")
-    print(f"  (a) csra evaluate --scores, whole process: {ours[0]:.2f} / {ours[1]:.2f} s")
-    print(f"  (b) official evaluation, in process:       {official[0]:.2f} / {official[1]:.2f} s")
-    print(f"  (a) / (b): {ours[0] / official[0]:.2f} (best), {ours[1] / official[1]:.2f} (median)")
+    print(f"  (a)  csra evaluate --scores, whole process:  {ours[0]:.2f} / {ours[1]:.2f} s")
+    print(f"  (a+) the same with --plots:                  {plotted[0]:.2f} / {plotted[1]:.2f} s")
+    print(f"  (b)  official evaluation, in process:        {official[0]:.2f} / {official[1]:.2f} s")
+    for name, times in (("(a) ", ours), ("(a+)", plotted)):
+        print(f"  {name} / (b): {times[0] / official[0]:.2f} (best), {times[1] / official[1]:.2f} (median)")
 
 
 if __name__ == "__main__":

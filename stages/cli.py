@@ -101,7 +101,11 @@ def evaluate(
     num_heads: NumHeadsOption = None,
     lam: LamOption = None,
     img_size: ImgSizeOption = None,
-    params_file: ParamsOption = DEFAULT_PARAMS_PATH,
+    plots: Annotated[bool, typer.Option("--plots", help="With --scores: also draw plots/ (a model's evaluation "
+                                                        "always does).")] = False,
+    params_file: Annotated[Path | None, typer.Option("--params", help="The params file every default is read from "
+                                                     "(default params.yaml; --scores without one: the defaults).")
+                           ] = None,
 ) -> None:
     """Score a checkpoint, or an official scores file, with the official metrics; log them to the pipeline run."""
     overrides = {"data.dataset": dataset, "evaluate.threshold": threshold, "evaluate.out_dir": _path(out_dir)}
@@ -109,13 +113,13 @@ def evaluate(
         from stages import evaluate as stage
 
         source = ModelSource(checkpoint, None, dataset is not None, model, num_heads, lam, img_size)
-        stage.run(params_file, overrides, source, annotations)
+        stage.run(params_file or DEFAULT_PARAMS_PATH, overrides, source, annotations)
     elif checkpoint is not None:
         raise CSRAError("give --checkpoint or --scores, not both")
-    else:  # an official scores file: the report alone, without torch
+    else:  # an official scores file: the report alone, without torch (and without matplotlib unless --plots)
         from stages import report
 
-        report.run_scores_file(params_file, overrides, scores, annotations)
+        report.run_scores_file(params_file, overrides, scores, annotations, plots)
 
 
 @app.command()

@@ -75,7 +75,7 @@ def run(params_file: Path, overrides: dict[str, object], source: ModelSource, an
     note = selection_note(ckpt, saved, items)
     with atomic_dir(Path(params.evaluate.out_dir)) as tmp:  # all outputs or none: the previous stay till then
         metrics, aps = write_report(tmp, values, items, classes, entry.label_format, params.evaluate.threshold,
-                                    with_scores=True)
+                                    with_scores=True, plots=True)
         with tracking.stage_run(ckpt, params.tracking.experiment, params.flat(), stage_run_name(saved, "evaluate"),
                                 saved) as recorder:
             recorder.metrics(metrics)

@@ -8,6 +8,8 @@ A prediction is score >= threshold. A class without any positive gets NaN and is
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 THRESHOLD_METRICS = ("CP", "CR", "CF1", "OP", "OR", "OF1")
@@ -26,14 +28,44 @@ def _labels(targets: np.ndarray, label_format: str, for_ap: bool) -> tuple[np.nd
     return counted, counted & (targets == 1)
 
 
-def _ranked_hits(scores: np.ndarray, counted: np.ndarray, positive: np.ndarray) -> np.ndarray:
-    """(K, N) booleans: row c holds the positive flags of class c's counted images in np.argsort(-score) order
-    over those images only (the official tie order), padded with False to N.
+@dataclass(frozen=True)
+class Ranking:
+    """Every class's counted images in np.argsort(-score) order over those images only (the official tie order):
+    row c of hits holds their positive flags, best first, padded with False to N; counted[c] is how many there are.
+    One sort per class, from which both the AP and the precision-recall curve are read."""
+
+    hits: np.ndarray  # (K, N) bool
+    counted: np.ndarray  # (K,) int
+
+    def average_precision(self) -> np.ndarray:
+        """AP per class: the mean of the precision at each positive's rank; NaN for a class without positive."""
+        rows, ranks = np.nonzero(self.hits)  # class by class, best rank first
+        found = np.bincount(rows, minlength=self.hits.shape[0])
+        nth = np.arange(1, len(rows) + 1) - (np.cumsum(found) - found)[rows]  # 1 for each class's first positive, ...
+        precisions = nth / (ranks + 1.0)
+        # one sum per class over its own values: the same pairwise summation, so the same bits, as np.mean per class
+        sums = np.array([part.sum() for part in np.split(precisions, np.cumsum(found)[:-1])])
+        with np.errstate(invalid="ignore"):
+            return np.where(found > 0, sums / found, np.nan)
+
+    def curves(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(recall, precision) of every class after each of its counted images in rank order (recall 0 throughout
+        for a class without positive)."""
+        found = np.cumsum(self.hits, axis=1)
+        recall = found / np.maximum(found[:, -1:], 1)
+        precision = found / np.arange(1, found.shape[1] + 1)
+        return [(recall[c, :n], precision[c, :n]) for c, n in enumerate(self.counted)]
+
+
+def rank(scores: np.ndarray, targets: np.ndarray, label_format: str) -> Ranking:
+    """Each class's counted images (the AP's ignore rules) ranked by descending score, as the official code does.
 
     Classes without an ignored image are sorted in one call; np.argsort sorts each row with the same routine as a
     1-D call, so ties fall the same way. A class with ignored images is sorted on its own: the unstable sort's
     order within ties depends on which values are in the array, and the AP depends on that order.
     """
+    scores, targets = np.asarray(scores, np.float64), np.asarray(targets)
+    counted, positive = _labels(targets, label_format, for_ap=True)
     minus, flags = np.ascontiguousarray(-scores.T), np.ascontiguousarray(positive.T)
     hits = np.zeros(flags.shape, dtype=bool)
     whole = counted.all(axis=0)
@@ -42,7 +74,7 @@ def _ranked_hits(scores: np.ndarray, counted: np.ndarray, positive: np.ndarray) 
     for c in np.flatnonzero(~whole):
         keep = counted[:, c]
         hits[c, : keep.sum()] = flags[c, keep][np.argsort(minus[c, keep])]
-    return hits
+    return Ranking(hits, counted.sum(axis=0))
 
 
 def average_precision(scores: np.ndarray, targets: np.ndarray, label_format: str = "coco") -> np.ndarray:
@@ -51,29 +83,14 @@ def average_precision(scores: np.ndarray, targets: np.ndarray, label_format: str
     Sorted with np.argsort(-score) after dropping ignored images, as the official code does, so ties fall in the
     same order and the result is the same number.
     """
-    scores, targets = np.asarray(scores, np.float64), np.asarray(targets)
-    counted, positive = _labels(targets, label_format, for_ap=True)
-    hits = _ranked_hits(scores, counted, positive)
-    rows, ranks = np.nonzero(hits)  # class by class, best rank first
-    found = np.bincount(rows, minlength=hits.shape[0])
-    nth = np.arange(1, len(rows) + 1) - (np.cumsum(found) - found)[rows]  # 1 for each class's first positive, ...
-    precisions = nth / (ranks + 1.0)
-    # one sum per class over its own values: the same pairwise summation, so the same bits, as np.mean per class
-    sums = np.array([part.sum() for part in np.split(precisions, np.cumsum(found)[:-1])])
-    with np.errstate(invalid="ignore"):
-        return np.where(found > 0, sums / found, np.nan)
+    return rank(scores, targets, label_format).average_precision()
 
 
 def precision_recall_curves(
     scores: np.ndarray, targets: np.ndarray, label_format: str
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """precision_recall_curve of every class, sorted as average_precision sorts them."""
-    scores, targets = np.asarray(scores, np.float64), np.asarray(targets)
-    counted, positive = _labels(targets, label_format, for_ap=True)
-    found = np.cumsum(_ranked_hits(scores, counted, positive), axis=1)
-    recall = found / np.maximum(found[:, -1:], 1)
-    precision = found / np.arange(1, found.shape[1] + 1)
-    return [(recall[c, :n], precision[c, :n]) for c, n in enumerate(counted.sum(axis=0))]
+    return rank(scores, targets, label_format).curves()
 
 
 def precision_recall_curve(score: np.ndarray, target: np.ndarray, label_format: str) -> tuple[np.ndarray, ...]:
@@ -170,12 +187,13 @@ def tune_thresholds(scores: np.ndarray, targets: np.ndarray, label_format: str) 
 
 
 def evaluate_scores(
-    scores: np.ndarray, targets: np.ndarray, label_format: str, threshold: float
+    scores: np.ndarray, targets: np.ndarray, label_format: str, threshold: float, ranking: Ranking | None = None
 ) -> tuple[dict[str, float], np.ndarray]:
     """(metrics in percent: mAP, the six threshold metrics and their top-3 forms `<name>_top3`,
-    AP per class as fractions with NaN for a class without positive)."""
+    AP per class as fractions with NaN for a class without positive). ranking: rank(scores, targets, label_format)
+    when the caller has it (it also draws the curves from it); else it is made here."""
     scores, targets = np.asarray(scores, np.float64), np.asarray(targets)
-    aps = average_precision(scores, targets, label_format)
+    aps = (ranking or rank(scores, targets, label_format)).average_precision()
     metrics = {"mAP": mean_average_precision(aps)}
     metrics.update(threshold_metrics(scores, targets, label_format, threshold))
     top3 = threshold_metrics(top_k(scores, 3), targets, label_format, threshold)

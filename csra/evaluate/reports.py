@@ -4,12 +4,12 @@ on one matplotlib canvas (imported only to draw), well under a second for 80 cla
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from csra.evaluate.metrics import precision_recall_curves
 from csra.fileio import atomic_write
 
 if TYPE_CHECKING:
@@ -70,9 +70,10 @@ def _tick_labels(ax, col: int, row: int, left: bool, bottom: bool) -> None:
 
 
 def plot_pr_curves(
-    scores: np.ndarray, targets: np.ndarray, label_format: str, classes: list[str], aps: np.ndarray, path: Path
+    curves: Sequence[tuple[np.ndarray, np.ndarray]], classes: list[str], aps: np.ndarray, path: Path
 ) -> Path:
-    """One small precision-recall plot per class, titled with its AP, in a grid."""
+    """One small precision-recall plot per class, titled with its AP, in a grid: curves holds each class's
+    (recall, precision), as Ranking.curves gives them from the ranking the AP was computed on."""
     from matplotlib.collections import LineCollection
 
     cols = math.ceil(math.sqrt(len(classes)))
@@ -83,10 +84,10 @@ def plot_pr_curves(
     ax.set_xlim(0, cols)
     ax.set_ylim(rows, 0)
     ax.axis("off")
-    curves, frames, grid = [], [], []
-    for c, (recall, precision) in enumerate(precision_recall_curves(scores, targets, label_format)):
+    drawn, frames, grid = [], [], []
+    for c, (recall, precision) in enumerate(curves):
         row, col = divmod(c, cols)
-        curves.append(_cell_xy(col, row, *_thin(recall, precision)))
+        drawn.append(_cell_xy(col, row, *_thin(recall, precision)))
         box, lines = _cell_frame(col, row)
         frames += box
         grid += lines
@@ -96,7 +97,7 @@ def plot_pr_curves(
         _tick_labels(ax, col, row, left=col == 0, bottom=c + cols >= len(classes))
     ax.add_collection(LineCollection(grid, colors="0.88", linewidths=0.6))
     ax.add_collection(LineCollection(frames, colors="0.25", linewidths=0.8))
-    ax.add_collection(LineCollection(curves, colors="tab:blue", linewidths=1.2))
+    ax.add_collection(LineCollection(drawn, colors="tab:blue", linewidths=1.2))
     fig.text(0.5, 0.3 * MARGIN / height, "recall", ha="center", va="center")
     fig.text(0.3 * MARGIN / width, 0.5, "precision", ha="center", va="center", rotation=90)
     return _save(fig, path)

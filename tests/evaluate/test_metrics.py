@@ -10,6 +10,7 @@ from csra.evaluate.metrics import (
     evaluate_scores,
     per_class_table,
     precision_recall_curves,
+    rank,
     threshold_metrics,
     top_k,
     tune_thresholds,
@@ -239,6 +240,43 @@ def test_vectorised_metrics_equal_the_class_loops_bit_for_bit(label_format, seed
         scores, targets = tied_case(label_format, seed, nan=nan)
         np.testing.assert_array_equal(tune_thresholds(scores, targets, label_format),
                                       loop_tune_thresholds(scores, targets, label_format))
+
+
+def official_curve(score, target, label_format):
+    """(recall, precision) after each rank, step by step as official_ap walks them: its ignore rules, its
+    np.argsort(-score) order, a Python loop over the ranks (no csra code)."""
+    predict, target = np.array(score, dtype=np.float64), np.array(target, dtype=np.float64)
+    ignored = {"voc07": 0, "wider": 99}.get(label_format)
+    if ignored is not None:
+        kept = np.where(target != ignored)[0]
+        predict, target = predict[kept], target[kept]
+    target = target[np.argsort(-predict)]
+    positives = float(np.sum(target == 1))
+    found, recall, precision = 0.0, [], []
+    for n, label in enumerate(target, start=1):
+        found += label == 1
+        recall.append(found / max(positives, 1.0))
+        precision.append(found / n)
+    return np.array(recall), np.array(precision)
+
+
+@pytest.mark.parametrize("label_format", ["coco", "voc07", "wider"])
+def test_one_ranking_gives_the_official_ap_and_curves_equal_to_an_independent_walk(label_format):
+    scores, targets = tied_case(label_format, seed=2)
+    ranking = rank(scores, targets, label_format)
+    aps = ranking.average_precision()
+    np.testing.assert_array_equal(aps, average_precision(scores, targets, label_format))
+    np.testing.assert_array_equal(evaluate_scores(scores, targets, label_format, 0.5, ranking)[1], aps)
+    for c, (recall, precision) in enumerate(ranking.curves()):
+        expected_recall, expected_precision = official_curve(scores[:, c], targets[:, c], label_format)
+        np.testing.assert_array_equal(recall, expected_recall)
+        np.testing.assert_array_equal(precision, expected_precision)
+        if c == 1:  # the class without positive: no AP, a flat curve
+            assert math.isnan(aps[c]) and not recall.any()
+            continue
+        assert aps[c] == pytest.approx(official_ap(scores[:, c], targets[:, c], label_format), abs=1e-12)
+        steps = np.diff(recall, prepend=0.0)  # the AP is the area under the step curve
+        assert aps[c] == pytest.approx(np.sum(steps * precision), abs=1e-12)
 
 
 def test_top_k_equals_the_argsort_of_each_row_with_ties_and_nan():

@@ -4,7 +4,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from csra.evaluate.metrics import average_precision, precision_recall_curve
+from csra.evaluate.metrics import average_precision, precision_recall_curve, rank
 from csra.evaluate.reports import plot_ap_bars, plot_pr_curves
 
 
@@ -25,7 +25,7 @@ def test_pngs_are_written(tmp_path):
     targets[:, 4] = 0  # a class without positive is drawn too
     aps = average_precision(scores, targets)
     classes = ["a", "b", "c", "d", "e"]
-    for path in (plot_pr_curves(scores, targets, "coco", classes, aps, tmp_path / "p/pr.png"),
+    for path in (plot_pr_curves(rank(scores, targets, "coco").curves(), classes, aps, tmp_path / "p/pr.png"),
                  plot_ap_bars(classes, aps, tmp_path / "p/ap.png")):
         with Image.open(path) as image:
             assert image.format == "PNG" and image.size[0] > 200
@@ -38,7 +38,8 @@ def test_figures_are_sized_by_the_number_of_classes(tmp_path):
         scores, targets = rng.random((40, count)).round(2), rng.integers(0, 2, (40, count))
         aps = average_precision(scores, targets)
         classes = [f"class {i}" for i in range(count)]
-        with Image.open(plot_pr_curves(scores, targets, "coco", classes, aps, tmp_path / f"pr{count}.png")) as image:
+        curves = rank(scores, targets, "coco").curves()
+        with Image.open(plot_pr_curves(curves, classes, aps, tmp_path / f"pr{count}.png")) as image:
             pixels = np.asarray(image.convert("RGB")).astype(int)
             assert 150 * cols < image.size[0] < 250 * cols + 100 and 150 * rows < image.size[1] < 250 * rows + 100
             blue = (abs(pixels - [31, 119, 180]).sum(axis=2) < 60).sum()

@@ -84,7 +84,7 @@ def test_help_loads_no_heavy_library():
         assert loaded_by(*args) == "[]", args
 
 
-def test_scoring_a_scores_file_loads_no_torch(tiny_params, tmp_path):
+def test_scoring_a_scores_file_loads_no_torch_and_matplotlib_only_for_plots(tiny_params, tmp_path):
     import json
 
     (tmp_path / "ann.json").write_text(json.dumps([{"target": [1, 0], "img_path": "a.jpg"},
@@ -93,7 +93,8 @@ def test_scoring_a_scores_file_loads_no_torch(tiny_params, tmp_path):
                                                       {"file_name": "b", "scores": [0.2, 0.7]}]))
     (tmp_path / "classes.txt").write_text("cat\ndog\n")
     edit_params(tiny_params, **{"data.prepared_dir": str(tmp_path)})
-    loaded = loaded_by("evaluate", "--scores", str(tmp_path / "scores.json"), "--annotations",
-                       str(tmp_path / "ann.json"), "--dataset", "custom_csv", "--out-dir", str(tmp_path / "out"),
-                       cwd=tiny_params.parent)
-    assert loaded == "['matplotlib']" and (tmp_path / "out/metrics.json").is_file()
+    args = ("evaluate", "--scores", str(tmp_path / "scores.json"), "--annotations", str(tmp_path / "ann.json"),
+            "--dataset", "custom_csv", "--out-dir", str(tmp_path / "out"))
+    assert loaded_by(*args, cwd=tiny_params.parent) == "[]" and (tmp_path / "out/metrics.json").is_file()
+    assert loaded_by(*args, "--plots", cwd=tiny_params.parent) == "['matplotlib']"
+    assert (tmp_path / "out/plots/pr_curves.png").is_file()

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import assert_one_line_error, run
+from helpers import REPO, assert_one_line_error, edit_params, ok, run
 from official_metrics import official_ap, official_threshold_metrics
 
 
@@ -105,3 +105,90 @@ def test_official_resnet_scores_through_evaluate_and_demo(tiny_params, tmp_path)
                           "the state dict has 20 classes, but the dataset has 80")
     assert_one_line_error(*run("evaluate", *model_args[:4], "--annotations", str(tmp_path / "ann.json"),
                                "--dataset", "voc07"), "give the model name, λ and the dataset")
+
+
+def test_the_report_ranks_each_class_once(monkeypatch, tmp_path):
+    """The AP and the precision-recall curves of the report come from one ranking (one sort per class)."""
+    import csra.evaluate.metrics as metrics
+    import stages.report as report
+
+    calls, original = [], metrics.rank
+
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(metrics, "rank", counted)
+    monkeypatch.setattr(report, "rank", counted)
+    rng = np.random.default_rng(3)
+    values, targets = rng.random((30, 4)).round(1), rng.integers(0, 2, (30, 4))
+    items = [{"target": t.tolist(), "img_path": f"{i}.jpg"} for i, t in enumerate(targets)]
+    _, aps = report.write_report(tmp_path, values, items, list("abcd"), "coco", 0.5, with_scores=False, plots=True)
+    assert len(calls) == 1 and (tmp_path / "plots/pr_curves.png").is_file()
+    np.testing.assert_allclose(aps, [official_ap(values[:, c], targets[:, c]) for c in range(4)], rtol=0, atol=1e-12)
+
+
+@pytest.fixture
+def coco_case(tmp_path):
+    """A scores file and its annotation file, 40 images x 80 COCO classes, in tmp_path/case."""
+    rng = np.random.default_rng(7)
+    targets = (rng.random((40, 80)) < 0.3).astype(int)
+    targets[0] = 1
+    scores = rng.integers(0, 20, size=(40, 80)) / 20
+    folder = tmp_path / "case"
+    folder.mkdir()
+    (folder / "ann.json").write_text(json.dumps([{"target": t.tolist(), "img_path": f"val2014/{i:012d}.jpg"}
+                                                 for i, t in enumerate(targets)]))
+    (folder / "scores.json").write_text(json.dumps([{"file_name": f"{i:012d}", "scores": s.tolist()}
+                                                    for i, s in enumerate(scores)]))
+    return folder / "scores.json", folder / "ann.json", scores, targets
+
+
+def assert_official_metrics(out_dir, scores, targets, threshold):
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    expected_map = np.mean([official_ap(scores[:, c], targets[:, c]) for c in range(scores.shape[1])])
+    assert metrics["mAP"] == pytest.approx(100 * expected_map, abs=1e-9)
+    for key, value in official_threshold_metrics(scores, targets, threshold=threshold).items():
+        assert metrics[key] == pytest.approx(100 * value, abs=1e-9)
+
+
+def test_scores_outside_a_project_use_the_defaults_and_say_so(coco_case, tmp_path, monkeypatch):
+    res, ann, scores, targets = coco_case
+    monkeypatch.chdir(tmp_path)  # no params.yaml here
+    output = ok("evaluate", "--scores", res, "--annotations", ann, "--dataset", "coco")
+    assert output.splitlines()[0] == ("note: no params.yaml here: using the defaults evaluate.out_dir "
+                                      "results/evaluate, evaluate.threshold 0.5")
+    assert_official_metrics(tmp_path / "results/evaluate", scores, targets, 0.5)
+    assert not (tmp_path / "results/evaluate/plots").exists()  # plots on request only
+    output = ok("evaluate", "--scores", res, "--annotations", ann, "--dataset", "coco", "--threshold", "0.3",
+                "--out-dir", tmp_path / "given", "--plots")
+    assert "note:" not in output  # every default that matters was given
+    assert_official_metrics(tmp_path / "given", scores, targets, 0.3)
+    assert sorted(p.name for p in (tmp_path / "given/plots").iterdir()) == ["ap_per_class.png", "pr_curves.png"]
+    # without --annotations the prepared folder (and the default dataset) matter: named, then the missing file
+    code, output = run("evaluate", "--scores", res)
+    assert output.startswith("note: no params.yaml here: using the defaults data.dataset synthetic, "
+                             "data.prepared_dir data/prepared, evaluate.out_dir results/evaluate")
+    assert_one_line_error(code, output, "data/prepared/test_voc07.json: annotation file not found")
+    assert_one_line_error(*run("evaluate", "--scores", res, "--params", tmp_path / "none.yaml"),
+                          "none.yaml: params file not found")
+
+
+def test_scores_inside_a_project_read_params_yaml(coco_case, tiny_params, tmp_path):
+    res, ann, scores, targets = coco_case
+    edit_params(tiny_params, **{"evaluate.threshold": 0.3, "evaluate.out_dir": "elsewhere"})
+    output = ok("evaluate", "--scores", res, "--annotations", ann, "--dataset", "coco")
+    assert "note:" not in output
+    assert_official_metrics(tmp_path / "elsewhere", scores, targets, 0.3)
+    edit_params(tiny_params, **{"evaluate.threshold": 3})
+    assert_one_line_error(*run("evaluate", "--scores", res, "--annotations", ann, "--dataset", "coco"),
+                          "params.yaml: evaluate.threshold")
+
+
+def test_the_defaults_are_those_of_conf():
+    import yaml
+
+    from stages.report import DEFAULTS
+
+    conf = yaml.safe_load((REPO / "conf/config.yaml").read_text())
+    assert DEFAULTS == {key: conf[key.split(".")[0]][key.split(".")[1]] for key in DEFAULTS}
