@@ -196,7 +196,7 @@ def search(
 ) -> None:
     """Search train's params with Optuna: every trial trains as `csra train` does, is scored by its best validation
     mAP and recorded as an MLflow run nested under the study's; the best becomes a DVC experiment."""
-    from stages import search as stage
+    from stages.search import study as stage
 
     stage.run(params_file, study, storage, space, trials, jobs, promote)
 

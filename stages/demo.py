@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import ClassVar
 
 import typer
-from mlflow.exceptions import MlflowException
 
 from csra.data.loading import list_images
 from csra.data.prepared import digest_images
@@ -21,10 +20,10 @@ from csra.errors import CSRAError
 from csra.evaluate.predict import resolve_device
 from csra.fileio import atomic_dir, write_json, write_text
 from csra.settings import DEVICE_PATTERN, setting
-from stages import model_registry, tracking
 from stages.common import ModelSource
 from stages.inference import load_for_inference, stage_run_name
 from stages.params import DatasetParams, Group, StageParams, TrackingParams, TrainOutput, load_params
+from stages.tracking import loading, runs
 
 log = logging.getLogger("csra.demo")
 PREDICTIONS_JSON, PREDICTIONS_TXT, HEATMAPS = "predictions.json", "predictions.txt", "heatmaps"
@@ -98,11 +97,11 @@ def registered_scores(uri: str, images: str) -> Scored:
     """The scores of each image of demo.images (images) by a registered model, loaded and sent the files' bytes as
     `mlflow models serve` serves it; a file it refuses is reported (a warning) and left out."""
     paths, results = demo_images(images), []
-    model, metadata = model_registry.load_served(uri)
+    model, metadata = loading.load_served(uri)
     for path in paths:
         try:
-            results.append((path, model_registry.score_photo_files(model, [path.read_bytes()])[0].tolist()))
-        except (OSError, MlflowException) as e:
+            results.append((path, loading.score_photo(model, path.read_bytes())))
+        except (OSError, loading.PhotoRefused) as e:
             log.warning("warning: %s: %s; skipped", path, str(e).split("Error: ")[-1])
     if not results:
         raise CSRAError(f"{images}: none of the {len(paths)} images could be scored by {uri}")
@@ -125,7 +124,7 @@ def run(params_file: Path, overrides: dict[str, object], source: ModelSource) ->
         write_text(tmp / PREDICTIONS_TXT, "".join(f"{line}\n" for line in lines))
         write_json(tmp / PREDICTIONS_JSON, predictions, indent=2)
         sheets = scored.heatmaps(labelled, classes, tmp / HEATMAPS) if scored.heatmaps else []
-        with tracking.stage_run(ckpt, params.tracking.experiment, params.flat(), stage_run_name(scored.saved, "demo"),
+        with runs.stage_run(ckpt, params.tracking.experiment, params.flat(), stage_run_name(scored.saved, "demo"),
                                 scored.saved) as recorder:
             if source.model_uri is not None:
                 recorder.tag("csra.model_uri", source.model_uri)

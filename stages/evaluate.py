@@ -15,13 +15,13 @@ from csra.data.loading import loader_workers
 from csra.evaluate.predict import predict, resolve_device
 from csra.fileio import atomic_dir
 from csra.model.network import CSRAModel
-from stages import tracking
 from stages.common import ModelSource, machine
 from stages.inference import load_for_inference, stage_run_name
-from stages.lineage import DataVersion, annotation_version, prepared_version
 from stages.params import load_params
 from stages.report import EvaluateParams, Params, read_items, summary, write_report
-from stages.tracking import TEST_DIGEST, TEST_FILE, Recorder
+from stages.tracking import runs
+from stages.tracking.lineage import DataVersion, annotation_version, prepared_version
+from stages.tracking.runs import TEST_DIGEST, TEST_FILE, Recorder
 
 __all__ = ["Params", "run"]
 
@@ -76,7 +76,7 @@ def run(params_file: Path, overrides: dict[str, object], source: ModelSource, an
     with atomic_dir(Path(params.evaluate.out_dir)) as tmp:  # all outputs or none: the previous stay till then
         metrics, aps = write_report(tmp, values, items, classes, entry.label_format, params.evaluate.threshold,
                                     with_scores=True, plots=True)
-        with tracking.stage_run(ckpt, params.tracking.experiment, params.flat(), stage_run_name(saved, "evaluate"),
+        with runs.stage_run(ckpt, params.tracking.experiment, params.flat(), stage_run_name(saved, "evaluate"),
                                 saved) as recorder:
             recorder.metrics(metrics)
             recorder.tag("evaluated_on_selection_images", str(note is not None).lower())

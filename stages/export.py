@@ -28,11 +28,11 @@ from csra.evaluate.metrics import METRIC_NAMES
 from csra.fileio import atomic_dir, write_json
 from csra.model.network import CSRAModel
 from csra.settings import setting
-from stages import model_registry, registration, tracking
 from stages.common import ModelSource
 from stages.inference import load_for_inference, stage_run_name
-from stages.lineage import model_key
 from stages.params import DatasetParams, Group, StageParams, TrackingParams, TrainOutput, load_params
+from stages.tracking import loading, registration, registry, runs
+from stages.tracking.lineage import model_key
 
 CONTRACT = "export.json"
 SERVED = "served model"  # the parity entry of the registered model, loaded as MLflow serves it, on photo files
@@ -90,14 +90,14 @@ def export_checkpoint(ckpt: Path, net: CSRAModel, saved: dict[str, Any], params:
     served_contract = {"classes": saved["classes"], "img_size": net.config.img_size, "max_pixels": settings.max_pixels}
     with atomic_dir(Path(settings.out_dir)) as tmp:
         program, parity = write_exports(scoring, tmp, settings.seed, settings.onnx)
-        with tracking.stage_run(ckpt, params.tracking.experiment, params.flat(), stage_run_name(saved, "export"),
+        with runs.stage_run(ckpt, params.tracking.experiment, params.flat(), stage_run_name(saved, "export"),
                                 saved) as recorder:
-            scored = model_registry.evaluation(recorder)  # what evaluate said of this model, read once
-            model_id = model_registry.log_served_model(recorder, name,
+            scored = registry.evaluation(recorder)  # what evaluate said of this model, read once
+            model_id = registry.log_served_model(recorder, name,
                                                        model_key(ckpt, net.config.to_dict()),
                                                        program_bytes(program), served_contract,
                                                        {**contract, "thresholds": saved.get("thresholds")}, scored)
-            served = model_registry.load_logged(model_id)
+            served = loading.load_logged(model_id)
             parity = check_parity({**parity, SERVED: photo_difference(net, served, parity_photos(settings.seed))})
             echo_parity(parity)
             write_json(tmp / CONTRACT, {**contract, "parity": {"tolerance": PARITY_TOLERANCE,
@@ -127,7 +127,7 @@ def export_registered(uri: str, params: Params) -> None:
     """export.json of a registered version (its input contract, from the model's metadata, and the version it
     resolved to) and, with export.onnx, model.onnx checked against the program."""
     with tempfile.TemporaryDirectory() as download, atomic_dir(Path(params.export.out_dir)) as tmp:
-        program, metadata, found = model_registry.fetch(uri, Path(download))
+        program, metadata, found = loading.fetch(uri, Path(download))
         contract = {k: metadata[k] for k in ("input", "preprocessing", "output") if k in metadata}
         parity = {}
         if params.export.onnx:
@@ -137,7 +137,7 @@ def export_registered(uri: str, params: Params) -> None:
         write_json(tmp / CONTRACT, {**contract, "source": found["model_uri"],
                                     "parity": {"tolerance": PARITY_TOLERANCE, "max_abs_difference": parity}},
                    indent=2)
-        with tracking.stage_run(None, params.tracking.experiment, params.flat(),
+        with runs.stage_run(None, params.tracking.experiment, params.flat(),
                                 stage_run_name(None, "export")) as recorder:
             recorder.tag("csra.model_uri", found["model_uri"])
             recorder.artifact(tmp / CONTRACT, "export")

@@ -11,8 +11,8 @@ from csra.errors import CSRAError
 from csra.model.checkpoints import ModelOptions, load_checkpoint_model
 from csra.model.network import CSRAModel
 from stages.common import ModelSource
-from stages.execution import run_name
 from stages.params import DatasetParams
+from stages.tracking.execution import run_name
 
 
 def load_for_inference(ckpt: Path, source: ModelSource, data: DatasetParams,

@@ -26,12 +26,12 @@ from csra.train.config import TrainConfig
 from csra.train.run import EpochRow, TrainHooks, TrainPaths, TrainResult
 from csra.train.run import train as run_training
 from csra.train.state import find_resume
-from stages import tracking
 from stages.common import BEST, machine
-from stages.execution import run_name
-from stages.lineage import prepared_version
 from stages.params import UNTRACKED, StageParams, TrackingParams, TrainingData, load_params, workers_setting
-from stages.tracking import Recorder
+from stages.tracking import runs
+from stages.tracking.execution import run_name
+from stages.tracking.lineage import prepared_version
+from stages.tracking.runs import Recorder
 
 METRICS_FILE, HISTORY = "metrics.json", "history.csv"
 STATE = "train_state.pt"  # not a DVC output: it survives a crash so that the next run resumes from it
@@ -196,8 +196,8 @@ def run(params_file: Path, overrides: dict[str, object], resume: bool) -> None:
         return
     run_id = state["extra"].get("run_id") if state else None
     name = run_name(params.data.dataset, params.train.recipe, params.train.model)
-    with tracking.training_run(params.tracking.experiment, params.flat(), name, run_id,
-                               params.tracking.system_metrics) as recorder:
+    with runs.training_run(params.tracking.experiment, params.flat(), name, run_id,
+                           params.tracking.system_metrics) as recorder:
         about = describe(recorder, params, data)
         result = run_training(cfg, data, paths, device=device, resume=state, params=recorded(params, cfg), ctx=ctx,
                               progress=progress, hooks=Record(work, out, cfg.epochs, recorder, skipped=data.skipped,

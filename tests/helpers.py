@@ -190,7 +190,7 @@ def training_run(checkpoint):
     """The MLflow run that trained this checkpoint (the latest, by the checkpoint's MD5), as the stages find it."""
     import mlflow
 
-    from stages.tracking import training_run_of
+    from stages.tracking.runs import training_run_of
 
     run = training_run_of(mlflow, checkpoint, execution="")
     assert run is not None, f"no training run made {checkpoint}"

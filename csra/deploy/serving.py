@@ -19,7 +19,7 @@ from csra.errors import CSRAError
 
 DEFAULT_MAX_PIXELS = 40_000_000  # a 40-megapixel photo decodes to 120 MB of RGB; a larger one is refused unread
 IMAGE_COLUMN = "image"
-PROGRAM_ARTIFACT, CONTRACT_ARTIFACT = "program", "contract"  # the served model's artifacts (stages/served_model.py)
+PROGRAM_ARTIFACT, CONTRACT_ARTIFACT = "program", "contract"  # the served model's artifacts (stages/tracking/)
 PHOTOS = (f"photos as base64 strings of their file bytes in a column named {IMAGE_COLUMN!r} "
           f'({{"dataframe_records": [{{"{IMAGE_COLUMN}": "<base64>"}}]}})')
 ARRAYS = 'uint8 RGB pixels (3, H, W) or (N, 3, H, W) as integers 0-255 ({"inputs": [...]})'

@@ -285,7 +285,7 @@ def test_a_queued_sweep_runs_two_at_a_time_each_into_its_own_run(pipeline_projec
     to the training run, which stays as it was, with its writes there; `dvc exp show` lists each with its value.
     (The sweep that runs changes what demo alone reads — another image folder, with either thresholds — to stay
     cheap: the experiment that retrains and re-runs evaluate, demo and export is the search's, above; two trainings
-    at once into one store are in test_search.py.)"""
+    at once into one store are in search/test_study.py.)"""
     project = pipeline_project
     baseline = training_run(project / "results/train/best.pt").info.run_id
     before = mlflow.get_run(baseline).data

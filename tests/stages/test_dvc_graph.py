@@ -76,7 +76,7 @@ def by_path(stage: str) -> set[str]:
     model, which export loads as MLflow serves it to check its scores."""
     if stage == "prepare":
         return converters()
-    return closure(REPO / "stages" / "served_model.py") if stage == "export" else set()
+    return closure(REPO / "stages" / "tracking" / "served_model.py") if stage == "export" else set()
 
 
 @pytest.mark.parametrize("stage", STAGES)

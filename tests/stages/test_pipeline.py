@@ -13,8 +13,8 @@ from helpers import CHAIN, new_store, ok, run, run_chain, training_run
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from stages import tracking
-from stages.execution import EXECUTION
+from stages.tracking import runs as recorded
+from stages.tracking.execution import EXECUTION
 
 
 def test_chain_writes_every_output(trained_workspace):
@@ -67,7 +67,7 @@ def test_one_mlflow_run_with_params_curves_metrics_and_checkpoint(workspace):
                         r"of 2; evaluate: test mAP \d+\.\d\d on test_voc07\.json \(16 images\) of synthetic, model "
                         r"results/train/best\.pt; demo: predictions and heatmaps for 8 images of "
                         r"data/prepared/test\.md5, model results/train/best\.pt",
-                        run.data.tags[tracking.NOTE]), run.data.tags[tracking.NOTE]  # one line, a clause per stage
+                        run.data.tags[recorded.NOTE]), run.data.tags[recorded.NOTE]  # one line, a clause per stage
     client = MlflowClient()
     curve = client.get_metric_history(run_id, "val_mAP")
     assert [m.step for m in curve] == [1, 2]
@@ -94,7 +94,7 @@ def test_a_later_execution_records_into_a_run_of_its_own(workspace, monkeypatch)
     root = workspace
     train_run = training_run(root / "results/train/best.pt").info.run_id
     before = mlflow.get_run(train_run).data
-    monkeypatch.setattr(tracking, "execution_id", lambda: "another-execution")
+    monkeypatch.setattr(recorded, "execution_id", lambda: "another-execution")
     ok("evaluate", "--threshold", "0.3", "--out-dir", "results/evaluate_0.3")
     ok("demo", "--out-dir", "results/demo_again")  # the same execution: the same new run
     after = mlflow.get_run(train_run).data
@@ -142,7 +142,7 @@ def test_without_the_training_run_a_stage_records_what_the_workspace_knows(works
     assert re.fullmatch(r"synthetic, test mAP \d+\.\d\d \(test_voc07\.json, digest [0-9a-f]{8}\): resnet18, 1 CSRA "
                         r"head, λ 0\.1, 32 px, 10 classes, recipe synthetic\. Serve it: mlflow models serve -m "
                         r"models:/csra-synthetic/1 --env-manager local --port 5001", version.description)
-    assert tracking.training_run_of(mlflow, best, "x") is None  # the evaluation run is not taken for a training
+    assert recorded.training_run_of(mlflow, best, "x") is None  # the evaluation run is not taken for a training
     logged = mlflow.get_logged_model(version.source.removeprefix("models:/"))
     assert logged.name == "csra-synthetic"  # the registered model's name
     metrics = {m.key: m for m in logged.metrics}

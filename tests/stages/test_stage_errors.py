@@ -13,7 +13,7 @@ from csra.data.loading import list_images, load_image
 from csra.evaluate.predict import resolve_device
 from csra.model.network import ModelConfig, build_model
 from csra.train.state import find_resume
-from stages import tracking
+from stages.tracking import runs, store
 
 walk = Walk()
 says = walk.says
@@ -156,7 +156,7 @@ def resume_from_a_state_without_ema(tmp):
 def mlflow_store_unreachable(tmp):
     (tmp / "a_file").write_text("")
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/a_file/mlflow.db"  # a folder that cannot be made
-    with tracking.stage_run(None, "csra", {}, "x"):
+    with runs.stage_run(None, "csra", {}, "x"):
         pass
 
 
@@ -176,7 +176,7 @@ def server_refuses(tmp, status, body, user=None, doing=None):
         if user is None:
             patch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
             patch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
-        with tracking.store_errors(*([doing] if doing else [])):
+        with store.store_errors(*([doing] if doing else [])):
             verify_rest_response(response, "/api/2.0/mlflow/runs/create")
 
 
@@ -205,7 +205,7 @@ def mlflow_server_refuses_a_reader_an_artifact(tmp):
     response.status_code = 403
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_USERNAME", "reader")
-        with tracking.store_errors("register versions of the model 'csra'"):
+        with store.store_errors("register versions of the model 'csra'"):
             raise requests.HTTPError("403 Client Error: FORBIDDEN", response=response)
 
 
@@ -270,16 +270,16 @@ def demo_images_is_a_file(tmp):
 
 @says("models:/csra: expected a registered model as models:/NAME@ALIAS or models:/NAME/VERSION")
 def registered_model_uri_malformed(tmp):
-    from stages import model_registry
+    from stages.tracking import loading
 
-    model_registry.fetch("models:/csra", tmp)
+    loading.fetch("models:/csra", tmp)
 
 
 @says("models:/nothing@champion: no such registered model version")
 def registered_model_missing(tmp):
-    from stages import model_registry
+    from stages.tracking import loading
 
-    model_registry.fetch("models:/nothing@champion", tmp)
+    loading.fetch("models:/nothing@champion", tmp)
 
 
 @says("--model-uri models:/csra-synthetic@champion: a registered model takes no --checkpoint, --num-heads, --lam")

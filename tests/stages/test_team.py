@@ -37,8 +37,8 @@ from csra.data.loading import load_image
 from csra.deploy.export import PARITY_TOLERANCE
 from csra.deploy.scoring import ScoringModel
 from csra.model.checkpoints import load_checkpoint_model
-from stages import model_registry
-from stages.lineage import dvc_md5
+from stages.tracking import registry
+from stages.tracking.lineage import dvc_md5
 
 ADMIN, TRAINER, READER = ("admin", "admin-password-1"), ("trainer", "trainer-password"), ("reader", "reader-password")
 USER_VARIABLES = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
@@ -127,7 +127,7 @@ def test_the_model_is_registered_with_the_alias_champion(team, client):
     assert recorded["version"] == "1" and recorded["champion"] == "1" and recorded["registered"] == "registered"
     champion = client.get_model_version_by_alias("csra-synthetic", "champion")
     metrics = json.loads((team[0] / "results/evaluate/metrics.json").read_text())
-    assert model_registry.version_metric(champion, "mAP") == pytest.approx(metrics["mAP"], abs=1e-4)
+    assert registry.version_metric(champion, "mAP") == pytest.approx(metrics["mAP"], abs=1e-4)
     assert champion.tags["dataset.digest"] == dvc_md5(team[0] / "data/prepared")
 
 

@@ -210,7 +210,7 @@ def test_an_unknown_space_names_the_spaces(spaces):
 def test_the_trial_table_rounds_values_to_what_they_mean(capsys):
     from optuna.distributions import FloatDistribution, IntDistribution
 
-    from stages.search_records import summary
+    from stages.search.records import summary
 
     study = optuna.create_study(study_name="r", direction="maximize")
     dims = {"train.lr": FloatDistribution(1e-4, 1e-1, log=True), "train.lam": FloatDistribution(0.0, 1.0),
@@ -226,7 +226,7 @@ def test_the_trial_table_rounds_values_to_what_they_mean(capsys):
 
 
 def test_a_trial_the_study_and_its_promoted_experiment_are_named_apart():
-    from stages.search_records import experiment_name, study_run_name, trial_name
+    from stages.search.records import experiment_name, study_run_name, trial_name
 
     names = {study_run_name("tiny"), experiment_name("tiny"), trial_name("tiny", 0, {"train.lam": 0.13125478963})}
     assert names == {"study tiny", "tiny-best", "tiny-0 lam=0.131"}
@@ -244,7 +244,7 @@ def test_a_trial_the_study_and_its_promoted_experiment_are_named_apart():
 ])
 def test_a_dimension_refuses_an_empty_range_an_unsearched_key_and_an_unknown_option(tiny_params, key, spec,
                                                                                      message):
-    from stages.search_space import _dimension
+    from stages.search.space import _dimension
 
     assert _dimension("bad.yaml", "train.lam", {"low": 0.1, "high": 0.5, "log": True}, tiny_params).log
     with pytest.raises(CSRAError) as refused:
@@ -256,7 +256,7 @@ def test_a_dimension_refuses_an_empty_range_an_unsearched_key_and_an_unknown_opt
 def test_a_study_compares_every_data_setting_its_trials_trained_on_but_the_machines_own(tiny_params):
     from stages import train as train_stage
     from stages.params import load_params
-    from stages.search import trained_from
+    from stages.search.study import trained_from
 
     def trained(**overrides):
         return trained_from(load_params(train_stage.Params, tiny_params, overrides))
@@ -273,7 +273,7 @@ def test_the_best_trial_is_the_best_complete_one_never_a_pruned_one(capsys):
     from optuna.distributions import FloatDistribution
     from optuna.trial import create_trial
 
-    from stages.search_records import best_trial, summary
+    from stages.search.records import best_trial, summary
 
     study = optuna.create_study(study_name="b", direction="maximize")
     dims = {"train.lam": FloatDistribution(0.0, 1.0)}
@@ -291,7 +291,7 @@ def test_a_promoted_trial_is_set_with_its_exact_values():
     """`dvc exp run -S` reads each override back (Hydra's parser) as the trial's value: same type, every digit."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from stages.search_records import override
+    from stages.search.records import override
 
     values = {"train.lr": 0.0012345678901234, "train.lam": 0.13125478963214, "train.weight_decay": 1.2345678e-05,
               "train.num_heads": 4, "train.tune_thresholds": False, "train.optimizer": "adamw"}
@@ -305,8 +305,8 @@ def test_a_trial_records_the_threads_it_runs_with_not_the_machines_cores(tmp_pat
     """Promotion runs the DVC experiment with the trial's threads (a CPU's sums depend on them): a trial records
     torch's thread count, whatever the cores (here a count no core count matches)."""
     from stages.common import machine
-    from stages.search import Search, objective
-    from stages.search_space import Dimension, Space
+    from stages.search.space import Dimension, Space
+    from stages.search.study import Search, objective
 
     space = Space("s", "s.yaml", (Dimension("train.lam", choices=(0.1,)),), {"name": "random"}, {"name": "none"})
     search = Search("s", "unused", space, tmp_path / "missing.yaml", "parent", 1)  # no params: the trial fails

@@ -1,33 +1,34 @@
-"""MLflow's runs (model_registry.py holds the registered model): the store, one run per pipeline execution, params,
+"""MLflow's runs: one run per pipeline execution (the store: store.py; the registered model: registry.py), params,
 metrics, artifacts, the data a run used and the machine's load while it trains.
 
 Train opens its execution's run and tags it with the MD5 of the checkpoint it made. A stage after train finds that
 training run by the MD5 of the checkpoint it reads (no run id in any file DVC tracks), and logs into it when train
 ran in the same execution (one `dvc repro`), else into a run of its own execution, linked to the training run
-(stages/execution.py says which execution a stage runs in, and names the runs). Default store: SQLite `mlflow.db`
-at the repository root, as an absolute path, so that `dvc exp run --temp/--queue` workspaces (under .dvc/tmp/exps/)
-log into the same database. MLFLOW_TRACKING_URI overrides it."""
+(execution.py says which execution a stage runs in, and names the runs). Default store (store.py): SQLite
+`mlflow.db` at the repository root, as an absolute path, so that `dvc exp run --temp/--queue` workspaces (under
+.dvc/tmp/exps/) log into the same database. MLFLOW_TRACKING_URI overrides it."""
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import math
-import os
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-from csra.errors import CSRAError
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.entities import Run
+
 from csra.fileio import file_md5
-from stages.execution import EXECUTION, execution_id, execution_tags, run_tags, unique_name
-from stages.lineage import DataVersion, locked_md5
+from stages.tracking.execution import EXECUTION, execution_id, execution_tags, run_tags, unique_name
+from stages.tracking.lineage import DataVersion, locked_md5
+from stages.tracking.store import connect, experiment_of, store_errors, tracking_uri
 
 log = logging.getLogger("csra.tracking")
-DVC_TEMP_WORKSPACES = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
 TEST_FILE, TEST_DIGEST = "test.file", "test.digest"  # the annotation file evaluate scored, by path and items_digest
 DATA_DIGEST = "dataset.digest"  # DVC's hash of the prepared data a model was trained on
 # On a stage's run whose checkpoint's training run is not in this store (a clone that pulled the model, not the
@@ -36,60 +37,16 @@ UNTRACED = "csra.training_run"
 NOTE = "mlflow.note.content"  # a run's description in the UI: one line, a clause per stage that recorded into it
 
 
-def repo_root(cwd: Path | None = None) -> Path:
-    """The repository root, seen through a DVC temporary experiment workspace if we run inside one."""
-    cwd = (cwd or Path.cwd()).resolve()
-    text = str(cwd) + os.sep
-    if DVC_TEMP_WORKSPACES in text:
-        return Path(text.split(DVC_TEMP_WORKSPACES)[0])
-    return cwd
-
-
-def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
-
-
-def _artifact_location(uri: str) -> str | None:
-    """Artifacts of a SQLite store go next to its file; other stores decide for themselves."""
-    if uri.startswith("sqlite:///"):
-        return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
-    return None
-
-
-def connect() -> Any:
-    """mlflow, pointed at the store (tracking_uri). A new SQLite database gets its tables under a lock file beside
-    it: the queue workers of a sweep that start together would otherwise both migrate it, and one would fail."""
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    warnings.filterwarnings("ignore", module="mlflow")
-    import mlflow
-
-    uri = tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    if uri.startswith("sqlite:///"):
-        database = Path(uri[len("sqlite:///"):])
-        with store_errors():
-            database.parent.mkdir(parents=True, exist_ok=True)
-            with open(f"{database}.lock", "a") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
-                mlflow.search_experiments(max_results=1)
-    return mlflow
-
-
-def experiment_of(mlflow: Any, name: str) -> str:
-    """The experiment's id; a new one is a model-training experiment, so the UI opens on its runs table."""
-    experiment = mlflow.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    return mlflow.create_experiment(name, artifact_location=_artifact_location(mlflow.get_tracking_uri()),
-                                    tags={"mlflow.experimentKind": "custom_model_development"})
-
-
 class Recorder:
     """The active MLflow run, through the few calls the stages make; train_run_id is the training run it builds
     on (itself for train), None when it builds on none."""
 
-    def __init__(self, mlflow: Any, run_id: str, train_run_id: str | None = None):
+    def __init__(self, mlflow: ModuleType, run_id: str, train_run_id: str | None = None):
         self.mlflow, self.run_id, self.train_run_id = mlflow, run_id, train_run_id
+
+    def run(self, run_id: str | None = None) -> Run:
+        """This run as the store holds it now (or another of its runs: the training run it builds on)."""
+        return self.mlflow.get_run(run_id or self.run_id)
 
     def metrics(self, values: dict[str, float], step: int | None = None) -> None:
         """Log metrics; NaN values (an undefined metric) are left out."""
@@ -142,12 +99,9 @@ class Recorder:
                                 dataset=dataset)
 
 
-def as_mlflow_dataset(data: DataVersion) -> Any:
+def as_mlflow_dataset(data: DataVersion) -> MetaDataset:
     """data as an MLflow dataset: its name, source path, DVC's hash as the digest and the items of each annotation
     file as its profile."""
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
-    from mlflow.data.meta_dataset import MetaDataset
-
     class Prepared(MetaDataset):
         @property
         def profile(self) -> dict[str, int]:
@@ -157,57 +111,6 @@ def as_mlflow_dataset(data: DataVersion) -> Any:
             return {**super().to_dict(), "profile": json.dumps(self.profile)}
 
     return Prepared(resolve_dataset_source(data.source), name=data.name, digest=data.digest)
-
-
-REFUSALS = {"UNAUTHENTICATED": 401, "CUSTOMER_UNAUTHORIZED": 401, "PERMISSION_DENIED": 403}
-
-
-def refusal(error: BaseException) -> int | None:
-    """401 when the tracking server did not know who asked (no or wrong credentials), 403 when it knew and would
-    not let them (a READ permission where the call needs EDIT), else None. The REST calls raise an MlflowException
-    with the error code; the proxied artifact transfers a requests HTTPError with the response."""
-    from mlflow.exceptions import MlflowException
-
-    if isinstance(error, MlflowException):
-        return REFUSALS.get(error.error_code)
-    status = getattr(getattr(error, "response", None), "status_code", None)
-    return status if status in (401, 403) else None
-
-
-def refused(status: int, doing: str) -> CSRAError:
-    """The one line for a server's refusal (see refusal): who asked, as MLflow's client sent it (the environment
-    variables MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, else ~/.mlflow/credentials), and what for."""
-    from mlflow.utils.credentials import read_mlflow_creds
-
-    user, server = read_mlflow_creds().username, f"the MLflow server at {tracking_uri()}"
-    if status == 403:
-        return CSRAError(f"{server} refused user '{user}' (403 permission denied): the user may not {doing}; an "
-                         "admin of the server grants EDIT on the experiment and the registered model")
-    if user:
-        return CSRAError(f"{server} refused user '{user}' (401 unauthenticated): check MLFLOW_TRACKING_USERNAME "
-                         "and MLFLOW_TRACKING_PASSWORD")
-    return CSRAError(f"{server} refused the request (401 unauthenticated): set MLFLOW_TRACKING_USERNAME and "
-                     "MLFLOW_TRACKING_PASSWORD to a user of the server")
-
-
-@contextmanager
-def store_errors(doing: str = "make this call") -> Iterator[None]:
-    """A store that cannot be reached (a team server down, a database locked) is one line, not a traceback; so is
-    a team server that refuses the client (doing: what the call was for, which a 403 names)."""
-    try:
-        yield
-    except CSRAError:
-        raise
-    except Exception as e:
-        from mlflow.exceptions import MlflowException
-
-        status = refusal(e)
-        if status is not None:
-            raise refused(status, doing) from None
-        if isinstance(e, (MlflowException, ConnectionError, OSError)) or "sqlalchemy" in type(e).__module__:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise CSRAError(f"MLflow tracking store {tracking_uri()}: {first}") from None
-        raise
 
 
 @contextmanager
@@ -232,14 +135,14 @@ def training_run(experiment: str, params: dict[str, Any], name: str, run_id: str
             yield Recorder(mlflow, run.info.run_id, run.info.run_id)
 
 
-def training_run_of(mlflow: Any, checkpoint: Path, execution: str) -> Any | None:
+def training_run_of(mlflow: ModuleType, checkpoint: Path, execution: str) -> Run | None:
     """The training run that made this checkpoint, found by its bytes (the tag checkpoint.md5, in any experiment of
     the store): this execution's, else the latest; None when the store has none (an official state dict, a
     checkpoint trained against another store)."""
     return _training_run_by_md5(mlflow, file_md5(checkpoint), execution) if checkpoint.is_file() else None
 
 
-def _training_run_by_md5(mlflow: Any, md5: str, execution: str) -> Any | None:
+def _training_run_by_md5(mlflow: ModuleType, md5: str, execution: str) -> Run | None:
     query = f"tags.`checkpoint.md5` = '{md5}'"
     found = mlflow.search_runs(search_all_experiments=True, filter_string=query, output_format="list",
                                order_by=["attributes.start_time DESC"])
@@ -297,7 +200,7 @@ def stage_run(checkpoint: Path | None, experiment: str, params: dict[str, Any], 
             yield Recorder(mlflow, run.info.run_id, train_run_id)
 
 
-def _execution_run(mlflow: Any, experiment_id: str, execution: str, trained: Any | None) -> str | None:
+def _execution_run(mlflow: ModuleType, experiment_id: str, execution: str, trained: Run | None) -> str | None:
     """The id of this execution's run: the training run when it carries this execution's tag, else a run of
     this execution built on the same training run; None when there is none yet."""
     if trained is not None and trained.data.tags.get(EXECUTION) == execution:

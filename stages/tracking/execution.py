@@ -143,7 +143,7 @@ def run_tags() -> dict[str, str]:
 def run_name(*subject: str | None) -> str:
     """What the run is — subject: its dataset, recipe, backbone (None and repeats left out) — then which code: the
     DVC experiment's name, else the short commit, marked -dirty when tracked files differ from it (the commit
-    alone does not hold what ran). tracking.py makes it unique in its experiment."""
+    alone does not hold what ran). runs.py makes it unique in its experiment."""
     words = list(dict.fromkeys(word for word in subject if word))
     commit = git_commit()
     if os.environ.get("DVC_EXP_NAME"):

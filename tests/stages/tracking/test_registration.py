@@ -7,8 +7,8 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from stages import model_registry, registration, tracking
-from stages.lineage import DataVersion
+from stages.tracking import registration, registry, runs
+from stages.tracking.lineage import DataVersion
 
 BASELINE = "0123456789abcdef0123456789abcdef01234567"
 
@@ -22,14 +22,14 @@ def export(tmp_path, monkeypatch, mlflow_store):
     mlflow.set_tracking_uri(mlflow_store)
 
     def run(policy, mAP, digest="test-a", model_id=None, name="csra"):
-        with tracking.training_run("csra", {"train.lam": 0.1}, "t") as recorder:
+        with runs.training_run("csra", {"train.lam": 0.1}, "t") as recorder:
             recorder.dataset(DataVersion("synthetic", "data/prepared", "f49cb5c7.dir", {"test.json": 4}), "training")
             recorder.metrics({"mAP": mAP, "CF1": mAP - 10})
-            recorder.tag(tracking.TEST_FILE, "data/prepared/test.json")
-            recorder.tag(tracking.TEST_DIGEST, digest)
+            recorder.tag(runs.TEST_FILE, "data/prepared/test.json")
+            recorder.tag(runs.TEST_DIGEST, digest)
             model_id = model_id or mlflow.create_external_model(name="model").model_id
             return registration.register(recorder, model_id, name, policy, "mAP", "synthetic", "resnet18, tiny",
-                                         model_registry.evaluation(recorder)), recorder
+                                         registry.evaluation(recorder)), recorder
 
     return run
 
@@ -95,10 +95,10 @@ def test_auto_names_one_registered_model_per_dataset_and_a_given_name_stays(expo
 
 
 def test_without_an_evaluation_better_does_not_register(export, tmp_path):
-    with tracking.training_run("csra", {}, "t") as recorder:
+    with runs.training_run("csra", {}, "t") as recorder:
         model_id = mlflow.create_external_model(name="model").model_id
         result = registration.register(recorder, model_id, "csra", "better", "mAP", "synthetic", "resnet18, tiny",
-                                       model_registry.evaluation(recorder))
+                                       registry.evaluation(recorder))
     assert result["version"] is None and result["champion"] is None
     assert result["registered"].startswith("not registered: this execution logged no mAP")
 

@@ -8,7 +8,7 @@ import sys
 import yaml
 
 from csra.model.network import ModelConfig
-from stages.lineage import data_digest, dvc_md5, model_key
+from stages.tracking.lineage import data_digest, dvc_md5, model_key
 
 # Made in this order: neither sorted nor a per-folder walk's order. As relative paths, sorted: a-b, a.txt, a/b/c.txt,
 # a/z, a0, z.txt (`-` < `.` < `/` < `0`), where a walk that sorts each folder's names would list a/ before a-b.

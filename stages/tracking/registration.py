@@ -1,15 +1,21 @@
 """Which versions a registered model gets and which one is its champion: the registered model's name (one per
 dataset by default), export.register's policy, the alias `champion` on the best version among those evaluated on
 the same test data (never moved to a version evaluated on other data), and each version's description. MLflow
-code, beside model_registry.py (what a version holds) and tracking.py."""
+code, beside registry.py (what a version holds) and runs.py."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from stages.model_registry import Evaluation, provenance, version_metric
-from stages.tracking import TEST_DIGEST, TEST_FILE, Recorder, refusal, store_errors
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from stages.tracking.registry import Evaluation, provenance, version_metric
+from stages.tracking.runs import TEST_DIGEST, TEST_FILE, Recorder
+from stages.tracking.store import refusal, store_errors
 
 CHAMPION = "champion"
 AUTO = "auto"  # export.registered_model: auto names one registered model per dataset
@@ -27,9 +33,7 @@ def model_name(setting: str, dataset: str) -> str:
     return f"csra-{dataset}" if setting == AUTO else setting
 
 
-def _champion(client: Any, name: str) -> Any | None:
-    from mlflow.exceptions import MlflowException
-
+def _champion(client: MlflowClient, name: str) -> ModelVersion | None:
     try:
         return client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException as e:  # no such model, or no champion yet; a server's refusal is the refusal
@@ -38,14 +42,14 @@ def _champion(client: Any, name: str) -> Any | None:
         return None
 
 
-def _best(client: Any, name: str, digest: str, metric: str) -> Any | None:
+def _best(client: MlflowClient, name: str, digest: str, metric: str) -> ModelVersion | None:
     """The best version by metric among those evaluated on the test data of digest (the older one on a tie)."""
     scored = [(value, v) for v in client.search_model_versions(f"name = '{name}'")
               if v.tags.get(TEST_DIGEST) == digest and (value := version_metric(v, metric)) is not None]
     return max(scored, key=lambda pair: (pair[0], -int(pair[1].version)), default=(None, None))[1]
 
 
-def _decision(client: Any, name: str, policy: str, metric: str, candidate: Evaluation | None) -> str | None:
+def _decision(client: MlflowClient, name: str, policy: str, metric: str, candidate: Evaluation | None) -> str | None:
     """None when a new version is to be registered, else why not. `better` compares with the best version
     evaluated on the same test data (by its digest); versions evaluated on other data are not compared."""
     if policy == "always":
@@ -62,7 +66,7 @@ def _decision(client: Any, name: str, policy: str, metric: str, candidate: Evalu
            f"({version_metric(best, metric):.2f}), the best on this test data"
 
 
-def _stays(version: Any, candidate: Evaluation) -> str:
+def _stays(version: ModelVersion, candidate: Evaluation) -> str:
     """Why the champion did not move: it was evaluated on other test data than this export's."""
     tested = version.tags.get(TEST_DIGEST)
     where = (f"{Path(version.tags.get(TEST_FILE, '?')).name}, digest {tested[:8]}" if tested
@@ -72,7 +76,8 @@ def _stays(version: Any, candidate: Evaluation) -> str:
             f"own (export.registered_model: {AUTO} names csra-<data.dataset>), or move the alias by hand")
 
 
-def elect_champion(client: Any, name: str, candidate: Evaluation, metric: str) -> tuple[str | None, str | None]:
+def elect_champion(client: MlflowClient, name: str, candidate: Evaluation,
+                   metric: str) -> tuple[str | None, str | None]:
     """(the champion's version, or None; why it stayed, or None). The alias champion goes to the best version by
     metric among those evaluated on the candidate's test data (its digest) — unless it is on a version evaluated
     on other test data, which it never leaves for this one. Read again after moving it, so that a concurrent
@@ -103,11 +108,9 @@ def describe(dataset: str, summary: str, name: str, version: str, candidate: Eva
 def register(recorder: Recorder, model_id: str, name: str, policy: str, metric: str, dataset: str, summary: str,
              candidate: Evaluation | None) -> dict[str, Any]:
     """Register the logged model as a version of name as export.register says (never twice the same logged
-    model), tagged with its metrics (candidate: the execution's evaluation, see model_registry.evaluation), test
+    model), tagged with its metrics (candidate: the execution's evaluation, see registry.evaluation), test
     file, data digest, DVC experiment and commit, described (dataset: what it was evaluated on; summary: what the
     model is); then elect the champion. Returns what the run records as export/registration.json."""
-    from mlflow import MlflowClient
-
     with store_errors(f"register versions of the model '{name}' or move its alias {CHAMPION}"):
         client = MlflowClient()
         mine = [v for v in client.search_model_versions(f"name = '{name}'") if v.source == f"models:/{model_id}"]
@@ -115,7 +118,7 @@ def register(recorder: Recorder, model_id: str, name: str, policy: str, metric: 
         version = mine[0].version if mine else None
         if reason is None:
             tags = {**provenance(recorder), **(candidate.tags() if candidate else {}), "run_id": recorder.run_id}
-            version = recorder.mlflow.register_model(f"models:/{model_id}", name, tags=tags).version
+            version = mlflow.register_model(f"models:/{model_id}", name, tags=tags).version
             client.update_model_version(name, version, description=describe(dataset, summary, name, str(version),
                                                                              candidate, metric))
             if not client.get_registered_model(name).description:

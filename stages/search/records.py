@@ -1,5 +1,5 @@
 """A study's records. In MLflow: one parent run per study, `study <name>` (its space, the best trial so far), every
-trial a run nested under it, `<name>-<number> <values>` (stages/search.py makes those), whose tag optuna.state says
+trial a run nested under it, `<name>-<number> <values>` (study.py makes those), whose tag optuna.state says
 complete, pruned or failed. On the console: the table of trials. In DVC: the best trial as the experiment
 `<name>-best` — `dvc exp run --temp -n <name>-best -S key=value …` with exactly the trial's values — which re-runs
 the pipeline on them (train's run lands in MLflow beside the baseline's) and must reproduce the trial's best
@@ -18,13 +18,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import optuna
 import typer
-from optuna.trial import TrialState
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial, TrialState
 
 from csra.errors import CSRAError
-from stages import tracking
-from stages.execution import experiment_ref, git_commit, run_tags, unique_name
-from stages.search_space import Space
+from stages.search.space import Space
+from stages.tracking import study_runs
+from stages.tracking.execution import experiment_ref, git_commit, run_tags
+from stages.tracking.runs import NOTE
+from stages.tracking.store import store_errors, tracking_uri
 
 DVC = [sys.executable, "-m", "dvc"]  # DVC, and the stages it runs (`python -m stages.cli`), in this environment
 STATE = "optuna.state"  # a trial run's tag: complete, pruned or failed
@@ -64,24 +68,24 @@ def experiment_name(study: str) -> str:
     return f"{study}-best"
 
 
-def best_value(trial: Any) -> float:
+def best_value(trial: FrozenTrial) -> float:
     """A trial's best validation mAP: its value, or for one stopped early its best epoch so far (NaN: none)."""
     if trial.state.name == "COMPLETE":
         return trial.value  # (a pruned trial's value is its last epoch's)
     return max(trial.intermediate_values.values(), default=math.nan)
 
 
-def complete_trials(study: Any) -> list:
+def complete_trials(study: optuna.Study) -> list[FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
-def best_trial(study: Any) -> Any | None:
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
     """The study's best complete trial (by best validation mAP), None while none is complete."""
     complete = complete_trials(study)
     return max(complete, key=lambda t: t.value) if complete else None
 
 
-def summary(study: Any) -> None:
+def summary(study: optuna.Study) -> None:
     """Every trial of the study: number, state, best val mAP, host and values; then the best."""
     trials = study.get_trials(deepcopy=False)
     keys = sorted({k for t in trials for k in t.params})
@@ -118,7 +122,7 @@ def experiment_metrics(root: Path, ref: str, metrics: str) -> dict[str, Any] | N
     return json.loads(out.stdout) if out.returncode == 0 else None
 
 
-def promote_best(study: Any, root: Path, out_dir: str) -> None:
+def promote_best(study: optuna.Study, root: Path, out_dir: str) -> None:
     """Make the study's best complete trial the DVC experiment <study>-best (experiment_name; replacing an older one of
     that name), and check that it reproduces the trial's best validation mAP."""
     best = best_trial(study)
@@ -143,11 +147,9 @@ def promote_best(study: Any, root: Path, out_dir: str) -> None:
         raise CSRAError(f"`dvc exp run` of the best trial ({best.number}) failed; the study is unchanged, and "
                         f"`csra search --study {study.study_name} --promote` tries again")
     found = (experiment_metrics(root, ref, metrics_file) or {}).get("best_val_mAP")
-    client = tracking.connect().MlflowClient()
-    parent = study.user_attrs.get("mlflow_parent_run_id")
+    parent = study.user_attrs.get(PARENT)
     if parent:
-        client.set_tag(parent, "dvc.experiment", name)
-        client.set_tag(parent, "dvc.experiment_trial", str(best.number))
+        study_runs.set_tags(parent, {"dvc.experiment": name, "dvc.experiment_trial": str(best.number)})
     if found is None:
         raise CSRAError(f"DVC experiment {name} ran but its {metrics_file} holds no best_val_mAP")
     same = abs(found - best.value) <= 1e-9
@@ -159,28 +161,19 @@ def promote_best(study: Any, root: Path, out_dir: str) -> None:
                         f"the trial's {best.value:.6f} (a different machine, thread count or code?)")
 
 
-def parent_run(study: Any, created: bool, experiment: str, space: Space, storage: str, storage_object: Any) -> str:
+def parent_run(study: optuna.Study, created: bool, experiment: str, space: Space, storage: str,
+               storage_object: BaseStorage) -> str:
     """The study's MLflow parent run: made by the invocation that created the study, found by every other."""
-    import optuna
-
-    mlflow = tracking.connect()
-    client = mlflow.MlflowClient()
-    with tracking.store_errors(f"log runs to the experiment '{experiment}'"):
+    with store_errors(f"log runs to the experiment '{experiment}'"):
         if created:
-            experiment_id = tracking.experiment_of(mlflow, experiment)
-            run = client.create_run(experiment_id, run_name=unique_name(mlflow, experiment_id,
-                                                                        study_run_name(study.study_name)),
-                                    tags={**run_tags(), "optuna.study": study.study_name,
-                                          "optuna.storage": shown(storage), "optuna.space": space.name,
-                                          tracking.NOTE: f"study: Optuna study {study.study_name} over space "
-                                                         f"{space.name}, trials nested under this run"})
-            run_id = run.info.run_id
-            client.log_batch(run_id, params=[mlflow.entities.Param(f"space.{k}", v)
-                                             for k, v in space.record()["params"].items()]
-                             + [mlflow.entities.Param("space", space.name),
-                                mlflow.entities.Param("sampler", str(space.sampler)),
-                                mlflow.entities.Param("pruner", str(space.pruner))])
-            client.log_dict(run_id, space.record(), "search/space.json")
+            params = {**{f"space.{k}": v for k, v in space.record()["params"].items()}, "space": space.name,
+                      "sampler": str(space.sampler), "pruner": str(space.pruner)}
+            tags = {**run_tags(), "optuna.study": study.study_name, "optuna.storage": shown(storage),
+                    "optuna.space": space.name,
+                    NOTE: f"study: Optuna study {study.study_name} over space {space.name}, trials nested under "
+                          "this run"}
+            run_id = study_runs.create_parent(experiment, study_run_name(study.study_name), tags, params,
+                                              space.record(), "search/space.json")
             study.set_user_attr(PARENT, run_id)
             return run_id
         deadline = time.monotonic() + PARENT_WAIT
@@ -191,45 +184,40 @@ def parent_run(study: Any, created: bool, experiment: str, space: Space, storage
             time.sleep(1)
             study = optuna.load_study(study_name=study.study_name, storage=storage_object)
         run_id = study.user_attrs[PARENT]
-        try:
-            client.update_run(run_id, status="RUNNING")
-        except mlflow.exceptions.MlflowException:
+        if not study_runs.reopen(run_id):
             raise CSRAError(f"study {study.study_name}: its MLflow parent run {run_id} is not in "
-                            f"{tracking.tracking_uri()}; point MLFLOW_TRACKING_URI at the store the study started "
-                            "with") from None
+                            f"{tracking_uri()}; point MLFLOW_TRACKING_URI at the store the study started "
+                            "with")
     return run_id
 
 
-def stale_trial(study: Any, trial: Any) -> None:
+def stale_trial(study: optuna.Study, trial: FrozenTrial) -> None:
     """Optuna found trial's worker silent past the grace period and marked it failed: so is its MLflow run."""
     if fail_run(trial):
         logging.getLogger("csra").warning("warning: trial %d of %s stopped beating (its worker died): marked failed",
                                           trial.number, trial.user_attrs.get("host", "?"))
 
 
-def update_parent(parent: str, study: Any, trial: Any) -> None:
+def update_parent(parent: str, study: optuna.Study, trial: FrozenTrial) -> None:
     """After each trial: the parent run names the best trial so far, its val mAP and params."""
     best = best_trial(study)
     if best is None:
         return
     try:
-        client = tracking.connect().MlflowClient()
-        client.set_tag(parent, "best_trial", str(best.number))
-        client.set_tag(parent, "best_run_id", best.user_attrs.get("mlflow_run_id", ""))
-        client.set_tag(parent, "best_params", shown_values(best.params, "="))
-        client.log_metric(parent, "best_val_mAP", best.value, step=len(complete_trials(study)))
-        client.set_tag(parent, tracking.NOTE, f"study: Optuna study {study.study_name}, best of "
-                                              f"{len(complete_trials(study))} complete trials: trial {best.number}, "
-                                              f"val mAP {best.value:.2f}, {shown_values(best.params, '=')}")
+        study_runs.set_tags(parent, {"best_trial": str(best.number),
+                                     "best_run_id": best.user_attrs.get("mlflow_run_id", ""),
+                                     "best_params": shown_values(best.params, "=")})
+        study_runs.log_metric(parent, "best_val_mAP", best.value, len(complete_trials(study)))
+        study_runs.set_tags(parent, {NOTE: f"study: Optuna study {study.study_name}, best of "
+                                           f"{len(complete_trials(study))} complete trials: trial {best.number}, "
+                                           f"val mAP {best.value:.2f}, {shown_values(best.params, '=')}"})
     except Exception as e:  # the study goes on; the next trial's end tries again
         logging.getLogger("csra").warning("warning: the study's MLflow run %s was not updated: %s", parent,
                                           str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
 
 
-def mark_failed(storage: Any, name: str, number: int, why: str) -> None:
+def mark_failed(storage: BaseStorage, name: str, number: int, why: str) -> None:
     """A trial of study name whose worker died: failed in the study (if still running there) and in MLflow."""
-    import optuna
-
     study = optuna.load_study(study_name=name, storage=storage)
     trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
     if trial.state == TrialState.RUNNING:
@@ -240,11 +228,10 @@ def mark_failed(storage: Any, name: str, number: int, why: str) -> None:
     fail_run(trial)
 
 
-def fail_run(trial: Any) -> bool:
+def fail_run(trial: FrozenTrial) -> bool:
     """The trial's MLflow run ends as failed (tag and status); False when it has none."""
     run_id = trial.user_attrs.get("mlflow_run_id")
     if run_id:
-        client = tracking.connect().MlflowClient()
-        client.set_tag(run_id, STATE, "failed")
-        client.set_terminated(run_id, "FAILED")
+        study_runs.set_tags(run_id, {STATE: "failed"})
+        study_runs.end(run_id, "FAILED")
     return bool(run_id)

@@ -1,12 +1,12 @@
-"""`csra search`: an Optuna study over a space of train's params (stages/search_space.py). Each trial is a training
-run of `csra train` — the same setup, `train()`, validation and records — on params.yaml with the trial's values,
-scored by its best validation mAP on the held-out selection split; its pruner may stop it at the end of an epoch.
+"""`csra search`: an Optuna study over a space of train's params (space.py). Each trial is a training run of
+`csra train` — the same setup, `train()`, validation and records — on params.yaml with the trial's values, scored
+by its best validation mAP on the held-out selection split; its pruner may stop it at the end of an epoch.
 
 The study lives in Optuna's storage: by default optuna.db (SQLite, git-ignored) at the repository root; with
 --storage, any database URL (postgresql://…) or a journal file (a path; on a shared file system for many machines)
 that every worker of the study shares, so that a later invocation, on any machine, continues it. Optuna hands each
 trial to one worker. In MLflow the study is one parent run and every trial a run nested under it; the best trial
-becomes the DVC experiment <study>-best (stages/search_records.py)."""
+becomes the DVC experiment <study>-best (records.py)."""
 
 from __future__ import annotations
 
@@ -20,21 +20,25 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
+from multiprocessing.queues import Queue
+from multiprocessing.sharedctypes import Synchronized, SynchronizedArray
 from pathlib import Path
-from typing import Any
 
+import optuna
+import torch
 import typer
+from optuna.storages import BaseStorage
+from optuna.storages.journal import JournalFileBackend
 
 from csra.data.prepared import SkippedImage
 from csra.distributed import SINGLE
 from csra.errors import CSRAError
-from csra.train.run import TrainPaths
+from csra.train.run import EpochRow, TrainPaths
 from csra.train.run import train as run_training
-from stages import tracking
 from stages import train as train_stage
 from stages.common import BEST, machine, one_line, show_library_warnings
 from stages.params import load_params
-from stages.search_records import (
+from stages.search.records import (
     STATE,
     best_trial,
     mark_failed,
@@ -47,7 +51,10 @@ from stages.search_records import (
     trial_name,
     update_parent,
 )
-from stages.search_space import Space, load_space
+from stages.search.space import Space, load_space
+from stages.tracking import runs, study_runs
+from stages.tracking.runs import Recorder
+from stages.tracking.store import repo_root
 
 DEFAULT_STORAGE = "optuna.db"  # the embedded study storage at the repository root (git-ignored)
 DEFAULT_SPACE = "paper"
@@ -68,11 +75,8 @@ class Search:
     jobs: int
 
 
-def open_storage(url: str) -> Any:
+def open_storage(url: str) -> BaseStorage:
     """Optuna's storage for url: a database URL (with heartbeats), else a journal file at that path."""
-    import optuna
-    from optuna.storages.journal import JournalFileBackend
-
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # the heartbeat's
     try:
         if "://" not in url:
@@ -88,11 +92,9 @@ def open_storage(url: str) -> Any:
         raise CSRAError(f"--storage {shown(url)}: {str(e).strip().splitlines()[0]}") from None
 
 
-def open_study(name: str, storage: Any, space: Space) -> tuple[Any, bool]:
+def open_study(name: str, storage: BaseStorage, space: Space) -> tuple[optuna.Study, bool]:
     """(the study, whether this call created it): creating is atomic in the storage, so of several invocations
     that start a new study together exactly one creates it (and its MLflow parent run)."""
-    import optuna
-
     try:
         return optuna.create_study(study_name=name, storage=storage, direction="maximize",
                                    sampler=space.make_sampler(None), pruner=space.make_pruner()), True
@@ -104,28 +106,23 @@ def open_study(name: str, storage: Any, space: Space) -> tuple[Any, bool]:
 class TrialRecord(train_stage.Record):
     """train's records for a trial (no kept checkpoint), and after each epoch the pruner's word on its val mAP."""
 
-    def __init__(self, trial: Any, work: Path, epochs: int, recorder: tracking.Recorder, about: str,
+    def __init__(self, trial: optuna.Trial, work: Path, epochs: int, recorder: Recorder, about: str,
                  skipped: tuple[SkippedImage, ...] = ()):
         super().__init__(work, None, epochs, recorder, label=f"trial {trial.number}: ", skipped=skipped, about=about)
         self.trial = trial
 
-    def on_epoch(self, row: Any, history: list) -> None:
+    def on_epoch(self, row: EpochRow, history: list[EpochRow]) -> None:
         self.trial.report(row["val_mAP"], row["epoch"])  # first: the storage's writes are done before the echo
         condemned = self.trial.should_prune()
         super().on_epoch(row, history)
         if condemned:
-            import optuna
-
             typer.echo(f"{self.label}pruned at the end of epoch {row['epoch']} (val mAP {row['val_mAP']:.2f})")
             raise optuna.TrialPruned(f"pruned at epoch {row['epoch']}")
 
 
-def objective(search: Search, index: int, current: Any, trial: Any) -> float:
+def objective(search: Search, index: int, current: SynchronizedArray, trial: optuna.Trial) -> float:
     """One trial: train's params with the trial's values, trained as `csra train` trains, in its own MLflow run
     nested under the study's; its best validation mAP."""
-    import optuna
-    import torch
-
     current[index] = trial.number
     host = socket.gethostname()
     for key, value in (("host", host), ("pid", os.getpid()), ("threads", torch.get_num_threads())):
@@ -140,9 +137,8 @@ def objective(search: Search, index: int, current: Any, trial: Any) -> float:
     tags = {"mlflow.parentRunId": search.parent_run_id, "optuna.study": search.study,
             "optuna.trial": str(trial.number)}
     with tempfile.TemporaryDirectory(prefix=f"csra-trial-{trial.number}-") as folder, \
-            tracking.training_run(params.tracking.experiment, params.flat(), trial_name(search.study, trial.number,
-                                                                                       values),
-                                  system_metrics=params.tracking.system_metrics, tags=tags) as recorder:
+            runs.training_run(params.tracking.experiment, params.flat(), trial_name(search.study, trial.number, values),
+                              system_metrics=params.tracking.system_metrics, tags=tags) as recorder:
         trial.set_user_attr("mlflow_run_id", recorder.run_id)
         recorder.describe("trial", f"{trial.number} of study {search.study}, {shown_values(values, '=')}")
         try:
@@ -168,7 +164,7 @@ def objective(search: Search, index: int, current: Any, trial: Any) -> float:
     return result.best_val_mAP
 
 
-def _take(remaining: Any) -> bool:
+def _take(remaining: Synchronized) -> bool:
     """Claim one of this invocation's trials; False when none is left."""
     with remaining.get_lock():
         if remaining.value <= 0:
@@ -177,12 +173,9 @@ def _take(remaining: Any) -> bool:
         return True
 
 
-def work(search: Search, index: int, remaining: Any, current: Any) -> None:
+def work(search: Search, index: int, remaining: Synchronized, current: SynchronizedArray) -> None:
     """A worker: claims trials of this invocation one at a time and runs each as Optuna hands it out, until none
     is left (or a grid is done). A trial that fails is recorded failed and the worker goes on."""
-    import optuna
-    import torch
-
     show_library_warnings()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     if search.jobs > 1 and "OMP_NUM_THREADS" not in os.environ:  # the cores are shared among the workers
@@ -205,7 +198,7 @@ def work(search: Search, index: int, remaining: Any, current: Any) -> None:
         current[index] = -1
 
 
-def _worker(handover: Any, index: int, remaining: Any, current: Any) -> None:
+def _worker(handover: Queue, index: int, remaining: Synchronized, current: SynchronizedArray) -> None:
     """A forked worker's entry: it waits for the invocation to hand over the study (None: it stopped), then works;
     a user error is its one line and exit status 1."""
     search = handover.get()
@@ -222,14 +215,12 @@ def run(params_file: Path, study_name: str, storage_url: str | None, space_name:
         jobs: int, promote: bool | None) -> None:
     """Run `trials` trials of the study over `jobs` workers here, then (promote not False) make its best trial a DVC
     experiment; promote True with no trials: only that."""
-    import optuna
-
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     params = load_params(train_stage.Params, params_file)  # the base every trial changes
     if params.data.selection != "val":
         raise CSRAError(f"{params_file}: data.selection is {params.data.selection}: a search scores its trials on the "
                         "held-out selection split, never on the test split; set data.selection: val")
-    root = tracking.repo_root()
+    root = repo_root()
     space = load_space(root / "conf", space_name, params_file) if space_name else None  # checked whole first
     url = storage_url or f"sqlite:///{root / DEFAULT_STORAGE}"
     storage = open_storage(url)
@@ -272,7 +263,7 @@ def run(params_file: Path, study_name: str, storage_url: str | None, space_name:
     for index, number in workers.run(search):
         mark_failed(storage, study_name, number, f"worker {index} died")
     summary(study)
-    tracking.connect().MlflowClient().set_terminated(parent, "FINISHED")
+    study_runs.end(parent, "FINISHED")
     if promote is not False and best_trial(study) is not None:
         promote_best(study, root, params.train.out_dir)
 
@@ -303,7 +294,7 @@ class Workers:
     this process imported). They are forked before this process connects to MLflow or starts a thread: a database
     connection must not cross a fork. Each opens its own connections."""
 
-    def __init__(self, jobs: int, trials: int, storage: Any):
+    def __init__(self, jobs: int, trials: int, storage: BaseStorage):
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         self.remaining, self.current = context.Value("i", trials), context.Array("i", [-1] * jobs)

@@ -9,9 +9,9 @@ import sys
 import pytest
 from helpers import REPO
 
-from stages.execution import UNCOMMITTED, _command, _is_dvc, run_name, run_tags
+from stages.tracking.execution import UNCOMMITTED, _command, _is_dvc, run_name, run_tags
 
-SAY_ID = "from stages.execution import execution_id; print(execution_id())"
+SAY_ID = "from stages.tracking.execution import execution_id; print(execution_id())"
 
 
 def ids(command, tmp_path, *path):

@@ -1,0 +1,1 @@
+"""`csra search`: the study (study.py), its space (space.py) and its records (records.py)."""

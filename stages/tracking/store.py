@@ -1,0 +1,116 @@
+"""The MLflow store: where it is (tracking_uri), the one connection a process makes to it (connect), its
+experiments, and its failures and refusals as one line (store_errors)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.utils.credentials import read_mlflow_creds
+
+from csra.errors import CSRAError
+
+DVC_TEMP_WORKSPACES = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
+_CONNECTED: set[str] = set()  # the stores this process has connected to: each once
+
+
+def repo_root(cwd: Path | None = None) -> Path:
+    """The repository root, seen through a DVC temporary experiment workspace if we run inside one."""
+    cwd = (cwd or Path.cwd()).resolve()
+    text = str(cwd) + os.sep
+    if DVC_TEMP_WORKSPACES in text:
+        return Path(text.split(DVC_TEMP_WORKSPACES)[0])
+    return cwd
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
+def _artifact_location(uri: str) -> str | None:
+    """Artifacts of a SQLite store go next to its file; other stores decide for themselves."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).resolve().parent / "mlartifacts").as_uri()
+    return None
+
+
+def connect() -> ModuleType:
+    """mlflow, pointed at the store (tracking_uri); the first call of a process for a store connects to it, later
+    ones reuse that. A new SQLite database gets its tables under a lock file beside it: the queue workers of a
+    sweep that start together would otherwise both migrate it, and one would fail."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    warnings.filterwarnings("ignore", module="mlflow")
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    if uri.startswith("sqlite:///") and uri not in _CONNECTED:
+        database = Path(uri[len("sqlite:///"):])
+        with store_errors():
+            database.parent.mkdir(parents=True, exist_ok=True)
+            with open(f"{database}.lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                mlflow.search_experiments(max_results=1)
+    _CONNECTED.add(uri)
+    return mlflow
+
+
+def experiment_of(mlflow: ModuleType, name: str) -> str:
+    """The experiment's id; a new one is a model-training experiment, so the UI opens on its runs table."""
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return mlflow.create_experiment(name, artifact_location=_artifact_location(mlflow.get_tracking_uri()),
+                                    tags={"mlflow.experimentKind": "custom_model_development"})
+
+
+REFUSALS = {"UNAUTHENTICATED": 401, "CUSTOMER_UNAUTHORIZED": 401, "PERMISSION_DENIED": 403}
+
+
+def refusal(error: BaseException) -> int | None:
+    """401 when the tracking server did not know who asked (no or wrong credentials), 403 when it knew and would
+    not let them (a READ permission where the call needs EDIT), else None. The REST calls raise an MlflowException
+    with the error code; the proxied artifact transfers a requests HTTPError with the response."""
+    if isinstance(error, MlflowException):
+        return REFUSALS.get(error.error_code)
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    return status if status in (401, 403) else None
+
+
+def refused(status: int, doing: str) -> CSRAError:
+    """The one line for a server's refusal (see refusal): who asked, as MLflow's client sent it (the environment
+    variables MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, else ~/.mlflow/credentials), and what for."""
+    user, server = read_mlflow_creds().username, f"the MLflow server at {tracking_uri()}"
+    if status == 403:
+        return CSRAError(f"{server} refused user '{user}' (403 permission denied): the user may not {doing}; an "
+                         "admin of the server grants EDIT on the experiment and the registered model")
+    if user:
+        return CSRAError(f"{server} refused user '{user}' (401 unauthenticated): check MLFLOW_TRACKING_USERNAME "
+                         "and MLFLOW_TRACKING_PASSWORD")
+    return CSRAError(f"{server} refused the request (401 unauthenticated): set MLFLOW_TRACKING_USERNAME and "
+                     "MLFLOW_TRACKING_PASSWORD to a user of the server")
+
+
+@contextmanager
+def store_errors(doing: str = "make this call") -> Iterator[None]:
+    """A store that cannot be reached (a team server down, a database locked) is one line, not a traceback; so is
+    a team server that refuses the client (doing: what the call was for, which a 403 names)."""
+    try:
+        yield
+    except CSRAError:
+        raise
+    except Exception as e:
+        status = refusal(e)
+        if status is not None:
+            raise refused(status, doing) from None
+        if isinstance(e, (MlflowException, ConnectionError, OSError)) or "sqlalchemy" in type(e).__module__:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CSRAError(f"MLflow tracking store {tracking_uri()}: {first}") from None
+        raise
+
+
