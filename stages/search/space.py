@@ -18,6 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import optuna
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
 from csra.errors import CSRAError
 from csra.settings import closest
 from stages.params import load_params
@@ -83,19 +89,15 @@ class Space:
         grid = self.grid()
         return None if grid is None else int(math.prod(len(v) for v in grid.values()))
 
-    def make_sampler(self, seed: int | None) -> Any:
+    def make_sampler(self, seed: int | None) -> optuna.samplers.BaseSampler:
         """Optuna's sampler; seed: this worker's (workers seeded alike would pick the same points)."""
-        import optuna
-
         options = {k: v for k, v in self.sampler.items() if k not in ("name", "seed")}
         kinds = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler}
         if self.sampler["name"] == "grid":
             return optuna.samplers.GridSampler(self.grid(), seed=seed, **options)
         return kinds[self.sampler["name"]](seed=seed, **options)
 
-    def make_pruner(self) -> Any:
-        import optuna
-
+    def make_pruner(self) -> optuna.pruners.BasePruner:
         options = {k: v for k, v in self.pruner.items() if k != "name"}
         return getattr(optuna.pruners, PRUNERS[self.pruner["name"]])(**options)
 
@@ -119,11 +121,6 @@ def space_names(conf: Path) -> list[str]:
 
 def compose_space(conf: Path, name: str) -> dict:
     """The group search=name composed by Hydra from conf (its defaults list and interpolations resolved)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
     source = _shown(conf / "search" / f"{name}.yaml")
     if not source.is_file():
         names = space_names(conf)
