@@ -8,16 +8,18 @@ import io
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
 
+import torch
 import typer
 
 from csra.data.datasets import get_dataset
 from csra.data.loading import loader_workers
 from csra.data.prepared import SkippedImage, TrainData, load_training_data
-from csra.distributed import DistContext
+from csra.distributed import SINGLE, DistContext
 from csra.evaluate.predict import resolve_device
 from csra.fileio import disk_errors, replace_dir, write_json, write_text
 from csra.model.backbones import initial_weights_file
@@ -133,7 +135,10 @@ class Record(TrainHooks):
         self.recorder.artifact(self.work / HISTORY)
 
 
-def setup(params: Params, ctx: DistContext, processes: int | None = None) -> tuple[TrainConfig, TrainData, Any]:
+Setup = tuple[TrainConfig, TrainData, torch.device]  # what a training run trains with (setup)
+
+
+def setup(params: Params, ctx: DistContext, processes: int | None = None) -> Setup:
     """(the library's settings, the training data, the device) of a training run with these params, in process
     ctx; processes: how many training processes share this machine's cores (default: torchrun's count here)."""
     device = resolve_device(params.train.device, ctx.local_rank)
@@ -166,12 +171,29 @@ def describe(recorder: Recorder, params: Params, data: TrainData) -> str:
     return about
 
 
+def train_paths(work: Path) -> TrainPaths:
+    """Where a training run in the folder work writes its best checkpoint and its resume state."""
+    return TrainPaths(work / BEST, work / STATE)
+
+
+def train_recorded(params: Params, prepared: Setup, work: Path, recorder: Recorder, hooks: Callable[..., Record], *,
+                   resume: dict | None = None, ctx: DistContext = SINGLE, progress: bool = False) -> TrainResult:
+    """The one training run of `csra train` and of a search trial, in the folder work, recorded in recorder's
+    run: its description and training input (describe), then csra's train() on prepared (setup's) with the params
+    a checkpoint records and the caller's hooks, made as hooks(work=, epochs=, recorder=, skipped=, about=)."""
+    cfg, data, device = prepared
+    about = describe(recorder, params, data)
+    record = hooks(work=work, epochs=cfg.epochs, recorder=recorder, skipped=data.skipped, about=about)
+    return run_training(cfg, data, train_paths(work), device=device, resume=resume, params=recorded(params, cfg),
+                        ctx=ctx, progress=progress, hooks=record, extra_state={"run_id": recorder.run_id})
+
+
 def run(params_file: Path, overrides: dict[str, object], resume: bool) -> None:
     params = load_params(Params, params_file, overrides)
     out, ctx = Path(params.train.out_dir), dist_context()
     work = out.with_name(f"{out.name}{PARTIAL}")  # the run's outputs while it is unfinished, its resume point
-    cfg, data, device = setup(params, ctx)
-    paths = TrainPaths(work / BEST, work / STATE)
+    cfg, data, device = prepared = setup(params, ctx)
+    paths = train_paths(work)
     state = find_resume(paths.state, cfg, data, "always" if resume else params.train.resume, ctx.world_size)
     if state is None:  # a fresh run needs its initial weights: missing ones are an error before any output or run
         initial_weights_file(cfg.model, cfg.pretrained)
@@ -198,11 +220,8 @@ def run(params_file: Path, overrides: dict[str, object], resume: bool) -> None:
     name = run_name(params.data.dataset, params.train.recipe, params.train.model)
     with runs.training_run(params.tracking.experiment, params.flat(), name, run_id,
                            params.tracking.system_metrics) as recorder:
-        about = describe(recorder, params, data)
-        result = run_training(cfg, data, paths, device=device, resume=state, params=recorded(params, cfg), ctx=ctx,
-                              progress=progress, hooks=Record(work, out, cfg.epochs, recorder, skipped=data.skipped,
-                                                              about=about),
-                              extra_state={"run_id": recorder.run_id})
+        result = train_recorded(params, prepared, work, recorder, partial(Record, done=out), resume=state, ctx=ctx,
+                                progress=progress)
     with disk_errors(out):
         replace_dir(work, out)  # the previous complete outputs stay until now
     typer.echo(f"best epoch {result.best_epoch} (val mAP {result.best_val_mAP:.2f}) → {out / BEST}")

@@ -1,6 +1,7 @@
 """`csra search`: an Optuna study over a space of train's params (space.py). Each trial is a training run of
-`csra train` — the same setup, `train()`, validation and records — on params.yaml with the trial's values, scored
-by its best validation mAP on the held-out selection split; its pruner may stop it at the end of an epoch.
+`csra train` — the same setup and training function (stages/train.py: train_recorded) — on params.yaml with the
+trial's values, scored by its best validation mAP on the held-out selection split; its pruner may stop it at the end
+of an epoch.
 
 The study lives in Optuna's storage: by default optuna.db (SQLite, git-ignored) at the repository root; with
 --storage, any database URL (postgresql://…) or a journal file (a path; on a shared file system for many machines)
@@ -33,10 +34,9 @@ from optuna.storages.journal import JournalFileBackend
 from csra.data.prepared import SkippedImage
 from csra.distributed import SINGLE
 from csra.errors import CSRAError
-from csra.train.run import EpochRow, TrainPaths
-from csra.train.run import train as run_training
+from csra.train.run import EpochRow
 from stages import train as train_stage
-from stages.common import BEST, machine, one_line, show_library_warnings
+from stages.common import machine, one_line, show_library_warnings
 from stages.params import load_params
 from stages.search.records import (
     STATE,
@@ -142,12 +142,8 @@ def objective(search: Search, index: int, current: SynchronizedArray, trial: opt
         trial.set_user_attr("mlflow_run_id", recorder.run_id)
         recorder.describe("trial", f"{trial.number} of study {search.study}, {shown_values(values, '=')}")
         try:
-            cfg, data, device = train_stage.setup(params, SINGLE, processes=search.jobs)
-            about = train_stage.describe(recorder, params, data)
-            work = Path(folder)
-            result = run_training(cfg, data, TrainPaths(work / BEST, work / "train_state.pt"), device=device,
-                                  params=train_stage.recorded(params, cfg),
-                                  hooks=TrialRecord(trial, work, cfg.epochs, recorder, about, data.skipped))
+            result = train_stage.train_recorded(params, train_stage.setup(params, SINGLE, processes=search.jobs),
+                                                Path(folder), recorder, partial(TrialRecord, trial))
         except optuna.TrialPruned:
             recorder.tag(STATE, "pruned")
             recorder.end("KILLED")
