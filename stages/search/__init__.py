@@ -1,1 +1,1 @@
-"""`csra search`: the study (study.py), its space (space.py) and its records (records.py)."""
+"""`csra search`: the study (study.py), its trials and workers (trials.py), its storage, space and records."""

@@ -52,7 +52,7 @@ class Dimension:
     step: float | None = None
     integer: bool = False
 
-    def suggest(self, trial: Any) -> Any:
+    def suggest(self, trial: optuna.Trial) -> Any:
         if self.choices is not None:
             return trial.suggest_categorical(self.key, list(self.choices))
         if self.integer:
@@ -77,7 +77,7 @@ class Space:
     sampler: dict
     pruner: dict
 
-    def suggest(self, trial: Any) -> dict[str, Any]:
+    def suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         """{params.yaml key: value} for this trial."""
         return {d.key: d.suggest(trial) for d in self.dimensions}
 

@@ -306,7 +306,7 @@ def test_a_trial_records_the_threads_it_runs_with_not_the_machines_cores(tmp_pat
     torch's thread count, whatever the cores (here a count no core count matches)."""
     from stages.common import machine
     from stages.search.space import Dimension, Space
-    from stages.search.study import Search, objective
+    from stages.search.trials import Search, objective
 
     space = Space("s", "s.yaml", (Dimension("train.lam", choices=(0.1,)),), {"name": "random"}, {"name": "none"})
     search = Search("s", "unused", space, tmp_path / "missing.yaml", "parent", 1)  # no params: the trial fails

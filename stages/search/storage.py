@@ -1,0 +1,63 @@
+"""Optuna's storage of a search's studies: a database URL or a journal file, opened with heartbeats, a study
+created or loaded in it, and its failures as one line naming it."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import optuna
+from optuna.storages import BaseStorage
+from optuna.storages.journal import JournalFileBackend
+
+from csra.errors import CSRAError
+from stages.search.records import shown, stale_trial
+from stages.search.space import Space
+
+DEFAULT_STORAGE = "optuna.db"  # the embedded study storage at the repository root (git-ignored)
+# An RDB storage's workers beat every HEARTBEAT s; a trial whose worker is silent for GRACE s (a machine that died)
+# is marked failed by the next worker that starts a trial. A dead worker process is marked at once by its invocation.
+HEARTBEAT, GRACE = 20, 90
+
+
+def open_storage(url: str) -> BaseStorage:
+    """Optuna's storage for url: a database URL (with heartbeats), else a journal file at that path."""
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # the heartbeat's
+    try:
+        if "://" not in url:
+            Path(url).parent.mkdir(parents=True, exist_ok=True)
+            return optuna.storages.JournalStorage(JournalFileBackend(url))
+        engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT,
+                                          grace_period=GRACE, heartbeat_stale_trial_callback=stale_trial)
+    except ImportError as e:
+        raise CSRAError(f"--storage {shown(url)}: {e} (a PostgreSQL storage needs psycopg2: "
+                        "pip install psycopg2-binary)") from None
+    except Exception as e:  # a database that cannot be reached or read
+        raise CSRAError(f"--storage {shown(url)}: {str(e).strip().splitlines()[0]}") from None
+
+
+def open_study(name: str, storage: BaseStorage, space: Space) -> tuple[optuna.Study, bool]:
+    """(the study, whether this call created it): creating is atomic in the storage, so of several invocations
+    that start a new study together exactly one creates it (and its MLflow parent run)."""
+    try:
+        return optuna.create_study(study_name=name, storage=storage, direction="maximize",
+                                   sampler=space.make_sampler(None), pruner=space.make_pruner()), True
+    except optuna.exceptions.DuplicatedStudyError:
+        return optuna.load_study(study_name=name, storage=storage, sampler=space.make_sampler(None),
+                                 pruner=space.make_pruner()), False
+
+
+@contextmanager
+def storage_errors(url: str) -> Iterator[None]:
+    """A storage that cannot be read or written is one line naming it."""
+    try:
+        yield
+    except CSRAError:
+        raise
+    except Exception as e:
+        if "sqlalchemy" in type(e).__module__ or isinstance(e, OSError):
+            raise CSRAError(f"--storage {shown(url)}: {str(e).strip().splitlines()[0]}") from None
+        raise
