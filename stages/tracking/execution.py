@@ -10,7 +10,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import ModuleType
 
 PROC = Path("/proc")
 # The execution a run belongs to: its key groups the runs of one (host:pid:start ticks, under MLflow's system
@@ -153,7 +153,7 @@ def run_name(*subject: str | None) -> str:
     return "-".join(words) or "run"
 
 
-def unique_name(mlflow: Any, experiment_id: str, name: str) -> str:
+def unique_name(mlflow: ModuleType, experiment_id: str, name: str) -> str:
     """name, else name-2, name-3, …: the first that no run of the experiment has (a retry after a failed run, the
     same commit trained again), so that no two runs read alike."""
     prefix = name.split("'")[0]  # LIKE's wildcards only widen the search; the names are compared exactly here
