@@ -18,7 +18,7 @@ import yaml
 from csra.data.datasets import DATASETS, SELECTIONS
 from csra.errors import CSRAError
 from csra.fileio import read_text
-from csra.settings import check_fields, closest, from_mapping, setting, to_flat
+from csra.settings import LOCAL, check_fields, closest, from_mapping, setting, to_flat
 from stages.common import DEFAULT_PARAMS_PATH
 from stages.composition import check_composed
 
@@ -54,7 +54,7 @@ class DataParams(Group):
 
     dataset: str = setting(choices=tuple(DATASETS))
     raw_path: str | None = setting()
-    prepared_dir: str = setting()
+    prepared_dir: str = setting(roles=(LOCAL,))
     bad_images: str = setting(choices=BAD_IMAGES)
     selection: str = setting(choices=SELECTIONS)
     val_fraction: float = setting(above=0, below=1)
@@ -134,9 +134,10 @@ class StageParams:
         return to_flat(self)
 
 
-def workers_setting() -> Any:
-    """num_workers: 'auto' (the stage picks from the machine, see csra.data.loading.loader_workers) or a number ≥ 0."""
-    return setting(min=0, keywords=("auto",))
+def workers_setting(roles: tuple[str, ...] = ()) -> Any:
+    """num_workers: 'auto' (the stage picks from the machine, see csra.data.loading.loader_workers) or a number ≥ 0;
+    roles: the ROLES (csra.settings) of the library setting it stands for."""
+    return setting(min=0, keywords=("auto",), roles=roles)
 
 
 def read_params_file(path: Path) -> dict:

@@ -28,6 +28,7 @@ import typer
 from csra.data.prepared import SkippedImage
 from csra.distributed import SINGLE
 from csra.errors import CSRAError
+from csra.settings import LOCAL, with_role
 from csra.train.run import TrainPaths
 from csra.train.run import train as run_training
 from stages import tracking
@@ -279,9 +280,8 @@ def run(params_file: Path, study_name: str, storage_url: str | None, space_name:
 
 def trained_from(params: train_stage.Params) -> dict[str, object]:
     """What every trial of a study trains from, whatever machine runs it: train's params but the machine's own
-    (device, loader processes) and where things go."""
-    local = ("train.device", "train.num_workers", "train.out_dir", "train.resume", "data.prepared_dir",
-             "data.raw_path")
+    (the settings whose role is LOCAL: device, loader processes, where things go)."""
+    local = {f"{group}.{name}" for group, kind in params.groups().items() for name in with_role(kind, LOCAL)}
     return {k: v for k, v in params.flat().items() if k.startswith(("data.", "train.")) and k not in local}
 
 

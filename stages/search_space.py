@@ -19,15 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from csra.errors import CSRAError
-from csra.settings import closest
+from csra.settings import UNSEARCHED, closest, with_role
 from stages.params import load_params
 from stages.train import Params as TrainStageParams
 from stages.train import TrainParams
 
-# train's settings that say where a run goes or how fast, not what it learns: no search dimension
-NOT_SEARCHED = ("recipe", "out_dir", "resume", "device", "num_workers", "amp", "channels_last", "compile", "sync_bn",
-                "deterministic")
-SEARCHABLE = [f"train.{name}" for name in typing.get_type_hints(TrainParams) if name not in NOT_SEARCHED]
+# train's settings but those that say where a run goes or how fast, not what it learns (their role UNSEARCHED)
+SEARCHABLE = [f"train.{name}" for name in typing.get_type_hints(TrainParams)
+              if name not in with_role(TrainParams, UNSEARCHED)]
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = {"median": "MedianPruner", "percentile": "PercentilePruner", "threshold": "ThresholdPruner",
            "hyperband": "HyperbandPruner", "none": "NopPruner"}

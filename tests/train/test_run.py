@@ -16,7 +16,7 @@ from csra.data.prepared import TrainData
 from csra.model.checkpoints import load_checkpoint
 from csra.model.weights import load_weights_only
 from csra.train import run as run_module
-from csra.train.run import TrainHooks
+from csra.train.run import TIMINGS, TrainHooks
 from csra.train.state import find_resume, set_rng_state
 
 CFG = train_config()
@@ -59,7 +59,7 @@ def curve(result):
 
 
 def rows(history):
-    return [{k: v for k, v in row.items() if k != "images_per_s"} for row in history]
+    return [{k: v for k, v in row.items() if k not in TIMINGS} for row in history]
 
 
 @pytest.fixture
