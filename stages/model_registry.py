@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from csra.deploy.serving import CONTRACT_ARTIFACT, IMAGE_COLUMN, PROGRAM_ARTIFACT
-from csra.errors import CSRAError
+from csra.errors import CSRAError, first_line
 from csra.evaluate.metrics import METRIC_NAMES
 from stages.lineage import DataVersion
 from stages.tracking import (
@@ -156,7 +156,7 @@ def _version(uri: str) -> tuple[str, Any]:
         except MlflowException as e:
             if refusal(e) is not None:
                 raise
-            raise CSRAError(f"{uri}: no such registered model version ({str(e).splitlines()[0]})") from None
+            raise CSRAError(f"{uri}: no such registered model version ({first_line(e)})") from None
 
 
 def fetch(uri: str, folder: Path) -> tuple[Path, dict[str, Any], dict[str, str]]:

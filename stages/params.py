@@ -16,7 +16,7 @@ from typing import Any, ClassVar, TypeVar
 import yaml
 
 from csra.data.datasets import DATASETS, SELECTIONS
-from csra.errors import CSRAError
+from csra.errors import CSRAError, first_line
 from csra.fileio import read_text
 from csra.settings import LOCAL, check_fields, closest, from_mapping, setting, to_flat
 from stages.common import DEFAULT_PARAMS_PATH
@@ -146,7 +146,7 @@ def read_params_file(path: Path) -> dict:
     try:
         data = yaml.safe_load(read_text(path))
     except yaml.YAMLError as e:
-        raise CSRAError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise CSRAError(f"{path}: not valid YAML ({first_line(e)})") from None
     if not isinstance(data, dict):
         raise CSRAError(f"{path}: expected a mapping of parameter groups")
     return data

@@ -27,7 +27,7 @@ import typer
 
 from csra.data.prepared import SkippedImage
 from csra.distributed import SINGLE
-from csra.errors import CSRAError
+from csra.errors import CSRAError, first_line
 from csra.settings import LOCAL, with_role
 from csra.train.run import TrainPaths
 from csra.train.run import train as run_training
@@ -86,7 +86,7 @@ def open_storage(url: str) -> Any:
         raise CSRAError(f"--storage {shown(url)}: {e} (a PostgreSQL storage needs psycopg2: "
                         "pip install psycopg2-binary)") from None
     except Exception as e:  # a database that cannot be reached or read
-        raise CSRAError(f"--storage {shown(url)}: {str(e).strip().splitlines()[0]}") from None
+        raise CSRAError(f"--storage {shown(url)}: {first_line(e)}") from None
 
 
 def open_study(name: str, storage: Any, space: Space) -> tuple[Any, bool]:
@@ -294,7 +294,7 @@ def storage_errors(url: str) -> Iterator[None]:
         raise
     except Exception as e:
         if "sqlalchemy" in type(e).__module__ or isinstance(e, OSError):
-            raise CSRAError(f"--storage {shown(url)}: {str(e).strip().splitlines()[0]}") from None
+            raise CSRAError(f"--storage {shown(url)}: {first_line(e)}") from None
         raise
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import typer
 from optuna.trial import TrialState
 
-from csra.errors import CSRAError
+from csra.errors import CSRAError, first_line
 from stages import tracking
 from stages.execution import experiment_ref, git_commit, run_tags, unique_name
 from stages.search_space import Space
@@ -223,7 +223,7 @@ def update_parent(parent: str, study: Any, trial: Any) -> None:
                                               f"val mAP {best.value:.2f}, {shown_values(best.params, '=')}")
     except Exception as e:  # the study goes on; the next trial's end tries again
         logging.getLogger("csra").warning("warning: the study's MLflow run %s was not updated: %s", parent,
-                                          str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+                                          first_line(e))
 
 
 def mark_failed(storage: Any, name: str, number: int, why: str) -> None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from csra.errors import CSRAError
+from csra.errors import CSRAError, first_line
 from csra.settings import UNSEARCHED, closest, with_role
 from stages.params import load_params
 from stages.train import Params as TrainStageParams
@@ -132,7 +132,7 @@ def compose_space(conf: Path, name: str) -> dict:
             composed = compose(config_name="config", overrides=[f"+search={name}"])
         space = OmegaConf.to_container(composed.search, resolve=True)
     except (HydraException, OmegaConfBaseException) as e:
-        raise CSRAError(f"{source}: {str(e).strip().splitlines()[0]}") from None
+        raise CSRAError(f"{source}: {first_line(e)}") from None
     if not isinstance(space, dict):
         raise CSRAError(f"{source}: expected a mapping with params (and sampler, pruner)")
     return space

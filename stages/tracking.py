@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from csra.errors import CSRAError
+from csra.errors import CSRAError, first_line
 from csra.fileio import file_md5
 from stages.execution import EXECUTION, execution_id, execution_tags, run_tags, unique_name
 from stages.lineage import DataVersion, locked_md5
@@ -205,7 +205,7 @@ def store_errors(doing: str = "make this call") -> Iterator[None]:
         if status is not None:
             raise refused(status, doing) from None
         if isinstance(e, (MlflowException, ConnectionError, OSError)) or "sqlalchemy" in type(e).__module__:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise CSRAError(f"MLflow tracking store {tracking_uri()}: {first}") from None
         raise
 
