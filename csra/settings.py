@@ -17,6 +17,13 @@ from typing import Any
 from csra.errors import CSRAError
 
 DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"  # a device setting: auto (a GPU when there is one), cpu, cuda or cuda:N
+# The roles a setting may play, declared once beside it (setting(roles=...)); every list of the settings that play
+# one is derived from the fields (with_role), never written out.
+RESUMABLE = "resumable"  # may change between an interrupted run and its resume: the trajectory stays the same
+MACHINE = "machine"  # the machine's: left out of the recipe a checkpoint records (same params, same bytes anywhere)
+UNSEARCHED = "unsearched"  # where a run goes or how fast, not what it learns: never a search dimension
+LOCAL = "local"  # each machine of a study keeps its own value (a device, a path); the trials share the rest
+ROLES = (RESUMABLE, MACHINE, UNSEARCHED, LOCAL)
 
 class SettingError(CSRAError):
     """One setting has a value it may not take: key names it (dotted inside nested settings), why says what is
@@ -29,17 +36,31 @@ class SettingError(CSRAError):
 
 def rule(*, min: float | None = None, above: float | None = None, max: float | None = None,
          below: float | None = None, choices: tuple | None = None, pattern: str | None = None,
-         keywords: tuple[str, ...] | None = None, length: int | None = None, help: str = "") -> dict[str, Any]:
-    """Field metadata: the allowed values of a setting (bounds are inclusive, `above`/`below` exclusive). A field
-    typed `int | str` with keywords takes one of the keywords or a number within the bounds (`auto` or ≥ 0); a
-    field typed `tuple[X, ...]` takes a list of X, of `length` items when given."""
+         keywords: tuple[str, ...] | None = None, length: int | None = None, help: str = "",
+         roles: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Field metadata: the allowed values of a setting (bounds are inclusive, `above`/`below` exclusive) and its
+    ROLES. A field typed `int | str` with keywords takes one of the keywords or a number within the bounds (`auto`
+    or ≥ 0); a field typed `tuple[X, ...]` takes a list of X, of `length` items when given."""
+    unknown = [r for r in roles if r not in ROLES]
+    if unknown:
+        raise ValueError(f"unknown setting role(s) {', '.join(unknown)}; the roles are {', '.join(ROLES)}")
     return {"min": min, "above": above, "max": max, "below": below, "choices": choices, "pattern": pattern,
-            "keywords": keywords, "length": length, "help": help}
+            "keywords": keywords, "length": length, "help": help, "roles": tuple(roles)}
 
 
 def setting(**kwargs: Any) -> Any:
     """A dataclass field without default whose metadata is rule(**kwargs)."""
     return dataclasses.field(metadata=rule(**kwargs))
+
+
+def roles_of(cls: type, name: str) -> tuple[str, ...]:
+    """The roles field `name` of the settings dataclass cls declares."""
+    return tuple(cls.__dataclass_fields__[name].metadata.get("roles", ()))
+
+
+def with_role(cls: type, role: str) -> tuple[str, ...]:
+    """The names of the fields of the settings dataclass cls that play role, in field order."""
+    return tuple(f.name for f in dataclasses.fields(cls) if role in f.metadata.get("roles", ()))
 
 
 def _type_name(kind: Any) -> str:

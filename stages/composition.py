@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 from dvc.utils.hydra import compose_and_dump
 
-from csra.errors import CSRAError
+from csra.errors import CSRAError, first_line
 from csra.fileio import disk_errors, read_text, write_text
 
 CONF, CONFIG = "conf", "config"  # DVC's defaults for hydra.config_dir and hydra.config_name
@@ -28,7 +28,7 @@ def composed(root: Path) -> str:
         try:
             compose_and_dump(out, str((root / CONF).resolve()), None, CONFIG, str(root.resolve()), [])
         except Exception as e:  # Hydra's own errors: a missing recipe file, a bad default, YAML errors
-            raise CSRAError(f"{root / CONF}: cannot compose: {str(e).splitlines()[0]}") from None
+            raise CSRAError(f"{root / CONF}: cannot compose: {first_line(e)}") from None
         return out.read_text(encoding="utf-8")
 
 

@@ -16,9 +16,9 @@ from typing import Any, ClassVar, TypeVar
 import yaml
 
 from csra.data.datasets import DATASETS, SELECTIONS
-from csra.errors import CSRAError
+from csra.errors import CSRAError, first_line
 from csra.fileio import read_text
-from csra.settings import check_fields, closest, from_mapping, setting, to_flat
+from csra.settings import LOCAL, check_fields, closest, from_mapping, setting, to_flat
 from stages.common import DEFAULT_PARAMS_PATH
 from stages.composition import check_composed
 
@@ -54,7 +54,7 @@ class DataParams(Group):
 
     dataset: str = setting(choices=tuple(DATASETS))
     raw_path: str | None = setting()
-    prepared_dir: str = setting()
+    prepared_dir: str = setting(roles=(LOCAL,))
     bad_images: str = setting(choices=BAD_IMAGES)
     selection: str = setting(choices=SELECTIONS)
     val_fraction: float = setting(above=0, below=1)
@@ -134,9 +134,10 @@ class StageParams:
         return to_flat(self)
 
 
-def workers_setting() -> Any:
-    """num_workers: 'auto' (the stage picks from the machine, see csra.data.loading.loader_workers) or a number ≥ 0."""
-    return setting(min=0, keywords=("auto",))
+def workers_setting(roles: tuple[str, ...] = ()) -> Any:
+    """num_workers: 'auto' (the stage picks from the machine, see csra.data.loading.loader_workers) or a number ≥ 0;
+    roles: the ROLES (csra.settings) of the library setting it stands for."""
+    return setting(min=0, keywords=("auto",), roles=roles)
 
 
 def read_params_file(path: Path) -> dict:
@@ -145,7 +146,7 @@ def read_params_file(path: Path) -> dict:
     try:
         data = yaml.safe_load(read_text(path))
     except yaml.YAMLError as e:
-        raise CSRAError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        raise CSRAError(f"{path}: not valid YAML ({first_line(e)})") from None
     if not isinstance(data, dict):
         raise CSRAError(f"{path}: expected a mapping of parameter groups")
     return data

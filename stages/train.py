@@ -23,9 +23,9 @@ from csra.distributed import SINGLE, DistContext
 from csra.evaluate.predict import resolve_device
 from csra.fileio import disk_errors, replace_dir, write_json, write_text
 from csra.model.backbones import initial_weights_file
-from csra.settings import setting
+from csra.settings import LOCAL, UNSEARCHED, roles_of, setting
 from csra.train.config import TrainConfig
-from csra.train.run import EpochRow, TrainHooks, TrainPaths, TrainResult
+from csra.train.run import TIMINGS, EpochRow, TrainHooks, TrainPaths, TrainResult
 from csra.train.run import train as run_training
 from csra.train.state import find_resume
 from stages.common import BEST, machine
@@ -38,7 +38,6 @@ from stages.tracking.runs import Recorder
 METRICS_FILE, HISTORY = "metrics.json", "history.csv"
 STATE = "train_state.pt"  # not a DVC output: it survives a crash so that the next run resumes from it
 PARTIAL = ".partial"  # results/train.partial: an unfinished run's outputs and state, swapped in when it ends
-TIMINGS = ("images_per_s",)  # wall-clock figures: MLflow metrics, never in a DVC-tracked file
 SKIPPED = "skipped_images"  # the run's metric (how many) and artifact (skipped_images.txt: which, why)
 RESUME = ("auto", "never")
 
@@ -47,10 +46,10 @@ RESUME = ("auto", "never")
 class TrainParams(TrainConfig):
     """The recipe and run settings (TrainConfig) plus what only the stage uses; num_workers may be 'auto'."""
 
-    num_workers: int | str = workers_setting()
-    recipe: str = setting(pattern=r".+", help="a recipe name")
-    out_dir: str = setting()
-    resume: str = setting(choices=RESUME)
+    num_workers: int | str = workers_setting(roles_of(TrainConfig, "num_workers"))
+    recipe: str = setting(pattern=r".+", help="a recipe name", roles=(UNSEARCHED,))
+    out_dir: str = setting(roles=(UNSEARCHED, LOCAL))
+    resume: str = setting(choices=RESUME, roles=(UNSEARCHED, LOCAL))
 
     def config(self, num_workers: int) -> TrainConfig:
         """The library's settings, with num_workers as a number (the user's, or what 'auto' gave)."""

@@ -190,9 +190,10 @@ def training_run(checkpoint):
     """The MLflow run that trained this checkpoint (the latest, by the checkpoint's MD5), as the stages find it."""
     import mlflow
 
-    from stages.tracking.runs import training_run_of
+    from csra.fileio import file_md5
+    from stages.tracking.runs import training_run_by_md5
 
-    run = training_run_of(mlflow, checkpoint, execution="")
+    run = training_run_by_md5(mlflow, file_md5(checkpoint), execution="")
     assert run is not None, f"no training run made {checkpoint}"
     return run
 

@@ -1,6 +1,6 @@
 """The official CSRA evaluation's metrics (utils/evaluation/cal_mAP.py: json_map; cal_PR.py: metric and
 json_metric_top3), rewritten step by step without any `csra` code and with numpy only: the independent reference
-of the tests (tests/evaluate, tests/stages, tests/test_api) and of the bench scripts (bench/bench_scoring.py).
+of the tests (tests/evaluate, tests/stages, tests/test_api.py) and of the bench scripts (bench/bench_scoring.py).
 
 Like the official code: each class's column in float64; ignored images dropped for AP (voc07: code 0, with -1 read
 as 0; wider: code 99); the ranking by np.argsort(-score), so tied scores fall in its order; AP as the mean, over the

@@ -297,7 +297,7 @@ def test_the_outputs_dvc_yaml_declares_are_resolved_from_params():
 
 STALE = """# A page
 
-The walk is `tests/test_errors.py`; the design is in `../shared/ARCHITECTURE.md`, also [here](../../shared/x.md),
+The walk is `tests/test_gone.py`; the design is in `../shared/ARCHITECTURE.md`, also [here](../../shared/x.md),
 on one machine `/work/main/README.md` and in /tmp/csra/notes. Scripts: `python scripts/run.py`,
 `bench/bench_nothing.py`, `csra/train/loops.py`, `conf/train/paper.yml`; the pages [settings](settings.md#no-such-key),
 [nothing](nothing.md), [no file](../results/train/nothing/x.md#a).
@@ -310,7 +310,7 @@ python bench/bench_gone.py --repeat 3
 
 def test_a_doc_naming_what_is_not_there_is_reported():
     found = problems(REPO / "docs" / "stale.md", STALE)
-    for word in ("tests/test_errors.py", "../shared/ARCHITECTURE.md", "../../shared/x.md", "/work/main/README.md",
+    for word in ("tests/test_gone.py", "../shared/ARCHITECTURE.md", "../../shared/x.md", "/work/main/README.md",
                  "/tmp/csra/notes", "scripts/run.py", "bench/bench_nothing.py", "csra/train/loops.py",
                  "conf/train/paper.yml", "settings.md#no-such-key", "nothing.md", "bench/bench_gone.py"):
         assert [line for line in found if word in line], (word, found)

@@ -11,7 +11,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from csra.data.formats import CLASSES_FILE, read_annotations, read_classes
-from csra.errors import CSRAError
+from csra.errors import CSRAError, first_line
 
 LISTED = 3  # paths named per finding; the count gives the rest
 
@@ -43,7 +43,7 @@ def image_problem(path: str) -> str | None:
     except UnidentifiedImageError:
         return "not an image PIL decodes"
     except (OSError, ValueError, Image.DecompressionBombError) as e:
-        return str(e).splitlines()[0] if str(e) else type(e).__name__
+        return first_line(e)
     return None
 
 

@@ -38,7 +38,6 @@ WIDER_ATTRIBUTES = [
 SYNTHETIC_CLASSES = ["circle", "square", "triangle", "diamond", "star", "cross", "ring", "hexagon", "arrow", "crescent"]
 
 SELECTIONS = ("val", "test")  # what selects the best epoch: a split held out of training | the test split
-Converter = Callable[[str], tuple[list[dict], list[dict], list[str]]]
 
 
 @dataclass(frozen=True)

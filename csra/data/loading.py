@@ -16,7 +16,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from torchvision.transforms import v2
 
-from csra.errors import CSRAError
+from csra.errors import CSRAError, first_line
 from csra.model.network import ModelConfig
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -37,7 +37,7 @@ def _decoding(path: str | Path) -> Iterator[None]:
     except UnidentifiedImageError:
         raise CSRAError(f"{path}: cannot read image (not a JPEG, PNG or other format PIL decodes)") from None
     except (OSError, ValueError, Image.DecompressionBombError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reason = first_line(e)
         raise CSRAError(f"{path}: cannot read image ({reason})") from None
 
 

@@ -23,11 +23,6 @@ from csra.fileio import atomic_dir, file_md5
 log = logging.getLogger(__name__)
 
 SYNTHETIC_DIR = "synthetic"  # the built-in dataset is generated inside the prepared folder
-# One digest file per split, in md5sum's format: the MD5 of every file a reader of that split reads (the annotation
-# file, classes.txt, each image). A stage depends on the digests of the splits it reads, so that changing an image
-# re-runs the stages that read it and no other: train reads train and its selection split (val or test), evaluate
-# test. val.md5 is empty where the layout has no val split (the held-out images are then drawn from train's).
-SPLITS = ("train", "val", "test")
 MISSING = "missing"  # in place of the MD5 of an image that is not there (the stages skip or refuse it)
 
 
@@ -79,6 +74,10 @@ def check_source(entry: DatasetEntry, raw_path: str | Path | None, synthetic: Sy
         raise CSRAError(f"{raw_path}: raw data folder of dataset {entry.name} not found (data.raw_path)")
 
 
+# One digest file per split, in md5sum's format: the MD5 of every file a reader of that split reads (the annotation
+# file, classes.txt, each image). A stage depends on the digests of the splits it reads, so that changing an image
+# re-runs the stages that read it and no other: train reads train and its selection split (val or test), evaluate
+# test. val.md5 is empty where the layout has no val split (the held-out images are then drawn from train's).
 def write_digests(tmp: Path, out_dir: Path, split: str, file_name: str | None, items: list[dict]) -> None:
     """tmp/<split>.md5: one `MD5  path` line per file a reader of the split reads, paths as the stages see them
     (inside out_dir for the prepared files, whose bytes are still in tmp), sorted; empty when file_name is None."""

@@ -18,7 +18,7 @@ from csra.data.loading import normalize_batch, test_pixels
 from csra.data.synthetic import render_image
 from csra.deploy.scoring import ScoringModel
 from csra.deploy.serving import ARRAYS, PHOTOS
-from csra.errors import CSRAError
+from csra.errors import CSRAError, first_line
 from csra.fileio import atomic_write
 from csra.model.network import CSRAModel
 
@@ -117,7 +117,7 @@ def require_onnx() -> None:
         try:
             importlib.import_module(name)
         except ImportError as e:
-            reason = (str(e).strip() or type(e).__name__).splitlines()[0]
+            reason = first_line(e)
             raise CSRAError(f"ONNX export (export.onnx, --onnx) needs the export extra: {name} cannot be imported "
                             f"({reason}); install it with pip install 'csra[export]'") from None
 

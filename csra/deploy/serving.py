@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from csra.data.loading import test_pixels
-from csra.errors import CSRAError
+from csra.errors import CSRAError, first_line
 
 DEFAULT_MAX_PIXELS = 40_000_000  # a 40-megapixel photo decodes to 120 MB of RGB; a larger one is refused unread
 IMAGE_COLUMN = "image"
@@ -67,7 +67,7 @@ def photo_pixels(data: bytes, index: int, size: int, max_pixels: int) -> torch.T
         raise refused(f"image {index} is over the limit of {max_pixels:,} pixels (Pillow takes it for a "
                       "decompression bomb)") from None
     except Exception as e:  # PIL raises what its decoders raise: OSError, SyntaxError, ValueError, EOFError, …
-        reason = (str(e).strip() or type(e).__name__).splitlines()[0]
+        reason = first_line(e)
         raise refused(f"image {index} is not a complete image file PIL can open ({reason})") from None
 
 

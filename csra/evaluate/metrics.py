@@ -13,8 +13,21 @@ from dataclasses import dataclass
 import numpy as np
 
 THRESHOLD_METRICS = ("CP", "CR", "CF1", "OP", "OR", "OF1")
-# The names of evaluate_scores' metrics, in its order; all are higher-is-better.
-METRIC_NAMES = ("mAP", *THRESHOLD_METRICS, *(f"{name}_top3" for name in THRESHOLD_METRICS))
+HIGHER, LOWER = "higher", "lower"  # which way a metric is better
+# evaluate_scores' metrics, in its order, each with its direction: the one declaration of a metric's name and way
+METRICS: dict[str, str] = {"mAP": HIGHER, **{name: HIGHER for name in THRESHOLD_METRICS},
+                           **{f"{name}_top3": HIGHER for name in THRESHOLD_METRICS}}
+METRIC_NAMES = tuple(METRICS)
+
+
+def better(metric: str, value: float, than: float) -> bool:
+    """Whether value of metric beats than (strictly), in the metric's declared direction."""
+    return value > than if METRICS[metric] == HIGHER else value < than
+
+
+def best_first(metric: str, value: float) -> float:
+    """A sort key that puts the best value of metric first in ascending order (min picks the best)."""
+    return -value if METRICS[metric] == HIGHER else value
 
 
 def _labels(targets: np.ndarray, label_format: str, for_ap: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -75,16 +75,31 @@ class ViTBackbone(nn.Module):
         return tokens[:, 1:].transpose(1, 2).reshape(b, d, h, w)
 
 
+# Each zoo family's wrapper, which cuts its torchvision network to a feature map.
+WRAPPERS: dict[str, type[ResNetBackbone] | type[ViTBackbone]] = {"resnet": ResNetBackbone, "vit": ViTBackbone}
+
+
+def _builder(name: str) -> tuple[Callable[..., nn.Module], models.WeightsEnum]:
+    """The torchvision constructor and ImageNet weights of zoo entry name; one the zoo names without them is a
+    CSRAError."""
+    name = canonical_name(name)
+    if name not in BUILDERS:
+        raise CSRAError(f"backbone {name}: no torchvision builder in csra/model/backbones.py BUILDERS")
+    return BUILDERS[name]
+
+
 def create_backbone(name: str) -> ResNetBackbone | ViTBackbone:
     """Build a backbone by name with random initial weights (see load_initial_weights for pretrained ones)."""
     name = canonical_name(name)
-    net = BUILDERS[name][0](weights=None)
-    return ViTBackbone(net) if family(name) == "vit" else ResNetBackbone(net)
+    if family(name) not in WRAPPERS:
+        raise CSRAError(f"backbone {name}: family {family(name)!r} has no wrapper in csra/model/backbones.py "
+                        f"WRAPPERS ({', '.join(WRAPPERS)})")
+    return WRAPPERS[family(name)](_builder(name)[0](weights=None))
 
 
 def imagenet_weights(name: str) -> models.WeightsEnum:
     """torchvision's ImageNet weights entry of this backbone."""
-    return BUILDERS[canonical_name(name)][1]
+    return _builder(name)[1]
 
 
 def imagenet_weights_file(name: str) -> Path:

@@ -57,14 +57,6 @@ def save_checkpoint(
     return save_torch(path, payload)
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read one of our checkpoints without unpickling arbitrary objects, its fields checked."""
-    payload = load_weights_only(path, "checkpoint")
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CSRAError(f"{path}: not a CSRA pipeline checkpoint (no format {FORMAT!r})")
-    return checked_fields(Path(path), payload)
-
-
 def checked_fields(path: Path, payload: dict[str, Any]) -> dict[str, Any]:
     """payload, or a CSRAError naming the first field that is missing or of the wrong kind."""
     for key, kind, what in (("model_config", dict, "a mapping"), ("classes", list, "a list of class names"),

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from csra.errors import CSRAError
+from csra.errors import CSRAError, first_line
 from csra.fileio import atomic_write
 
 # timm / JAX ViT names (the official VIT_CSRA) → torchvision VisionTransformer names.
@@ -152,13 +152,13 @@ def load_weights_only(path: str | Path, kind: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).splitlines()[0] if str(e) else "unsafe content"
+        first = first_line(e)
         if "weights only" in first.lower() or "weights_only" in first:
             raise CSRAError(f"{path}: refused, it holds objects a weights-only load does not allow "
                             f"({first})") from None
         raise CSRAError(f"{path}: not a readable {kind} ({first})") from None
     except Exception as e:  # torch.load fails on damaged files with many exception types
-        reason = f"{type(e).__name__}: {str(e).splitlines()[0]}" if str(e) else type(e).__name__
+        reason = first_line(e, typed=True)
         raise CSRAError(f"{path}: not a readable {kind} ({reason})") from None
 
 

@@ -6,15 +6,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 from csra.model.zoo import HEAD_COUNTS, HEADS, canonical_name, check_img_size
-from csra.settings import DEVICE_PATTERN, check_fields, setting
+from csra.settings import DEVICE_PATTERN, LOCAL, MACHINE, RESUMABLE, UNSEARCHED, check_fields, setting, with_role
 
 OPTIMIZERS = ("sgd", "adamw")
 LOSSES = ("bce", "asl")
-# Settings that may change between an interrupted run and its resume: they do not change its trajectory.
-RESUMABLE_CHANGES = ("epochs", "num_workers", "device", "compile")
-# Settings a stage may derive from the machine (num_workers: auto): left out of the recipe a checkpoint records, so
-# that the same params give the same checkpoint bytes on any machine (they do not change the trajectory).
-MACHINE_SETTINGS = ("num_workers",)
 
 
 @dataclass(frozen=True)
@@ -32,7 +27,7 @@ class TrainConfig:
     lam: float = setting()
     img_size: int = setting()
     optimizer: str = setting(choices=OPTIMIZERS)
-    epochs: int = setting(min=1)
+    epochs: int = setting(min=1, roles=(RESUMABLE,))
     batch_size: int = setting(min=1)
     lr: float = setting(above=0)
     classifier_lr_mult: float = setting(above=0)
@@ -47,13 +42,14 @@ class TrainConfig:
     asl_gamma_pos: float = setting(min=0)
     asl_clip: float = setting(min=0, below=1)
     ema_decay: float = setting(min=0, below=1)
-    amp: bool = setting()
-    channels_last: bool = setting()
-    compile: bool = setting()
-    sync_bn: bool = setting()
-    deterministic: bool = setting()
-    num_workers: int = setting(min=0)
-    device: str = setting(pattern=DEVICE_PATTERN, help="auto, cpu, cuda or cuda:N")
+    amp: bool = setting(roles=(UNSEARCHED,))
+    channels_last: bool = setting(roles=(UNSEARCHED,))
+    compile: bool = setting(roles=(UNSEARCHED, RESUMABLE))
+    sync_bn: bool = setting(roles=(UNSEARCHED,))
+    deterministic: bool = setting(roles=(UNSEARCHED,))
+    num_workers: int = setting(min=0, roles=(RESUMABLE, MACHINE, UNSEARCHED, LOCAL))  # a stage may derive it
+    device: str = setting(pattern=DEVICE_PATTERN, help="auto, cpu, cuda or cuda:N",
+                          roles=(RESUMABLE, UNSEARCHED, LOCAL))
     seed: int = setting(min=0)
     tune_thresholds: bool = setting()
 
@@ -69,3 +65,7 @@ class TrainConfig:
     def recipe(self) -> dict:
         """The settings a checkpoint records: all but MACHINE_SETTINGS."""
         return {k: v for k, v in asdict(self).items() if k not in MACHINE_SETTINGS}
+
+
+RESUMABLE_CHANGES = with_role(TrainConfig, RESUMABLE)  # a resume may change them: not part of its fingerprint
+MACHINE_SETTINGS = with_role(TrainConfig, MACHINE)

@@ -9,7 +9,7 @@ import logging
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TypedDict
+from typing import Annotated, TypedDict, get_type_hints
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from csra.train.loop import NonFiniteLoss, build_training, train_one_epoch, vali
 from csra.train.state import STATE_FORMAT, fingerprint, rng_state, save_state, set_rng_state
 
 log = logging.getLogger(__name__)
+TIMING = "timing"  # a history column's role: a wall-clock figure, which a DVC-tracked file never holds
 
 
 class EpochRow(TypedDict):
@@ -33,9 +34,13 @@ class EpochRow(TypedDict):
     epoch: int
     train_loss: float
     lr: float
-    images_per_s: float
+    images_per_s: Annotated[float, TIMING]
     val_mAP: float
     best_epoch: int
+
+
+TIMINGS = tuple(name for name, hint in get_type_hints(EpochRow, include_extras=True).items()
+                if TIMING in getattr(hint, "__metadata__", ()))
 
 
 class Best(TypedDict):

@@ -23,7 +23,7 @@ import typer
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from csra.errors import CSRAError
+from csra.errors import CSRAError, first_line
 from stages.search.space import Space
 from stages.tracking import study_runs
 from stages.tracking.execution import experiment_ref, git_commit, run_tags
@@ -213,7 +213,7 @@ def update_parent(parent: str, study: optuna.Study, trial: FrozenTrial) -> None:
                                            f"val mAP {best.value:.2f}, {shown_values(best.params, '=')}"})
     except Exception as e:  # the study goes on; the next trial's end tries again
         logging.getLogger("csra").warning("warning: the study's MLflow run %s was not updated: %s", parent,
-                                          str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+                                          first_line(e))
 
 
 def mark_failed(storage: BaseStorage, name: str, number: int, why: str) -> None:

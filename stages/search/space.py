@@ -24,16 +24,15 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from csra.errors import CSRAError
-from csra.settings import closest
+from csra.errors import CSRAError, first_line
+from csra.settings import UNSEARCHED, closest, with_role
 from stages.params import load_params
 from stages.train import Params as TrainStageParams
 from stages.train import TrainParams
 
-# train's settings that say where a run goes or how fast, not what it learns: no search dimension
-NOT_SEARCHED = ("recipe", "out_dir", "resume", "device", "num_workers", "amp", "channels_last", "compile", "sync_bn",
-                "deterministic")
-SEARCHABLE = [f"train.{name}" for name in typing.get_type_hints(TrainParams) if name not in NOT_SEARCHED]
+# train's settings but those that say where a run goes or how fast, not what it learns (their role UNSEARCHED)
+SEARCHABLE = [f"train.{name}" for name in typing.get_type_hints(TrainParams)
+              if name not in with_role(TrainParams, UNSEARCHED)]
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = {"median": "MedianPruner", "percentile": "PercentilePruner", "threshold": "ThresholdPruner",
            "hyperband": "HyperbandPruner", "none": "NopPruner"}
@@ -130,7 +129,7 @@ def compose_space(conf: Path, name: str) -> dict:
             composed = compose(config_name="config", overrides=[f"+search={name}"])
         space = OmegaConf.to_container(composed.search, resolve=True)
     except (HydraException, OmegaConfBaseException) as e:
-        raise CSRAError(f"{source}: {str(e).strip().splitlines()[0]}") from None
+        raise CSRAError(f"{source}: {first_line(e)}") from None
     if not isinstance(space, dict):
         raise CSRAError(f"{source}: expected a mapping with params (and sampler, pruner)")
     return space

@@ -12,7 +12,7 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.storages.journal import JournalFileBackend
 
-from csra.errors import CSRAError
+from csra.errors import CSRAError, first_line
 from stages.search.records import shown, stale_trial
 from stages.search.space import Space
 
@@ -36,7 +36,7 @@ def open_storage(url: str) -> BaseStorage:
         raise CSRAError(f"--storage {shown(url)}: {e} (a PostgreSQL storage needs psycopg2: "
                         "pip install psycopg2-binary)") from None
     except Exception as e:  # a database that cannot be reached or read
-        raise CSRAError(f"--storage {shown(url)}: {str(e).strip().splitlines()[0]}") from None
+        raise CSRAError(f"--storage {shown(url)}: {first_line(e)}") from None
 
 
 def open_study(name: str, storage: BaseStorage, space: Space) -> tuple[optuna.Study, bool]:
@@ -59,5 +59,5 @@ def storage_errors(url: str) -> Iterator[None]:
         raise
     except Exception as e:
         if "sqlalchemy" in type(e).__module__ or isinstance(e, OSError):
-            raise CSRAError(f"--storage {shown(url)}: {str(e).strip().splitlines()[0]}") from None
+            raise CSRAError(f"--storage {shown(url)}: {first_line(e)}") from None
         raise

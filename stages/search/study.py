@@ -18,6 +18,7 @@ import optuna
 import typer
 
 from csra.errors import CSRAError
+from csra.settings import LOCAL, with_role
 from stages import train as train_stage
 from stages.params import load_params
 from stages.search.records import best_trial, mark_failed, parent_run, promote_best, shown, summary
@@ -98,7 +99,6 @@ def check_continued(began: optuna.study.StudySummary, name: str, space: Space, b
 
 def trained_from(params: train_stage.Params) -> dict[str, object]:
     """What every trial of a study trains from, whatever machine runs it: train's params but the machine's own
-    (device, loader processes) and where things go."""
-    local = ("train.device", "train.num_workers", "train.out_dir", "train.resume", "data.prepared_dir",
-             "data.raw_path")
+    (the settings whose role is LOCAL: device, loader processes, where things go)."""
+    local = {f"{group}.{name}" for group, kind in params.groups().items() for name in with_role(kind, LOCAL)}
     return {k: v for k, v in params.flat().items() if k.startswith(("data.", "train.")) and k not in local}

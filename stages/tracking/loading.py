@@ -21,7 +21,7 @@ from mlflow.models import Model
 from mlflow.pyfunc import PyFuncModel
 
 from csra.deploy.serving import IMAGE_COLUMN
-from csra.errors import CSRAError
+from csra.errors import CSRAError, first_line
 from stages.tracking.registry import PROGRAM_FILE
 from stages.tracking.store import connect, refusal, store_errors
 
@@ -47,7 +47,7 @@ def _version(uri: str) -> tuple[str, ModelVersion]:
         except MlflowException as e:
             if refusal(e) is not None:
                 raise
-            raise CSRAError(f"{uri}: no such registered model version ({str(e).splitlines()[0]})") from None
+            raise CSRAError(f"{uri}: no such registered model version ({first_line(e)})") from None
 
 
 def fetch(uri: str, folder: Path) -> tuple[Path, dict[str, Any], dict[str, str]]:

@@ -13,6 +13,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
+from csra.evaluate.metrics import best_first, better
 from stages.tracking.registry import Evaluation, provenance, version_metric
 from stages.tracking.runs import TEST_DIGEST, TEST_FILE, Recorder
 from stages.tracking.store import refusal, store_errors
@@ -42,11 +43,16 @@ def _champion(client: MlflowClient, name: str) -> ModelVersion | None:
         return None
 
 
+def best_version(scored: list[tuple[float, Any]], metric: str) -> Any | None:
+    """The best of (value of metric, version) pairs in the metric's direction (the older version on a tie)."""
+    return min(scored, key=lambda pair: (best_first(metric, pair[0]), int(pair[1].version)), default=(None, None))[1]
+
+
 def _best(client: MlflowClient, name: str, digest: str, metric: str) -> ModelVersion | None:
     """The best version by metric among those evaluated on the test data of digest (the older one on a tie)."""
     scored = [(value, v) for v in client.search_model_versions(f"name = '{name}'")
               if v.tags.get(TEST_DIGEST) == digest and (value := version_metric(v, metric)) is not None]
-    return max(scored, key=lambda pair: (pair[0], -int(pair[1].version)), default=(None, None))[1]
+    return best_version(scored, metric)
 
 
 def _decision(client: MlflowClient, name: str, policy: str, metric: str, candidate: Evaluation | None) -> str | None:
@@ -60,7 +66,7 @@ def _decision(client: MlflowClient, name: str, policy: str, metric: str, candida
         return f"not registered: this execution logged no {metric} (evaluate logs it; export.register: always " \
                "registers anyway)"
     best = _best(client, name, candidate.digest, metric)
-    if best is None or candidate.metrics[metric] > version_metric(best, metric):
+    if best is None or better(metric, candidate.metrics[metric], version_metric(best, metric)):
         return None
     return f"not registered: {metric} {candidate.metrics[metric]:.2f} does not beat version {best.version} " \
            f"({version_metric(best, metric):.2f}), the best on this test data"

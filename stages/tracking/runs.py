@@ -135,14 +135,10 @@ def training_run(experiment: str, params: dict[str, Any], name: str, run_id: str
             yield Recorder(mlflow, run.info.run_id, run.info.run_id)
 
 
-def training_run_of(mlflow: ModuleType, checkpoint: Path, execution: str) -> Run | None:
-    """The training run that made this checkpoint, found by its bytes (the tag checkpoint.md5, in any experiment of
-    the store): this execution's, else the latest; None when the store has none (an official state dict, a
-    checkpoint trained against another store)."""
-    return _training_run_by_md5(mlflow, file_md5(checkpoint), execution) if checkpoint.is_file() else None
-
-
-def _training_run_by_md5(mlflow: ModuleType, md5: str, execution: str) -> Run | None:
+def training_run_by_md5(mlflow: ModuleType, md5: str, execution: str) -> Run | None:
+    """The training run that made the checkpoint of MD5 md5 (the tag checkpoint.md5, in any experiment of the
+    store): this execution's, else the latest; None when the store has none (an official state dict, a checkpoint
+    trained against another store)."""
     query = f"tags.`checkpoint.md5` = '{md5}'"
     found = mlflow.search_runs(search_all_experiments=True, filter_string=query, output_format="list",
                                order_by=["attributes.start_time DESC"])
@@ -178,7 +174,7 @@ def stage_run(checkpoint: Path | None, experiment: str, params: dict[str, Any], 
     execution = execution_id()
     with store_errors(f"log runs to the experiment '{experiment}'"):
         md5 = file_md5(checkpoint) if checkpoint is not None and checkpoint.is_file() else None  # read once
-        trained = _training_run_by_md5(mlflow, md5, execution) if md5 is not None else None
+        trained = training_run_by_md5(mlflow, md5, execution) if md5 is not None else None
         experiment_id = trained.info.experiment_id if trained else experiment_of(mlflow, experiment)
         train_run_id = trained.info.run_id if trained else None
         run_id = _execution_run(mlflow, experiment_id, execution, trained)

@@ -15,7 +15,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.utils.credentials import read_mlflow_creds
 
-from csra.errors import CSRAError
+from csra.errors import CSRAError, first_line
 
 DVC_TEMP_WORKSPACES = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
 _CONNECTED: set[str] = set()  # the stores this process has connected to: each once
@@ -109,7 +109,7 @@ def store_errors(doing: str = "make this call") -> Iterator[None]:
         if status is not None:
             raise refused(status, doing) from None
         if isinstance(e, (MlflowException, ConnectionError, OSError)) or "sqlalchemy" in type(e).__module__:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             raise CSRAError(f"MLflow tracking store {tracking_uri()}: {first}") from None
         raise
 

@@ -242,11 +242,6 @@ def custom_csv_not_utf8(tmp):
     custom.convert_custom_csv(tmp)
 
 
-@says("unknown dataset 'imagenet'; expected one of synthetic, voc07, coco, wider, custom_voc, custom_coco, custom_csv")
-def prepare_unknown_dataset(tmp):
-    prepared.prepare_dataset("imagenet", tmp / "out", tmp)
-
-
 @says("dataset voc07 needs data.raw_path: the VOCdevkit folder")
 def prepare_without_raw_path(tmp):
     prepared.prepare_dataset("voc07", tmp / "out")

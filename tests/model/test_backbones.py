@@ -6,7 +6,7 @@ import torchvision
 from official import TINY_VIT, timm_vit_state, tiny_vit
 
 from csra.errors import CSRAError
-from csra.model import backbones
+from csra.model import backbones, zoo
 from csra.model.backbones import create_backbone, imagenet_weights_file, load_initial_weights
 
 
@@ -24,6 +24,22 @@ def test_vit_b16_gives_patch_tokens_as_a_feature_map_at_any_multiple_of_16():
 def test_unknown_name_lists_the_models():
     with pytest.raises(CSRAError, match="model must be one of .*resnet152, vit_b16_224, vit_l16_224, got 'vit_h14'"):
         create_backbone("vit_h14")
+
+
+def test_every_zoo_entry_has_a_builder_and_every_family_a_wrapper():
+    assert set(backbones.BUILDERS) == set(zoo.BACKBONES)
+    assert set(backbones.WRAPPERS) == set(zoo.FAMILIES) == set(zoo.BACKBONES.values())
+
+
+def test_a_backbone_without_builder_or_with_an_unknown_family_is_one_error(monkeypatch):
+    monkeypatch.setitem(zoo.BACKBONES, "resnet200", "resnet")
+    with pytest.raises(CSRAError, match=r"^backbone resnet200: no torchvision builder in csra/model/backbones\.py"):
+        create_backbone("resnet200")
+    monkeypatch.setitem(zoo.BACKBONES, "convnext_t", "convnext")
+    with pytest.raises(CSRAError, match=r"^backbone convnext_t: family 'convnext' has no wrapper"):
+        create_backbone("convnext_t")
+    with pytest.raises(CSRAError, match=r"^backbone convnext_t: family 'convnext' is not in the zoo's families"):
+        zoo.default_img_size("convnext_t")
 
 
 def test_imagenet_weights_come_from_the_torch_home_cache_or_a_clear_error(tmp_path, monkeypatch):

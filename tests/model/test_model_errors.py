@@ -10,7 +10,7 @@ from errorwalk import Walk, write
 
 from csra.deploy.scoring import class_thresholds
 from csra.errors import describe_difference
-from csra.model.checkpoints import ModelOptions, load_checkpoint, load_checkpoint_model, save_checkpoint
+from csra.model.checkpoints import ModelOptions, load_checkpoint_model, save_checkpoint
 from csra.model.network import ModelConfig, build_model
 
 walk = Walk()
@@ -48,12 +48,6 @@ def checkpoint_needs_unpickling(tmp):
     with open(path, "wb") as f:
         pickle.dump({"format": "csra-checkpoint-v1", "x": Payload()}, f)
     load_checkpoint_model(path)
-
-
-@says("best.pt: not a CSRA pipeline checkpoint (no format 'csra-checkpoint-v1')")
-def checkpoint_not_ours(tmp):
-    torch.save({"weights": torch.zeros(1)}, tmp / "best.pt")
-    load_checkpoint(tmp / "best.pt")
 
 
 @says("best.pt: not a state dict (expected a mapping of parameter names to tensors)")

@@ -22,11 +22,6 @@ def test_config_round_trip_through_plain_dict():
     assert ModelConfig.from_dict(config.to_dict()) == config
 
 
-def test_unknown_backbone_is_a_clear_error():
-    with pytest.raises(CSRAError, match="model must be one of resnet18.*, got 'resnet7'"):
-        build_model(ModelConfig("resnet7", 3, 1, 0.1, 32, (0, 0, 0), (1, 1, 1)))
-
-
 def test_backbone_keys_match_torchvision():
     import torchvision
 
@@ -40,12 +35,6 @@ def test_vit_preprocessing_and_input_size_rules():
     assert config.backbone == "vit_l16_224" and config.mean == (0.5, 0.5, 0.5) and config.std == (0.5, 0.5, 0.5)
     with pytest.raises(CSRAError, match="img_size of vit_b16_224 must be a multiple of 16, got 200"):
         ModelConfig.create("vit_b16_224", 14, 1, 0.3, 200)
-
-
-@pytest.mark.parametrize("heads", [0, 3, 5])
-def test_unsupported_head_count_lists_the_allowed_ones(heads):
-    with pytest.raises(CSRAError, match=f"num_heads must be one of 1, 2, 4, 6, 8, got {heads}"):
-        build_model(ModelConfig.create("resnet18", 3, heads, 0.1, 32))
 
 
 def test_the_gap_baseline_has_no_csra_heads_and_round_trips():

@@ -11,7 +11,7 @@ from PIL import Image
 from csra.data.loading import load_image
 from csra.deploy.scoring import ScoringModel, predict_files
 from csra.errors import CSRAError
-from csra.model.checkpoints import load_checkpoint, load_checkpoint_model, save_checkpoint
+from csra.model.checkpoints import load_checkpoint_model, save_checkpoint
 from csra.model.network import ModelConfig, build_model
 
 
@@ -63,7 +63,7 @@ def test_demo_bad_input_is_one_error_line(tiny_params, tiny_checkpoint, tmp_path
     (only_broken / "x.png").write_bytes(b"")
     assert_one_line_error(*run("demo", "--checkpoint", str(tiny_checkpoint), "--images", str(only_broken)),
                           "broken: none of the 1 images could be read")
-    payload = load_checkpoint(tiny_checkpoint)
+    payload = load_checkpoint_model(tiny_checkpoint)[1]
     model = build_model(ModelConfig.from_dict(payload["model_config"]))
     two_names = save_checkpoint(tmp_path / "two.pt", model, ["circle", "square"], {})
     assert_one_line_error(*run("demo", "--checkpoint", str(two_names), "--images", str(images_folder(tmp_path))),

@@ -24,7 +24,7 @@ def module_file(name: str) -> Path | None:
 
 
 def imported(path: Path, top_level: bool = False) -> set[str]:
-    """Every csra/stages module a file imports, at module level or (unless top_level) inside functions."""
+    """Every csra or stages module a file imports, at module level or (unless top_level) inside functions."""
     names = set()
     tree = ast.parse(path.read_text())
     for node in tree.body if top_level else ast.walk(tree):

@@ -142,7 +142,8 @@ def test_without_the_training_run_a_stage_records_what_the_workspace_knows(works
     assert re.fullmatch(r"synthetic, test mAP \d+\.\d\d \(test_voc07\.json, digest [0-9a-f]{8}\): resnet18, 1 CSRA "
                         r"head, λ 0\.1, 32 px, 10 classes, recipe synthetic\. Serve it: mlflow models serve -m "
                         r"models:/csra-synthetic/1 --env-manager local --port 5001", version.description)
-    assert recorded.training_run_of(mlflow, best, "x") is None  # the evaluation run is not taken for a training
+    # the evaluation run is not taken for a training
+    assert recorded.training_run_by_md5(mlflow, file_md5(best), "x") is None
     logged = mlflow.get_logged_model(version.source.removeprefix("models:/"))
     assert logged.name == "csra-synthetic"  # the registered model's name
     metrics = {m.key: m for m in logged.metrics}
@@ -174,10 +175,10 @@ def test_written_scores_rescore_to_the_same_metrics(workspace, tmp_path):
 
 
 def test_per_class_thresholds_travel_in_the_checkpoint_to_demo(workspace, tmp_path):
-    from csra.model.checkpoints import load_checkpoint
+    from csra.model.checkpoints import load_checkpoint_model
 
     root = workspace
-    thresholds = load_checkpoint(root / "results/train/best.pt")["thresholds"]
+    thresholds = load_checkpoint_model(root / "results/train/best.pt")[1]["thresholds"]
     assert len(thresholds) == 10 and all(t is None or 0 <= t <= 1 for t in thresholds)
     ok("demo", "--thresholds", "per_class", "--out-dir", str(tmp_path / "pc"))
     predictions = json.loads((tmp_path / "pc/predictions.json").read_text())

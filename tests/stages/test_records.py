@@ -14,7 +14,7 @@ import pytest
 import yaml
 from helpers import assert_one_line_error, run, training_run
 
-from csra.model.checkpoints import load_checkpoint
+from csra.model.checkpoints import load_checkpoint_model
 
 
 def snapshot(folder):
@@ -81,7 +81,7 @@ def test_the_best_epoch_is_selected_on_images_held_out_of_training_and_test(work
     prepared = workspace / "data/prepared"
     train, val, test = (items_of(prepared / name) for name in
                         ("trainval_voc07.json", "val_voc07.json", "test_voc07.json"))
-    selection = load_checkpoint(workspace / "results/train/best.pt")["selection"]
+    selection = load_checkpoint_model(workspace / "results/train/best.pt")[1]["selection"]
     assert selection["split"] == "val" and selection["source"] == "val_voc07.json"
     assert selection["items"] == len(val) > 0 and val < train and not val & test
     tags = training_run(workspace / "results/train/best.pt").data.tags

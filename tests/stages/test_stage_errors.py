@@ -56,11 +56,6 @@ def params_unknown_key(tmp):
     params(tmp, lambda d: d["train"].update(lamda=0.3))
 
 
-@says("params.yaml: missing key train.seed")
-def params_missing_key(tmp):
-    params(tmp, lambda d: d["train"].pop("seed"))
-
-
 @says("params.yaml: train must be a mapping of keys, got [1, 2]")
 def params_group_not_a_mapping(tmp):
     params(tmp, lambda d: d.update(train=[1, 2]))
@@ -234,16 +229,6 @@ def image_folder_empty(tmp):
 @says("device 'gpu' is not a torch device (use auto, cpu, cuda or cuda:N)")
 def device_unknown(tmp):
     resolve_device("gpu")
-
-
-@says("model must be one of resnet18, resnet34, resnet50", "got 'resnet7'")
-def model_unknown(tmp):
-    ModelConfig.create("resnet7", 2, 1, 0.1, 32)
-
-
-@says("num_heads must be one of 1, 2, 4, 6, 8, got 3")
-def model_head_count(tmp):
-    build_model(ModelConfig.create("resnet18", 2, 3, 0.1, 32))
 
 
 @says("weights.pth: weights do not fit the model",

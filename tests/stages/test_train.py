@@ -18,7 +18,7 @@ from helpers import assert_one_line_error, edit_params, free_port, ok, run, stag
 from csra.data import loading as datasets
 from csra.evaluate.metrics import average_precision, mean_average_precision
 from csra.evaluate.predict import predict
-from csra.model.checkpoints import load_checkpoint, load_checkpoint_model
+from csra.model.checkpoints import load_checkpoint_model
 
 
 def history(path):
@@ -88,7 +88,7 @@ def test_killed_mid_epoch_and_resumed_ends_like_an_uninterrupted_run(tiny_params
     root = tiny_params.parent
     for name in ("history.csv", "metrics.json"):
         assert (root / "resumed" / name).read_bytes() == (root / "straight" / name).read_bytes(), name
-    resumed, straight = (load_checkpoint(root / name / "best.pt") for name in ("resumed", "straight"))
+    resumed, straight = (load_checkpoint_model(root / name / "best.pt")[1] for name in ("resumed", "straight"))
     assert resumed.pop("params") == {**straight.pop("params"), "train.out_dir": "resumed"}  # the one param changed
     weights = resumed.pop("state_dict"), straight.pop("state_dict")
     assert resumed == straight and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])

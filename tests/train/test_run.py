@@ -13,10 +13,10 @@ import torch
 from helpers import same, train_config, train_on_cpu, train_paths
 
 from csra.data.prepared import TrainData
-from csra.model.checkpoints import load_checkpoint
+from csra.model.checkpoints import load_checkpoint_model
 from csra.model.weights import load_weights_only
 from csra.train import run as run_module
-from csra.train.run import TrainHooks
+from csra.train.run import TIMINGS, TrainHooks
 from csra.train.state import find_resume, set_rng_state
 
 CFG = train_config()
@@ -38,7 +38,8 @@ class Watch(TrainHooks):
         self.rows.append(row)
         self.histories.append(history)
         state = load_weights_only(self.paths.state, "training state")
-        self.files.append((load_checkpoint(self.paths.best)["epoch"], state["epoch"]))
+        best = load_weights_only(self.paths.best, "checkpoint")  # building its model would draw from the RNG
+        self.files.append((best["epoch"], state["epoch"]))
         if self.with_draws:
             self.draws.append(draws())  # the RNG right after the state was saved (these draws move it on)
         if row["epoch"] == self.stop_after:
@@ -59,7 +60,7 @@ def curve(result):
 
 
 def rows(history):
-    return [{k: v for k, v in row.items() if k != "images_per_s"} for row in history]
+    return [{k: v for k, v in row.items() if k not in TIMINGS} for row in history]
 
 
 @pytest.fixture
@@ -92,7 +93,7 @@ def test_best_checkpoint_is_the_first_epoch_with_the_highest_val_map(data, tmp_p
     assert maps[0] < maps[1] == maps[2] == 100.0
     assert [r["best_epoch"] for r in result.history] == [1, 2, 2]  # a tie keeps the earlier epoch
     assert result.best_epoch == 2 and result.best_val_mAP == 100.0
-    best = load_checkpoint(tmp_path / "best.pt")
+    best = load_checkpoint_model(tmp_path / "best.pt")[1]
     assert best["epoch"] == 2 and best["val_mAP"] == 100.0 and best["selection"] is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt"]  # the state is gone, no other weights
 
@@ -100,7 +101,7 @@ def test_best_checkpoint_is_the_first_epoch_with_the_highest_val_map(data, tmp_p
 def test_the_checkpoint_holds_the_recipe_once_and_the_callers_params(data, tmp_path):
     cfg = dataclasses.replace(CFG, epochs=1)
     train_on_cpu(tmp_path, data, cfg, params={"data.dataset": "voc07", "train.out_dir": "results/train"})
-    best = load_checkpoint(tmp_path / "best.pt")
+    best = load_checkpoint_model(tmp_path / "best.pt")[1]
     assert best["recipe"] == cfg.recipe() and "num_workers" not in best["recipe"]
     assert best["params"] == {"data.dataset": "voc07", "train.out_dir": "results/train"}
     assert best["model_config"]["num_classes"] == len(data.classes)
@@ -126,7 +127,7 @@ def test_every_state_saved_names_a_best_checkpoint_already_on_disk(data, tmp_pat
 
     def save_state(path, state):  # the moment after which a kill leaves this state behind
         best = state["best"]["epoch"]
-        saved.append((best, paths.best.is_file() and load_checkpoint(paths.best)["epoch"]))
+        saved.append((best, paths.best.is_file() and load_checkpoint_model(paths.best)[1]["epoch"]))
         real_save_state(path, state)
 
     real_save_state = run_module.save_state
@@ -169,7 +170,7 @@ def test_resume_from_a_saved_state_is_exact(data, tmp_path):
     assert rows(final["history"]) == rows(straight["history"]) and final["best"] == straight["best"]
     for part in ("model", "ema", "optimizer", "scheduler", "rng"):
         assert same(final[part], straight[part]), part
-    a, b = load_checkpoint(paths.best), load_checkpoint(straight_paths.best)
+    a, b = load_checkpoint_model(paths.best)[1], load_checkpoint_model(straight_paths.best)[1]
     weights = a.pop("state_dict"), b.pop("state_dict")
     assert a == b and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
 
@@ -204,7 +205,7 @@ def test_a_resume_whose_best_checkpoint_is_gone_keeps_the_best_of_the_remaining_
         result = train_on_cpu(tmp_path, small, cfg, resume=find_resume(paths.state, cfg, small, "always", 1))
     assert "best.pt of epoch 1 is gone; the best of the remaining epochs will be kept" in caplog.text
     assert result.best_epoch == 2 and result.history[1]["best_epoch"] == 2
-    assert load_checkpoint(paths.best)["epoch"] == 2
+    assert load_checkpoint_model(paths.best)[1]["epoch"] == 2
 
 
 def test_unreadable_training_images_reach_the_hooks_once_with_their_paths(data, tmp_path):

@@ -7,6 +7,7 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from csra.evaluate import metrics
 from stages.tracking import registration, registry, runs
 from stages.tracking.lineage import DataVersion
 
@@ -116,6 +117,18 @@ def test_better_does_not_register_a_version_that_only_equals_the_best(export):
     assert equal["version"] is None and equal["champion"] == "1"
     assert equal["registered"].startswith("not registered: mAP 70.00 does not beat version 1 (70.00)")
     assert [str(v.version) for v in MlflowClient().search_model_versions("name = 'csra'")] == ["1"]
+
+
+def test_a_lower_is_better_metric_elects_and_registers_the_lowest(export, monkeypatch):
+    monkeypatch.setitem(metrics.METRICS, "mAP", metrics.LOWER)  # as if mAP were declared lower-is-better
+    export("better", 70.0)
+    higher, _ = export("better", 80.0)
+    assert higher["version"] is None and higher["champion"] == "1"
+    assert higher["registered"].startswith("not registered: mAP 80.00 does not beat version 1 (70.00)")
+    kept, _ = export("always", 90.0)
+    assert (kept["version"], kept["champion"]) == ("2", "1")
+    lower, _ = export("better", 60.0)
+    assert (lower["version"], lower["champion"]) == ("3", "3")
 
 
 def test_the_model_and_each_version_say_what_they_are_dataset_and_score_first(export):
