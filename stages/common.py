@@ -99,3 +99,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     return wrapper
 
+
+def head_summary(head: str, num_heads: int, lam: float) -> str:
+    """A classifier in a few words, as run and version descriptions say it: the GAP baseline, or the CSRA heads."""
+    return "the GAP baseline" if head == "gap" else f"{num_heads} CSRA head{'s' if num_heads > 1 else ''}, λ {lam}"

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -22,7 +24,17 @@ SHOWN = 3  # differing keys named in the one line
 
 
 def composed(root: Path) -> str:
-    """The text of root's conf/ composed as `dvc exp run` composes it (without overrides)."""
+    """The text of root's conf/ composed as `dvc exp run` composes it (without overrides): composed once per process
+    for the files conf/ holds (a search checks every value of its space against params.yaml, each trial again)."""
+    conf = (root / CONF).resolve()
+    state = hashlib.md5(b"".join(bytes(p.relative_to(conf)) + b"\0" + p.read_bytes()
+                                 for p in sorted(conf.rglob("*.yaml")))).hexdigest()
+    return _composed(root.resolve(), state)
+
+
+@functools.lru_cache(maxsize=4)
+def _composed(root: Path, state: str) -> str:
+    """composed(root) for conf/'s files of digest state (the cache's key: an edit of conf/ composes afresh)."""
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / PARAMS
         try:

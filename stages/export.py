@@ -28,7 +28,7 @@ from csra.evaluate.metrics import METRIC_NAMES
 from csra.fileio import atomic_dir, write_json
 from csra.model.network import CSRAModel
 from csra.settings import setting
-from stages.common import ModelSource
+from stages.common import ModelSource, head_summary
 from stages.inference import load_for_inference, stage_run_name
 from stages.params import DatasetParams, Group, StageParams, TrackingParams, TrainOutput, load_params
 from stages.tracking import loading, registration, registry, runs
@@ -115,11 +115,10 @@ def export_checkpoint(ckpt: Path, net: CSRAModel, saved: dict[str, Any], params:
 def model_summary(net: CSRAModel, saved: dict[str, Any]) -> str:
     """What the model is, in a few words: backbone, head, input size, classes and the recipe it was trained with."""
     config = net.config
-    head = ("the GAP baseline" if config.head == "gap" else
-            f"{config.num_heads} CSRA head{'s' if config.num_heads > 1 else ''}, λ {config.lam}")
     recipe = (saved.get("params") or {}).get("train.recipe")
     trained = f", recipe {recipe}" if isinstance(recipe, str) else (", an official state dict" if saved.get("official")
                                                                       else "")
+    head = head_summary(config.head, config.num_heads, config.lam)
     return f"{config.backbone}, {head}, {config.img_size} px, {config.num_classes} classes{trained}"
 
 

@@ -28,7 +28,7 @@ from csra.train.config import TrainConfig
 from csra.train.run import TIMINGS, EpochRow, TrainHooks, TrainPaths, TrainResult
 from csra.train.run import train as run_training
 from csra.train.state import find_resume
-from stages.common import BEST, machine
+from stages.common import BEST, head_summary, machine
 from stages.params import UNTRACKED, StageParams, TrackingParams, TrainingData, load_params, workers_setting
 from stages.tracking import runs
 from stages.tracking.execution import run_name
@@ -161,8 +161,7 @@ def describe(recorder: Recorder, params: Params, data: TrainData) -> str:
     recorder.tag("selection", f"{data.selection.split}: {data.selection.source}")
     recorder.dataset(prepared_version(get_dataset(params.data.dataset), params.data.prepared_dir), "training")
     train = params.train
-    head = ("GAP + linear (the baseline)" if train.head == "gap" else
-            f"{train.num_heads} CSRA head{'s' if train.num_heads > 1 else ''}, λ {train.lam}")
+    head = head_summary(train.head, train.num_heads, train.lam)
     about = (f"{train.model}, {head}, {train.img_size} px, recipe {train.recipe}, on {params.data.dataset} "
              f"({len(data.train_items)} images, best epoch picked on {data.selection.source}: "
              f"{len(data.val_items)} images)")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from helpers import GIT_ENV, free_port, stop, wait_until_answers
+from helpers import GIT_ENV, free_port, merge, stop, wait_until_answers
 
 FENCE = re.compile(r"^```(\w*)\s*$")
 MARK = re.compile(r"^<!--\s*test:\s*(.*?)\s*-->$")
@@ -67,16 +67,7 @@ def unactivated_env(**extra: str) -> dict[str, str]:
 
 def merge_into(path: Path, values: dict) -> None:
     """Set the values of a yaml block in the yaml file at path (mappings merged key by key, lists replaced)."""
-    data = yaml.safe_load(path.read_text()) or {}
-
-    def merge(base: dict, update: dict) -> None:
-        for key, value in update.items():
-            if isinstance(value, dict) and isinstance(base.get(key), dict):
-                merge(base[key], value)
-            else:
-                base[key] = value
-
-    merge(data, values)
+    data = merge(yaml.safe_load(path.read_text()) or {}, values)
     path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
 
 
@@ -98,12 +89,9 @@ class Reader:
             text = re.sub(rf"(?<=[:\s]){old}\b", new, text)
         return text
 
-    def read(self, page_blocks: list[Block], upto: int | None = None) -> dict[int, str]:
-        """Run the blocks (those before index upto); the output of each, by index."""
-        outputs = {}
-        for index, block in enumerate(page_blocks[:upto]):
-            outputs[index] = self.run(block)
-        return outputs
+    def read(self, page_blocks: list[Block]) -> dict[int, str]:
+        """Run the blocks in order; the output of each, by index."""
+        return {index: self.run(block) for index, block in enumerate(page_blocks)}
 
     def run(self, block: Block) -> str:
         text, began = self.text(block), time.monotonic()

@@ -60,18 +60,22 @@ def _voc_xml(image_id: str, boxes: list[tuple[int, list[int]]]) -> bytes:
     return ET.tostring(root)
 
 
+def voc_image(folder: Path, image_id: str) -> bytes:
+    """JPEGImages/<id>.jpg and Annotations/<id>.xml in a VOC folder; the JPEG's bytes."""
+    path = folder / "JPEGImages" / f"{image_id}.jpg"
+    boxes = photo(path, labels_of(int(image_id), 6), int(image_id))
+    (folder / "Annotations").mkdir(parents=True, exist_ok=True)
+    (folder / "Annotations" / f"{image_id}.xml").write_bytes(_voc_xml(image_id, boxes))
+    return path.read_bytes()
+
+
 def write_voc_archives(folder: Path) -> dict[str, bytes]:
     """VOCtrainval_06-Nov-2007.tar and VOCtest_06-Nov-2007.tar in folder, each holding VOCdevkit/VOC2007/ as the
     official ones do; the bytes of each JPEG by image id."""
     stage, jpegs = folder / "voc-build", {}
     for split, ids in (("trainval", VOC_TRAINVAL), ("test", VOC_TEST)):
         voc = stage / split / "VOCdevkit" / "VOC2007"
-        for image_id in ids:
-            path = voc / "JPEGImages" / f"{image_id}.jpg"
-            boxes = photo(path, labels_of(int(image_id), 6), int(image_id))
-            jpegs[image_id] = path.read_bytes()
-            (voc / "Annotations").mkdir(parents=True, exist_ok=True)
-            (voc / "Annotations" / f"{image_id}.xml").write_bytes(_voc_xml(image_id, boxes))
+        jpegs.update({image_id: voc_image(voc, image_id) for image_id in ids})
         sets = voc / "ImageSets" / "Main"
         sets.mkdir(parents=True)
         lists = ({"test": ids} if split == "test" else
@@ -85,21 +89,27 @@ def write_voc_archives(folder: Path) -> dict[str, bytes]:
 
 
 # --- COCO 2014, WIDER-Attribute, custom CSV ------------------------------------------------------------------------
+def coco_file(path: Path, images_dir: Path, names: list[str], categories: list[dict], classes: int) -> None:
+    """A COCO instances file at path for the photos names, written into images_dir with one or two of the first
+    `classes` categories each."""
+    images, annotations = [], []
+    for n, name in enumerate(names, start=1):
+        for c, (x0, y0, x1, y1) in photo(images_dir / name, labels_of(n, classes), n):
+            annotations.append({"id": len(annotations) + 1, "image_id": n, "category_id": categories[c]["id"],
+                                "iscrowd": 0, "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0)})
+        images.append({"id": n, "file_name": name, "width": SIZE[0], "height": SIZE[1]})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+
+
 def write_coco2014(root: Path) -> Path:
     """annotations/instances_{train,val}2014.json and images/{train,val}2014/, 80 categories (ids 1-90 with gaps)."""
     ids = [i for i in range(1, 91) if i not in (12, 26, 29, 30, 45, 66, 68, 69, 71, 83)]
     categories = [{"id": i, "name": name} for i, name in zip(ids, COCO_CLASSES)]
     for tag, count in (("train", 6), ("val", 4)):
-        images, annotations = [], []
-        for n in range(1, count + 1):
-            name = f"COCO_{tag}2014_{n:012d}.jpg"
-            for c, (x0, y0, x1, y1) in photo(root / "images" / f"{tag}2014" / name, labels_of(n, 6), n):
-                annotations.append({"id": len(annotations) + 1, "image_id": n, "category_id": ids[c], "iscrowd": 0,
-                                    "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0)})
-            images.append({"id": n, "file_name": name, "width": SIZE[0], "height": SIZE[1]})
-        out = root / "annotations" / f"instances_{tag}2014.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+        names = [f"COCO_{tag}2014_{n:012d}.jpg" for n in range(1, count + 1)]
+        coco_file(root / "annotations" / f"instances_{tag}2014.json", root / "images" / f"{tag}2014", names,
+                  categories, 6)
     return root
 
 
@@ -137,9 +147,7 @@ def write_custom_csv(root: Path) -> Path:
 def write_custom_voc(root: Path) -> Path:
     """Annotations/*.xml, JPEGImages/*.jpg, ImageSets/Main/{train,val,test}.txt, any class names (VOC's here)."""
     for image_id in VOC_IDS[:12]:
-        boxes = photo(root / "JPEGImages" / f"{image_id}.jpg", labels_of(int(image_id), 6), int(image_id))
-        (root / "Annotations").mkdir(parents=True, exist_ok=True)
-        (root / "Annotations" / f"{image_id}.xml").write_bytes(_voc_xml(image_id, boxes))
+        voc_image(root, image_id)
     sets = root / "ImageSets" / "Main"
     sets.mkdir(parents=True)
     for name, listed in (("train", VOC_IDS[:6]), ("val", VOC_IDS[6:8]), ("test", VOC_IDS[8:12])):
@@ -151,13 +159,6 @@ def write_custom_coco(root: Path) -> Path:
     """train.json and test.json (COCO format, the same three categories) and images/."""
     categories = [{"id": 1, "name": "red"}, {"id": 2, "name": "green"}, {"id": 3, "name": "blue"}]
     for split, count in (("train", 6), ("test", 3)):
-        images, annotations = [], []
-        for n in range(1, count + 1):
-            name = f"{split}_{n}.jpg"
-            for c, (x0, y0, x1, y1) in photo(root / "images" / name, labels_of(n, 3), n):
-                annotations.append({"id": len(annotations) + 1, "image_id": n, "category_id": c + 1, "iscrowd": 0,
-                                    "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0)})
-            images.append({"id": n, "file_name": name, "width": SIZE[0], "height": SIZE[1]})
-        (root / f"{split}.json").write_text(json.dumps({"images": images, "annotations": annotations,
-                                                        "categories": categories}))
+        coco_file(root / f"{split}.json", root / "images", [f"{split}_{n}.jpg" for n in range(1, count + 1)],
+                  categories, 3)
     return root
