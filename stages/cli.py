@@ -1,7 +1,7 @@
 """The `csra` entry point: one command per DVC stage — prepare, train, evaluate, demo, export — search (an Optuna
-study over train's params) and params (params.yaml from conf/). This file is the whole command-line surface: each
-command's options, then one import of its stage module (stages/<name>.py), whose typed `run` does the work.
-Importing it loads Typer only, so `csra --help` is instant."""
+study over train's params), params (params.yaml from conf/) and sync (MLflow records kept while the store was
+away). This file is the whole command-line surface: each command's options, then one import of its stage module
+(stages/<name>.py), whose typed `run` does the work. Importing it loads Typer only, so `csra --help` is instant."""
 
 from __future__ import annotations
 
@@ -220,7 +220,21 @@ def params(
     typer.echo(f"{params_file}: " + ("; ".join(changed) if changed else "already the composition of conf/"))
 
 
+@app.command()
+@user_errors
+def sync() -> None:
+    """Send the MLflow records that stages kept on disk while the tracking store did not answer (mlflow-pending/),
+    each run's in order; nothing to send is not an error, so it can run at any time."""
+    from stages import sync as stage
+
+    stage.run()
+
+
 def main() -> None:
+    """The `csra` command: SIGTERM and SIGINT stop it cleanly (stages.common.stop_on_signals), then Typer."""
+    from stages.common import stop_on_signals
+
+    stop_on_signals()
     app()
 
 

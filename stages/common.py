@@ -1,12 +1,15 @@
-"""Shared by the stage commands, light enough for the CLI to import: the user-error wrapper, the library's warnings on
-stderr, the model a stage after train reads (ModelSource), and the machine's facts for `num_workers: auto`."""
+"""Shared by the stage commands, light enough for the CLI to import: the user-error wrapper (with what SIGTERM and
+SIGINT do), the library's warnings on stderr, the model a stage after train reads (ModelSource), and the machine's
+facts for `num_workers: auto`."""
 
 from __future__ import annotations
 
 import functools
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,17 +88,67 @@ def one_line(error: CSRAError) -> str:
     return last[len(prefix):] if last.startswith(prefix) else last
 
 
+SIGNAL_WAIT = 10  # s a stage that a signal stops waits for the tracking store to take its last records
+_SIGNALLED: list[int] = []  # the signals this process has received (stop_on_signals)
+_MAIN_PID = os.getpid()
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGINT reached the command: raised in its main thread, so that every stage unwinds as from
+    Ctrl-C — outputs swapped in only when complete, its MLflow run ended KILLED, a training's state kept."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _on_signal(signum: int, frame: object) -> None:
+    """The first signal raises Interrupted; a second one exits at once. In a forked process (a DataLoader or search
+    worker) it is a KeyboardInterrupt, which ends PyTorch's loader workers quietly and an Optuna trial as failed."""
+    if os.getpid() != _MAIN_PID:
+        raise KeyboardInterrupt
+    if _SIGNALLED:
+        os._exit(128 + signum)
+    _SIGNALLED.append(signum)
+    raise Interrupted(signum)
+
+
+def stop_on_signals() -> None:
+    """SIGTERM (SLURM's preemption, `kill`, a stopped `dvc exp run`) and SIGINT (Ctrl-C) stop the command cleanly
+    (Interrupted); only the main thread of the command's process can install them."""
+    global _MAIN_PID
+    if threading.current_thread() is threading.main_thread():
+        _MAIN_PID = os.getpid()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, _on_signal)
+
+
+def stopping(error: BaseException | None = None) -> bool:
+    """True when a signal is stopping this process: one was received (the error on its way up may be a consequence
+    of it, e.g. a loader worker the same signal ended) or the error is a KeyboardInterrupt."""
+    return bool(_SIGNALLED) or isinstance(error, KeyboardInterrupt)
+
+
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn a CSRAError into one 'error: …' line on stderr and exit status 1, no traceback."""
+    """Turn a CSRAError into one 'error: …' line on stderr and exit status 1, no traceback; a stop by SIGTERM or
+    SIGINT into one 'stopped by …' line and exit status 128 + the signal's number (143, 130)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         show_library_warnings()
         try:
             return fn(*args, **kwargs)
-        except CSRAError as e:
-            typer.echo(f"error: {one_line(e)}", err=True)
-            raise typer.Exit(1) from None
+        except (typer.Exit, SystemExit):
+            raise
+        except BaseException as e:
+            if stopping(e):
+                signum = _SIGNALLED[0] if _SIGNALLED else signal.SIGINT
+                typer.echo(f"stopped by {signal.Signals(signum).name}", err=True)
+                raise typer.Exit(128 + signum) from None
+            if isinstance(e, CSRAError):
+                typer.echo(f"error: {one_line(e)}", err=True)
+                raise typer.Exit(1) from None
+            raise
 
     return wrapper
 

@@ -109,6 +109,7 @@ class TrainOutput(Group):
 class TrackingParams(Group):
     experiment: str = setting(pattern=r".+", help="an experiment name")
     system_metrics: float = setting(min=0)  # seconds between samples of CPU, memory (and GPU) during training; 0: off
+    sync_wait: float = setting(min=0)  # seconds the end of a training waits for a store that does not answer
 
 
 class StageParams:

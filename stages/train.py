@@ -216,10 +216,17 @@ def run(params_file: Path, overrides: dict[str, object], resume: bool) -> None:
         return
     run_id = state["extra"].get("run_id") if state else None
     name = run_name(params.data.dataset, params.train.recipe, params.train.model)
-    with runs.training_run(params.tracking.experiment, params.flat(), name, run_id,
-                           params.tracking.system_metrics) as recorder:
-        result = train_recorded(params, prepared, work, recorder, partial(Record, done=out), resume=state, ctx=ctx,
-                                progress=progress)
+    try:
+        with runs.training_run(params.tracking.experiment, params.flat(), name, run_id,
+                               params.tracking.system_metrics, sync_wait=params.tracking.sync_wait) as recorder:
+            result = train_recorded(params, prepared, work, recorder, partial(Record, done=out), resume=state,
+                                    ctx=ctx, progress=progress)
+    except KeyboardInterrupt:  # SIGTERM or SIGINT (stages.common): the finished epochs stay for resume: auto
+        if paths.state.is_file() and (work / HISTORY).is_file():
+            kept = len((work / HISTORY).read_text().splitlines()) - 1  # history.csv: a header, a row per epoch
+            typer.echo(f"stopped during epoch {kept + 1}: the state of epoch {kept} stays in {work}; `csra train` "
+                       "(train.resume: auto) continues this run from there", err=True)
+        raise
     with disk_errors(out):
         replace_dir(work, out)  # the previous complete outputs stay until now
     typer.echo(f"best epoch {result.best_epoch} (val mAP {result.best_val_mAP:.2f}) → {out / BEST}")

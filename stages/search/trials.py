@@ -80,7 +80,8 @@ def objective(search: Search, index: int, current: SynchronizedArray, trial: opt
             "optuna.trial": str(trial.number)}
     with tempfile.TemporaryDirectory(prefix=f"csra-trial-{trial.number}-") as folder, \
             runs.training_run(params.tracking.experiment, params.flat(), trial_name(search.study, trial.number, values),
-                              system_metrics=params.tracking.system_metrics, tags=tags) as recorder:
+                              system_metrics=params.tracking.system_metrics, tags=tags,
+                              sync_wait=params.tracking.sync_wait) as recorder:
         trial.set_user_attr("mlflow_run_id", recorder.run_id)
         recorder.describe("trial", f"{trial.number} of study {search.study}, {shown_values(values, '=')}")
         try:

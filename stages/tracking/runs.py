@@ -22,11 +22,15 @@ from typing import Any
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities import Run
+from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+from mlflow.tracking.context.registry import resolve_tags
 
 from csra.fileio import file_md5
+from stages.common import SIGNAL_WAIT, stopping
 from stages.tracking.execution import EXECUTION, execution_id, execution_tags, run_tags, unique_name
 from stages.tracking.lineage import DataVersion, locked_md5
-from stages.tracking.store import connect, experiment_of, store_errors, tracking_uri
+from stages.tracking.outbox import Outbox, apply, now_ms
+from stages.tracking.store import connect, experiment_of, pending_root, store_errors, tracking_uri
 
 log = logging.getLogger("csra.tracking")
 TEST_FILE, TEST_DIGEST = "test.file", "test.digest"  # the annotation file evaluate scored, by path and items_digest
@@ -34,63 +38,92 @@ DATA_DIGEST = "dataset.digest"  # DVC's hash of the prepared data a model was tr
 # On a stage's run whose checkpoint's training run is not in this store (a clone that pulled the model, not the
 # store): the run then records what the workspace knows of the checkpoint instead of a link.
 UNTRACED = "csra.training_run"
+FLUSH_WAIT = 60  # s a read of a run with an outbox waits for the records put before it
 NOTE = "mlflow.note.content"  # a run's description in the UI: one line, a clause per stage that recorded into it
 
 
 class Recorder:
     """The active MLflow run, through the few calls the stages make; train_run_id is the training run it builds
-    on (itself for train), None when it builds on none."""
+    on (itself for train), None when it builds on none. Its records go to the store at once, or, with an outbox
+    (a training's run), through it (outbox.py): the training never waits for the store."""
 
-    def __init__(self, mlflow: ModuleType, run_id: str, train_run_id: str | None = None):
-        self.mlflow, self.run_id, self.train_run_id = mlflow, run_id, train_run_id
+    def __init__(self, mlflow: ModuleType, run_id: str, train_run_id: str | None = None,
+                 outbox: Outbox | None = None, note: str | None = None):
+        self.mlflow, self.run_id, self.train_run_id, self.outbox = mlflow, run_id, train_run_id, outbox
+        self.note = note  # the run's description as this process last set it (None: not read yet)
+        self.ended: str | None = None  # the status the run was ended with here (end)
+
+    def send(self, record: dict[str, Any]) -> None:
+        """One record (outbox.apply says which): into the outbox, else to the store now."""
+        if self.outbox is not None:
+            self.outbox.put(record)
+        else:
+            apply(self.mlflow.MlflowClient(), self.run_id, record)
 
     def run(self, run_id: str | None = None) -> Run:
-        """This run as the store holds it now (or another of its runs: the training run it builds on)."""
+        """This run as the store holds it now, with every record sent so far (or another of its runs: the training
+        run it builds on)."""
+        if self.outbox is not None:
+            self.outbox.flush(FLUSH_WAIT)
         return self.mlflow.get_run(run_id or self.run_id)
 
     def metrics(self, values: dict[str, float], step: int | None = None) -> None:
         """Log metrics; NaN values (an undefined metric) are left out."""
-        self.mlflow.log_metrics({k: v for k, v in values.items() if not math.isnan(v)}, step=step)
+        at = now_ms()
+        self.send({"op": "log", "metrics": [[k, float(v), at, step or 0] for k, v in values.items()
+                                            if not math.isnan(v)]})
+
+    def tags(self, values: dict[str, str]) -> None:
+        self.send({"op": "log", "tags": [[k, str(v)] for k, v in values.items()]})
 
     def tag(self, key: str, value: str) -> None:
-        self.mlflow.set_tag(key, value)
+        self.tags({key: value})
 
     def describe(self, stage: str, what: str) -> None:
         """Say in the run's one-line description (NOTE) what stage did, `stage: what`, after what the earlier
         stages of its execution said; a stage that says it again replaces its own clause, where it was."""
         clause = f"{stage}: " + " ".join(what.replace("; ", ", ").split())  # one line; "; " parts the clauses
-        clauses = [c for c in self.mlflow.get_run(self.run_id).data.tags.get(NOTE, "").split("; ") if c]
+        if self.note is None:
+            self.note = self.mlflow.get_run(self.run_id).data.tags.get(NOTE, "")
+        clauses = [c for c in self.note.split("; ") if c]
         mine = next((i for i, c in enumerate(clauses) if c.startswith(f"{stage}: ")), len(clauses))
         clauses[mine:mine + 1] = [clause]
-        self.mlflow.set_tag(NOTE, "; ".join(clauses))
+        self.note = "; ".join(clauses)
+        self.tag(NOTE, self.note)
 
     def end(self, status: str) -> None:
         """End the run now with this status (KILLED: a search trial its pruner stopped)."""
-        self.mlflow.end_run(status)
+        if self.outbox is not None:
+            self.send({"op": "end", "status": status, "end_time": now_ms()})
+        else:
+            self.mlflow.end_run(status)
+        self.ended = status
 
     def artifact(self, path: Path, folder: str | None = None) -> None:
-        self.mlflow.log_artifact(str(path), folder)
+        self.send({"op": "artifact", "file": str(path), "folder": folder})
 
     def artifacts(self, path: Path, folder: str) -> None:
-        self.mlflow.log_artifacts(str(path), folder)
+        self.send({"op": "artifacts", "file": str(path), "folder": folder})
 
     def text(self, text: str, artifact_file: str) -> None:
         """A text artifact (written anew when logged again): MLflow's, never a DVC-tracked file."""
-        self.mlflow.log_text(text, artifact_file)
+        self.send({"op": "text", "text": text, "name": artifact_file})
 
     def record(self, values: dict[str, Any], artifact_file: str) -> None:
         """A record of this execution (ids, versions) as a JSON artifact: MLflow's, never a DVC-tracked file."""
-        self.mlflow.log_dict(values, artifact_file)
+        self.send({"op": "dict", "value": values, "name": artifact_file})
 
     def checkpoint(self, path: Path, where: Path) -> None:
         """Say which checkpoint this run made without storing its bytes a second time (DVC keeps it): where it
         lives and its MD5, the key of DVC's cache (`.dvc/cache/files/md5/<first 2>/<rest>`)."""
-        self.mlflow.set_tags({"checkpoint": str(where), "checkpoint.md5": file_md5(path)})
+        self.tags({"checkpoint": str(where), "checkpoint.md5": file_md5(path)})
 
     def dataset(self, data: DataVersion, context: str) -> None:
         """Log data as a run input (context: training, evaluation): its name, source path, DVC's hash as the
         digest and the items of each annotation file as its profile."""
-        self.mlflow.log_input(as_mlflow_dataset(data), context=context)
+        entity = as_mlflow_dataset(data)._to_mlflow_entity()
+        fields = ("name", "digest", "source_type", "source", "schema", "profile")
+        self.send({"op": "input", "context": context, "dataset": {f: getattr(entity, f) for f in fields}})
 
     def model_metrics(self, model_id: str, values: dict[str, float], data: DataVersion | None) -> None:
         """Metrics of a logged model (what its page lists), computed on data (its 'Datasets used')."""
@@ -115,24 +148,82 @@ def as_mlflow_dataset(data: DataVersion) -> MetaDataset:
 
 @contextmanager
 def training_run(experiment: str, params: dict[str, Any], name: str, run_id: str | None = None,
-                 system_metrics: float = 0, tags: dict[str, str] | None = None) -> Iterator[Recorder]:
+                 system_metrics: float = 0, tags: dict[str, str] | None = None,
+                 sync_wait: float = 120) -> Iterator[Recorder]:
     """Open this execution's run for train: a new run with every param, the execution's tags and name; yields its
-    Recorder. With run_id (a resumed training) that interrupted run is reopened and marked with this execution, so
-    the stages after train join it. With system_metrics > 0, MLflow samples CPU, memory, disk, network (and GPUs,
-    with nvidia-ml-py) every that many seconds while the run is open. tags: the caller's (a search trial's parent
-    run and trial number)."""
+    Recorder, whose records go through an outbox (outbox.py), so the store never holds the training up. With run_id
+    (a resumed training) that interrupted run is reopened and marked with this execution, so the stages after train
+    join it. With system_metrics > 0, MLflow's samplers read CPU, memory, disk, network (and GPUs, with
+    nvidia-ml-py) every that many seconds while the run is open. tags: the caller's (a search trial's parent run
+    and trial number). The run ends FINISHED, FAILED, or KILLED when a signal stopped the process; the end waits up
+    to sync_wait seconds for the store to take every record (only a few seconds after a signal)."""
     mlflow = connect()
-    if system_metrics > 0:
-        mlflow.set_system_metrics_sampling_interval(system_metrics)
+    client = mlflow.MlflowClient()
     with store_errors(f"log runs to the experiment '{experiment}'"):
-        experiment_id = experiment_of(mlflow, experiment)
-        where = {"run_id": run_id} if run_id else {"experiment_id": experiment_id,
-                                                   "run_name": unique_name(mlflow, experiment_id, name)}
-        with mlflow.start_run(**where, log_system_metrics=system_metrics > 0) as run:
-            mlflow.set_tags({**run_tags(), **execution_tags(execution_id()), **(tags or {})})
-            if run_id is None:
-                mlflow.log_params(params)
-            yield Recorder(mlflow, run.info.run_id, run.info.run_id)
+        marks = {**run_tags(), **execution_tags(execution_id()), **(tags or {})}
+        resumed = run_id is not None
+        if run_id is None:
+            experiment_id = experiment_of(mlflow, experiment)
+            run_id = client.create_run(experiment_id, run_name=unique_name(mlflow, experiment_id, name),
+                                       tags=resolve_tags(marks)).info.run_id
+            apply(client, run_id, {"op": "log", "params": [[k, str(v)] for k, v in params.items()]})
+            note = ""
+        else:
+            run = client.get_run(run_id)
+            client.update_run(run_id, status="RUNNING")
+            apply(client, run_id, {"op": "log", "tags": [[k, v] for k, v in marks.items()]})
+            note = run.data.tags.get(NOTE, "")
+        monitor = SystemMetrics(run_id, system_metrics, resumed=resumed) if system_metrics > 0 else None
+    recorder = Recorder(mlflow, run_id, run_id, Outbox(pending_root(), run_id, tracking_uri(), name), note)
+    if monitor is not None:
+        monitor.start(recorder)
+    status, wait = "FINISHED", sync_wait
+    try:
+        yield recorder
+    except BaseException as e:
+        status = "KILLED" if stopping(e) else "FAILED"
+        wait = min(sync_wait, SIGNAL_WAIT) if status == "KILLED" else sync_wait
+        raise
+    finally:
+        if monitor is not None:
+            monitor.finish()
+        if recorder.ended is None:
+            recorder.end(status)
+        recorder.outbox.close(wait)
+
+
+class SystemMetrics(SystemMetricsMonitor):
+    """MLflow's samplers of the machine's load (CPU, memory, disk, network, GPUs), logged through the run's
+    Recorder (so through its outbox) rather than straight to the store; a resumed run's steps go on from its last."""
+
+    def __init__(self, run_id: str, interval: float, resumed: bool):
+        super().__init__(run_id, sampling_interval=interval, resume_logging=resumed)
+        self.recorder: Recorder | None = None
+
+    def start(self, recorder: Recorder) -> None:  # type: ignore[override]
+        self.recorder = recorder
+        super().start()
+
+    def monitor(self) -> None:
+        """The sampling thread: sample every interval, log the aggregate of each samples_before_logging samples."""
+        while not self._shutdown_event.is_set():
+            for _ in range(self.samples_before_logging):
+                self.collect_metrics()
+                if self._shutdown_event.wait(self.sampling_interval):
+                    return
+            self.publish_metrics(self.aggregate_metrics())
+
+    def publish_metrics(self, metrics: dict[str, float]) -> None:
+        prefix = self._metrics_prefix + (f"{self.node_id}/" if self.node_id else "")
+        self.recorder.metrics({prefix + k: v for k, v in metrics.items()}, step=self._logging_step)
+        self._logging_step += 1
+        for monitor in self.monitors:
+            monitor.clear_metrics()
+
+    def finish(self) -> None:
+        self._shutdown_event.set()
+        if self._process is not None:
+            self._process.join()
 
 
 def training_run_by_md5(mlflow: ModuleType, md5: str, execution: str) -> Run | None:
@@ -193,7 +284,12 @@ def stage_run(checkpoint: Path | None, experiment: str, params: dict[str, Any], 
                 mlflow.set_tags({**run_tags(), **execution_tags(execution), **links, **untraced})
             logged = mlflow.get_run(run.info.run_id).data.params  # each stage adds the params it read
             mlflow.log_params({k: v for k, v in {**params, **known}.items() if k not in logged})
-            yield Recorder(mlflow, run.info.run_id, train_run_id)
+            try:
+                yield Recorder(mlflow, run.info.run_id, train_run_id)
+            except BaseException as e:
+                if stopping(e):  # a signal: the run ends KILLED (MLflow's own exit would say FAILED)
+                    mlflow.end_run("KILLED")
+                raise
 
 
 def _execution_run(mlflow: ModuleType, experiment_id: str, execution: str, trained: Run | None) -> str | None:

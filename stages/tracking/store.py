@@ -16,6 +16,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.credentials import read_mlflow_creds
 
 from csra.errors import CSRAError, first_line
+from stages.tracking.outbox import PENDING, pending_runs, send_pending
 
 DVC_TEMP_WORKSPACES = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
 _CONNECTED: set[str] = set()  # the stores this process has connected to: each once
@@ -28,6 +29,12 @@ def repo_root(cwd: Path | None = None) -> Path:
     if DVC_TEMP_WORKSPACES in text:
         return Path(text.split(DVC_TEMP_WORKSPACES)[0])
     return cwd
+
+
+def pending_root() -> Path:
+    """Where the records of runs that the store has not taken yet are kept (outbox.py): at the repository root,
+    beside the default store, so a DVC temporary workspace keeps them there too."""
+    return repo_root() / PENDING
 
 
 def tracking_uri() -> str:
@@ -44,7 +51,8 @@ def _artifact_location(uri: str) -> str | None:
 def connect() -> ModuleType:
     """mlflow, pointed at the store (tracking_uri); the first call of a process for a store connects to it, later
     ones reuse that. A new SQLite database gets its tables under a lock file beside it: the queue workers of a
-    sweep that start together would otherwise both migrate it, and one would fail."""
+    sweep that start together would otherwise both migrate it, and one would fail. The first connection also sends
+    the records an earlier stage left for this store (sync_pending)."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     warnings.filterwarnings("ignore", module="mlflow")
     uri = tracking_uri()
@@ -56,8 +64,23 @@ def connect() -> ModuleType:
             with open(f"{database}.lock", "a") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 mlflow.search_experiments(max_results=1)
+    if uri not in _CONNECTED:
+        sync_pending(uri)
     _CONNECTED.add(uri)
     return mlflow
+
+
+def sync_pending(uri: str | None = None) -> list[tuple[dict, int]]:
+    """Send the records that stages left unsent (outbox.py) — those for the store at uri, or all — each run's in
+    order; [(the run's run.json, how many records were sent)], a run another process is sending left out. A store
+    that does not answer is one line (store_errors)."""
+    done = []
+    for folder in pending_runs(pending_root(), uri):
+        with store_errors("send the records kept while it was away"):
+            sent = send_pending(folder)
+        if sent is not None:
+            done.append(sent)
+    return done
 
 
 def experiment_of(mlflow: ModuleType, name: str) -> str:
