@@ -1,16 +1,20 @@
-"""Data parallelism under torchrun: the process group, per-rank samplers, and gathering results from every rank."""
+"""Data parallelism under torchrun: the process group, per-rank samplers, gathering results from every rank, and
+giving every rank process 0's decisions."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler, Sampler
 
-from csra.errors import CSRAError
+from csra.errors import CSRAError, first_line
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,37 @@ def shutdown(ctx: DistContext) -> None:
     if ctx.enabled and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def broadcast_object(value: T, ctx: DistContext) -> T:
+    """Process 0's value (any picklable object) on every rank, over the process group (init_distributed); the
+    value given on the other ranks is ignored."""
+    if not ctx.enabled:
+        return value
+    box = [value if ctx.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def from_main(decide: Callable[[], T], ctx: DistContext) -> T:
+    """decide() run on process 0 alone, its result given to every rank (e.g. what process 0's disk holds: the
+    other machines' files are never consulted). If it raises, every rank stops rather than waits: process 0 with
+    its error, the others with a CSRAError that quotes it."""
+    if not ctx.enabled:
+        return decide()
+    outcome: tuple[bool, object] = (True, None)
+    error: Exception | None = None
+    if ctx.is_main:
+        try:
+            outcome = (True, decide())
+        except Exception as e:  # any error: the other ranks wait for this broadcast
+            error, outcome = e, (False, first_line(e, typed=not isinstance(e, CSRAError)))
+    done, value = broadcast_object(outcome, ctx)
+    if error is not None:
+        raise error
+    if not done:
+        raise CSRAError(f"rank 0 stopped: {value}")
+    return value  # type: ignore[return-value]
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:

@@ -19,7 +19,7 @@ import typer
 from csra.data.datasets import get_dataset
 from csra.data.loading import loader_workers
 from csra.data.prepared import SkippedImage, TrainData, load_training_data
-from csra.distributed import SINGLE, DistContext
+from csra.distributed import SINGLE, DistContext, from_main, init_distributed
 from csra.evaluate.predict import resolve_device
 from csra.fileio import disk_errors, replace_dir, write_json, write_text
 from csra.model.backbones import initial_weights_file
@@ -192,7 +192,12 @@ def run(params_file: Path, overrides: dict[str, object], resume: bool) -> None:
     work = out.with_name(f"{out.name}{PARTIAL}")  # the run's outputs while it is unfinished, its resume point
     cfg, data, device = prepared = setup(params, ctx)
     paths = train_paths(work)
-    state = find_resume(paths.state, cfg, data, "always" if resume else params.train.resume, ctx.world_size)
+    # rank 0 alone reads the state (only its machine writes one) and every rank resumes from it, in step
+    init_distributed(ctx, device.type)
+    mode = "always" if resume else params.train.resume
+    state = from_main(partial(find_resume, paths.state, cfg, data, mode, ctx.world_size), ctx)
+    if state is not None and not ctx.is_main:
+        typer.echo(f"rank {ctx.rank}: resuming after epoch {state['epoch']}", err=True)
     if state is None:  # a fresh run needs its initial weights: missing ones are an error before any output or run
         initial_weights_file(cfg.model, cfg.pretrained)
     if ctx.is_main and state is None:  # a stale or killed run's leftovers go

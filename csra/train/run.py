@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from csra.data.prepared import SkippedImage, TrainData
-from csra.distributed import SINGLE, DistContext, init_distributed, shutdown
+from csra.distributed import SINGLE, DistContext, from_main, init_distributed, shutdown
 from csra.errors import CSRAError
 from csra.evaluate.metrics import average_precision, mean_average_precision, tune_thresholds
 from csra.evaluate.predict import resolve_device
@@ -105,9 +105,10 @@ def train(cfg: TrainConfig, data: TrainData, paths: TrainPaths, *, device: torch
           progress: bool = False) -> TrainResult:
     """Train CSRA on data on device (default: cfg.device for this process), validating after every epoch; process 0
     writes paths.best whenever the validation mAP improves and paths.state after every epoch. resume is a state
-    from csra.train.state.find_resume. Every checkpoint records cfg.recipe() under 'recipe' and params (the
-    caller's settings the recipe does not hold) under 'params'; extra_state goes in the saved state (its 'extra',
-    e.g. a tracking run id). A NaN loss is a CSRAError; the last good state stays."""
+    from csra.train.state.find_resume (under torchrun process 0's, the same on every rank; whether its best epoch's
+    checkpoint is still there is process 0's answer too). Every checkpoint records cfg.recipe() under 'recipe' and
+    params (the caller's settings the recipe does not hold) under 'params'; extra_state goes in the saved state
+    (its 'extra', e.g. a tracking run id). A NaN loss is a CSRAError; the last good state stays."""
     device = device if device is not None else resolve_device(cfg.device, ctx.local_rank)
     hooks = hooks or TrainHooks()
     init_distributed(ctx, device.type)
@@ -119,7 +120,7 @@ def train(cfg: TrainConfig, data: TrainData, paths: TrainPaths, *, device: torch
             t.load_state_dict(resume)
             start, history, best = resume["epoch"], list(resume["history"]), Best(**resume["best"])
             set_rng_state(resume["rng"])
-            if best["epoch"] and not paths.best.is_file():
+            if best["epoch"] and not from_main(paths.best.is_file, ctx):  # rank 0's checkpoint: its decision
                 if ctx.is_main:
                     log.warning("warning: %s of epoch %d is gone; the best of the remaining epochs will be kept",
                                 paths.best, best["epoch"])

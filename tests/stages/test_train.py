@@ -1,19 +1,38 @@
 """`csra train`: every params key in the MLflow run, a run killed mid-epoch and resumed, the NaN stop, and 2
-nodes under torchrun."""
+nodes under torchrun: one run, and one killed and resumed from rank 0's state."""
 
+import contextlib
 import csv
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
 import torch
-from helpers import assert_one_line_error, edit_params, free_port, ok, run, stage_params, start, stop, training_run
+import yaml
+from helpers import (
+    TINY,
+    assert_one_line_error,
+    edit_params,
+    free_port,
+    merge,
+    new_store,
+    ok,
+    repo_params,
+    run,
+    stage_params,
+    start,
+    stop,
+    training_run,
+)
 
 from csra.data import loading as datasets
 from csra.evaluate.metrics import average_precision, mean_average_precision
@@ -166,41 +185,90 @@ def files_under(folder):
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
 
-def test_two_nodes_over_loopback_one_run_one_set_of_outputs(tiny_params, mlflow_store, tmp_path_factory):
-    """Two torchrun launchers, one per "node" (c10d rendezvous on node 0, gloo, one process each), as on two machines:
-    each node its own folder with its own copy of the params and the prepared data (no shared disk), one MLflow
-    store. Rank 0 (node 0) writes the outputs and the run; node 1 trains its share and writes nothing."""
-    ok("prepare")
-    node0, node1 = tiny_params.parent, tmp_path_factory.mktemp("node1")
-    shutil.copy(tiny_params, node1 / "params.yaml")
-    shutil.copytree(node0 / "data/prepared", node1 / "data/prepared")  # the same relative paths, as `dvc pull` gives
-    before = files_under(node1)
-    logs = tmp_path_factory.mktemp("node-logs")
+def node_folder(source, folder):
+    """A node's own folder: a copy of source's params.yaml and prepared data (the same relative paths, as `dvc pull`
+    gives), as on a machine that shares no disk with the others."""
+    folder.mkdir()
+    shutil.copy(source / "params.yaml", folder / "params.yaml")
+    shutil.copytree(source / "data/prepared", folder / "data/prepared")
+    return folder
+
+
+def launch(folders, logs, store):
+    """Two torchrun launchers of `csra train`, one per "node" folder (c10d rendezvous on node 0, gloo, one process
+    each), as on two machines, tracking to store; node r's output in logs/node{r}.log."""
     port, run_id = free_port(), f"two-node-{os.getpid()}-{time.monotonic_ns()}"
     nodes = []
+    for rank, folder in enumerate(folders):
+        # c10d ignores --node-rank: it numbers the nodes in the sorted order of their addresses (then process ids),
+        # so node 0 gets rank 0 as 127.0.0.1 and node 1 rank 1 as 127.0.0.2 (both loopback on Linux)
+        command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+                   "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", run_id,
+                   "--rdzv-conf", "join_timeout=120", "--local-addr", f"127.0.0.{rank + 1}",
+                   "-m", "stages.cli", "train"]
+        nodes.append(start(command, logs / f"node{rank}.log", cwd=folder, OMP_NUM_THREADS="1",
+                           MLFLOW_TRACKING_URI=store))
+    return nodes
+
+
+def finish(nodes, logs):
+    """The nodes' exit codes (None if they ran past NODE_TIMEOUT_S) and outputs, once they ended."""
+    deadline = time.monotonic() + NODE_TIMEOUT_S
     try:
-        for rank, folder in enumerate((node0, node1)):
-            # c10d ignores --node-rank: it numbers the nodes in the sorted order of their addresses (then process
-            # ids), so node 0 gets rank 0 as 127.0.0.1 and node 1 rank 1 as 127.0.0.2 (both loopback on Linux)
-            command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
-                       "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", run_id,
-                       "--rdzv-conf", "join_timeout=120", "--local-addr", f"127.0.0.{rank + 1}",
-                       "-m", "stages.cli", "train"]
-            nodes.append(start(command, logs / f"node{rank}.log", cwd=folder, OMP_NUM_THREADS="1"))
-        deadline = time.monotonic() + NODE_TIMEOUT_S
         codes = [node.wait(timeout=max(deadline - time.monotonic(), 1)) for node in nodes]
     except subprocess.TimeoutExpired:
         codes = None
     finally:
         for node in nodes:
             stop(node)
-    out0, out1 = ((logs / f"node{rank}.log").read_text() for rank in (0, 1))
-    assert codes == [0, 0], f"exit codes {codes}\nnode 0:\n{out0}\nnode 1:\n{out1}"
+    return codes, [(logs / f"node{rank}.log").read_text() for rank in range(len(nodes))]
+
+
+def report(codes, outputs):
+    return f"exit codes {codes}\n" + "".join(f"node {rank}:\n{out}\n" for rank, out in enumerate(outputs))
+
+
+@dataclass(frozen=True)
+class TwoNodes:
+    """An uninterrupted two-node training run (two_nodes)."""
+
+    node0: Path  # params.yaml, data/prepared, and the run's outputs (rank 0's node)
+    node1: Path  # params.yaml and data/prepared
+    node1_before: list[str]  # what node1 held before the run
+    codes: list[int] | None
+    outputs: list[str]  # what each node printed
+    store: str  # the run's MLflow store
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory, mlflow_template):
+    """This file's one uninterrupted two-node run of `csra train` over loopback (launch) on the tiny params, each node
+    in its own folder with its own copy of the params and the prepared data (no shared disk), one MLflow store."""
+    root = tmp_path_factory.mktemp("two-nodes")
+    store = new_store(root, mlflow_template)
+    node0 = root / "node0"
+    node0.mkdir()
+    (node0 / "params.yaml").write_text(yaml.safe_dump(merge(repo_params(), TINY)))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(node0)
+        patch.setenv("MLFLOW_TRACKING_URI", store)
+        ok("prepare")
+    node1 = node_folder(node0, root / "node1")
+    before, logs = files_under(node1), tmp_path_factory.mktemp("node-logs")
+    codes, outputs = finish(launch((node0, node1), logs, store), logs)
+    return TwoNodes(node0, node1, before, codes, outputs, store)
+
+
+def test_two_nodes_over_loopback_one_run_one_set_of_outputs(two_nodes, monkeypatch):
+    """Two torchrun launchers, one per "node", as on two machines (two_nodes). Rank 0 (node 0) writes the outputs and
+    the run; node 1 trains its share and writes nothing."""
+    node0, node1, (out0, out1) = two_nodes.node0, two_nodes.node1, two_nodes.outputs
+    assert two_nodes.codes == [0, 0], report(two_nodes.codes, two_nodes.outputs)
     assert out0.count("× 2 processes") == 1 and out0.count("epoch   2/2") == 1, out0
     assert "× 2 processes" not in out1 and "epoch " not in out1, out1  # rank 1 prints no run
-    assert files_under(node1) == before  # no outputs, no partial folder, no MLflow files on node 1
+    assert files_under(node1) == two_nodes.node1_before  # no outputs, no partial folder, no MLflow files on node 1
 
-    mlflow.set_tracking_uri(mlflow_store)
+    mlflow.set_tracking_uri(two_nodes.store)
     runs = mlflow.search_runs(experiment_names=["csra"])
     assert len(runs) == 1 and runs["status"].iloc[0] == "FINISHED"
     steps = mlflow.tracking.MlflowClient().get_metric_history(runs["run_id"].iloc[0], "val_mAP")
@@ -210,9 +278,46 @@ def test_two_nodes_over_loopback_one_run_one_set_of_outputs(tiny_params, mlflow_
     assert not (node0 / "results/train.partial").exists()
     # the validation mAP logged for the best epoch is the best.pt model's mAP on the whole validation set
     model, saved = load_checkpoint_model(root / "best.pt")
+    monkeypatch.chdir(node0)  # the prepared items' image paths are relative to it
     items = json.loads((node0 / "data/prepared/val_voc07.json").read_text())  # the held-out split
     scores, targets, _ = predict(model, items, model.config, 16, 0, torch.device("cpu"))
     expected = 100 * mean_average_precision(average_precision(scores, targets, "voc07"))
     best = history(root / "history.csv")[saved["epoch"] - 1]
     assert float(best["val_mAP"]) == pytest.approx(expected, abs=1e-4)
     assert np.isclose(runs["metrics.best_val_mAP"].iloc[0], expected, atol=1e-4)
+
+
+def test_two_nodes_killed_after_an_epoch_both_resume_from_rank_0s_state(two_nodes, tmp_path, mlflow_store):
+    """Both nodes killed (SIGTERM to each torchrun) once rank 0 saved epoch 1, then the same commands again
+    (train.resume: auto): only rank 0's node holds the state, and every rank resumes from it, after epoch 1, ending
+    with the uninterrupted run's (two_nodes) best.pt, history and metrics."""
+    assert two_nodes.codes == [0, 0], report(two_nodes.codes, two_nodes.outputs)
+    node0, node1 = (node_folder(two_nodes.node0, tmp_path / f"node{rank}") for rank in (0, 1))
+    before = files_under(node1)
+    state, outputs = node0 / "results/train.partial/train_state.pt", node0 / "results/train"
+    logs = tmp_path  # node{r}.log: the killed run's output, then the resumed run's
+    killed = launch((node0, node1), logs, mlflow_store)
+    try:
+        deadline = time.monotonic() + NODE_TIMEOUT_S
+        while not state.is_file() and time.monotonic() < deadline and all(n.poll() is None for n in killed):
+            time.sleep(0.05)
+    finally:
+        for node in killed:  # as a scheduler stops a job: every node at once
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(node.pid, signal.SIGTERM)
+    _, said = finish(killed, logs)  # they end, of the signal or exiting on it: either will do
+    # killed during epoch 2 (not after the run ended, which would test nothing), and the state stays
+    assert state.is_file() and not outputs.exists(), report(None, said)
+    assert torch.load(state, weights_only=True)["epoch"] == 1, report(None, said)
+
+    codes, (out0, out1) = finish(launch((node0, node1), logs, mlflow_store), logs)
+    assert codes == [0, 0], report(codes, [out0, out1])
+    assert "resuming after epoch 1" in out0 and "epoch   1/2" not in out0 and "epoch   2/2" in out0, out0
+    assert "rank 1: resuming after epoch 1" in out1, out1  # node 1 holds no state: rank 0's reached it
+    assert files_under(node1) == before  # node 1 wrote nothing, killed or resumed
+    straight = two_nodes.node0 / "results/train"
+    for name in ("best.pt", "history.csv", "metrics.json"):  # the same bytes (on CPU), weights and all
+        assert (outputs / name).read_bytes() == (straight / name).read_bytes(), name
+    mlflow.set_tracking_uri(mlflow_store)
+    runs = mlflow.search_runs(experiment_names=["csra"])  # the killed run, reopened and finished
+    assert len(runs) == 1 and runs["status"].iloc[0] == "FINISHED"
