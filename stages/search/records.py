@@ -216,16 +216,18 @@ def update_parent(parent: str, study: optuna.Study, trial: FrozenTrial) -> None:
                                           first_line(e))
 
 
-def mark_failed(storage: BaseStorage, name: str, number: int, why: str) -> None:
-    """A trial of study name whose worker died: failed in the study (if still running there) and in MLflow."""
+def mark_failed(storage: BaseStorage, name: str, number: int, why: str) -> bool:
+    """A trial of study name whose worker died: failed in the study and in MLflow, if still running in the study
+    (a trial that ended, or that Optuna failed on an interrupt, keeps its records); whether it was."""
     study = optuna.load_study(study_name=name, storage=storage)
     trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
-    if trial.state == TrialState.RUNNING:
-        trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(name),
-                                                                   number)
-        storage.set_trial_system_attr(trial_id, "fail_reason", why)
-        storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    if trial.state != TrialState.RUNNING:
+        return False
+    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(name), number)
+    storage.set_trial_system_attr(trial_id, "fail_reason", why)
+    storage.set_trial_state_values(trial_id, TrialState.FAIL)
     fail_run(trial)
+    return True
 
 
 def fail_run(trial: FrozenTrial) -> bool:

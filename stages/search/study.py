@@ -21,7 +21,7 @@ from csra.errors import CSRAError
 from csra.settings import LOCAL, with_role
 from stages import train as train_stage
 from stages.params import load_params
-from stages.search.records import best_trial, mark_failed, parent_run, promote_best, shown, summary
+from stages.search.records import best_trial, parent_run, promote_best, shown, summary
 from stages.search.space import Space, load_space
 from stages.search.storage import DEFAULT_STORAGE, open_storage, open_study, storage_errors
 from stages.search.trials import Search, Workers
@@ -73,8 +73,7 @@ def run(params_file: Path, study_name: str, storage_url: str | None, space_name:
         workers.stop()
         raise
     search = Search(study_name, url, space, params_file.resolve(), parent, jobs)
-    for index, number in workers.run(search):
-        mark_failed(storage, study_name, number, f"worker {index} died")
+    workers.run(search)
     summary(study)
     study_runs.end(parent, "FINISHED")
     if promote is not False and best_trial(study) is not None:
