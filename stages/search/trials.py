@@ -26,7 +26,7 @@ from csra.train.run import EpochRow
 from stages import train as train_stage
 from stages.common import machine, one_line, show_library_warnings
 from stages.params import load_params
-from stages.search.records import STATE, mark_failed, shown_values, trial_name, update_parent
+from stages.search.records import STATE, mark_failed, shown_values, trial_name, trial_started, update_parent
 from stages.search.space import Space
 from stages.search.storage import open_storage
 from stages.tracking import runs
@@ -68,6 +68,7 @@ def objective(search: Search, index: int, current: SynchronizedArray, trial: opt
     """One trial: train's params with the trial's values, trained as `csra train` trains, in its own MLflow run
     nested under the study's; its best validation mAP."""
     current[index] = trial.number
+    trial_started(search.parent_run_id, trial.study)
     host = socket.gethostname()
     for key, value in (("host", host), ("pid", os.getpid()), ("threads", torch.get_num_threads())):
         trial.set_user_attr(key, value)  # threads: what the DVC experiment runs with to give the same numbers
