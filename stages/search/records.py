@@ -3,7 +3,11 @@ trial a run nested under it, `<name>-<number> <values>` (study.py makes those), 
 complete, pruned or failed. On the console: the table of trials. In DVC: the best trial as the experiment
 `<name>-best` — `dvc exp run --temp -n <name>-best -S key=value …` with exactly the trial's values — which re-runs
 the pipeline on them (train's run lands in MLflow beside the baseline's) and must reproduce the trial's best
-validation mAP; `dvc exp show` lists it beside the baseline."""
+validation mAP; `dvc exp show` lists it beside the baseline.
+
+The parent run's status says what is true of the study: it ends (FINISHED; FAILED or KILLED when the invocation
+that ends last failed or was interrupted) only when no trial of the study runs; while trials run, in any
+invocation, it is RUNNING and its tag running_trials names them (settle_parent)."""
 
 from __future__ import annotations
 
@@ -15,6 +19,9 @@ import re
 import subprocess
 import sys
 import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +41,8 @@ DVC = [sys.executable, "-m", "dvc"]  # DVC, and the stages it runs (`python -m s
 STATE = "optuna.state"  # a trial run's tag: complete, pruned or failed
 PARENT = "mlflow_parent_run_id"  # the study's user attribute naming its MLflow parent run
 PARENT_WAIT = 60  # s an invocation waits for the one that created the study to name its MLflow parent run
+RUNNING_TRIALS = "running_trials"  # the parent run's tag: the study's trials running now, "3, 5" ("" when none)
+SETTLE_TRIES = 5  # times settle_parent writes before it leaves the next write to a later trial or invocation
 
 
 def shown(url: str) -> str:
@@ -76,6 +85,7 @@ def best_value(trial: FrozenTrial) -> float:
 
 
 def complete_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """The study's complete trials (not pruned, failed or running)."""
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
 
@@ -169,9 +179,7 @@ def parent_run(study: optuna.Study, created: bool, experiment: str, space: Space
             params = {**{f"space.{k}": v for k, v in space.record()["params"].items()}, "space": space.name,
                       "sampler": str(space.sampler), "pruner": str(space.pruner)}
             tags = {**run_tags(), "optuna.study": study.study_name, "optuna.storage": shown(storage),
-                    "optuna.space": space.name,
-                    NOTE: f"study: Optuna study {study.study_name} over space {space.name}, trials nested under "
-                          "this run"}
+                    "optuna.space": space.name, RUNNING_TRIALS: "", NOTE: parent_note(study, [])}
             run_id = study_runs.create_parent(experiment, study_run_name(study.study_name), tags, params,
                                               space.record(), "search/space.json")
             study.set_user_attr(PARENT, run_id)
@@ -198,34 +206,112 @@ def stale_trial(study: optuna.Study, trial: FrozenTrial) -> None:
                                           trial.number, trial.user_attrs.get("host", "?"))
 
 
-def update_parent(parent: str, study: optuna.Study, trial: FrozenTrial) -> None:
-    """After each trial: the parent run names the best trial so far, its val mAP and params."""
+def running_trials(study: optuna.Study) -> list[int]:
+    """The numbers of the study's trials running now, in any invocation. First, on a storage with heartbeats, a
+    trial whose worker has been silent past the grace period is marked failed (stale_trial), as a worker does before
+    it starts a trial; a trial whose worker died less than that ago, or died on a journal file (no heartbeat),
+    still runs as far as the study knows."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+
+
+def numbers(trials: list[int]) -> str:
+    """Trial numbers as the tag running_trials and the console show them: "3, 5"."""
+    return ", ".join(map(str, trials))
+
+
+def parent_note(study: optuna.Study, running: list[int]) -> str:
+    """The parent run's description: the best trial so far (before any, the study and its space), then the trials
+    running now."""
     best = best_trial(study)
     if best is None:
-        return
+        space = (study.user_attrs.get("space") or {}).get("name", "?")
+        note = f"study: Optuna study {study.study_name} over space {space}, trials nested under this run"
+    else:
+        note = (f"study: Optuna study {study.study_name}, best of {len(complete_trials(study))} complete trials: "
+                f"trial {best.number}, val mAP {best.value:.2f}, {shown_values(best.params, '=')}")
+    if running:
+        note += f"; running: trial{'s' if len(running) > 1 else ''} {numbers(running)}"
+    return note
+
+
+def settle_parent(parent: str, study: optuna.Study, status: str | None) -> list[int]:
+    """Make the parent run say which of the study's trials run now (the tag running_trials, a clause of its
+    description) and set its status: RUNNING while any runs, whatever status asks; else status (RUNNING,
+    FINISHED, FAILED, KILLED; None: as it is). Workers of several invocations write it: each reads the study again
+    after writing, and writes again until the two agree, so that the last to write writes what is true. The
+    numbers of the trials running."""
+    running = running_trials(study)
+    for _ in range(SETTLE_TRIES):
+        study_runs.set_tags(parent, {RUNNING_TRIALS: numbers(running), NOTE: parent_note(study, running)})
+        if status == "RUNNING" or (status is not None and running):
+            study_runs.reopen(parent)
+        elif status is not None:
+            study_runs.end(parent, status)
+        again = running_trials(study)
+        if again == running:
+            break
+        running = again
+    return running
+
+
+@contextmanager
+def parent_writes(parent: str) -> Iterator[None]:
+    """A write to the study's MLflow run that fails is a warning: the study goes on, a later write tries again."""
     try:
-        study_runs.set_tags(parent, {"best_trial": str(best.number),
-                                     "best_run_id": best.user_attrs.get("mlflow_run_id", ""),
-                                     "best_params": shown_values(best.params, "=")})
-        study_runs.log_metric(parent, "best_val_mAP", best.value, len(complete_trials(study)))
-        study_runs.set_tags(parent, {NOTE: f"study: Optuna study {study.study_name}, best of "
-                                           f"{len(complete_trials(study))} complete trials: trial {best.number}, "
-                                           f"val mAP {best.value:.2f}, {shown_values(best.params, '=')}"})
-    except Exception as e:  # the study goes on; the next trial's end tries again
+        yield
+    except Exception as e:
         logging.getLogger("csra").warning("warning: the study's MLflow run %s was not updated: %s", parent,
                                           first_line(e))
 
 
-def mark_failed(storage: BaseStorage, name: str, number: int, why: str) -> None:
-    """A trial of study name whose worker died: failed in the study (if still running there) and in MLflow."""
+def trial_started(parent: str, study: optuna.Study) -> None:
+    """When a trial starts: the parent run is RUNNING (again, if another invocation had just closed it) and names
+    it among the running trials."""
+    with parent_writes(parent):
+        settle_parent(parent, study, "RUNNING")
+
+
+def update_parent(parent: str, study: optuna.Study, trial: FrozenTrial) -> None:
+    """After each trial: the parent run names the best trial so far, its val mAP and params, and the trials still
+    running."""
+    with parent_writes(parent):
+        best = best_trial(study)
+        if best is not None:
+            study_runs.set_tags(parent, {"best_trial": str(best.number),
+                                         "best_run_id": best.user_attrs.get("mlflow_run_id", ""),
+                                         "best_params": shown_values(best.params, "=")})
+            study_runs.log_metric(parent, "best_val_mAP", best.value, len(complete_trials(study)))
+        settle_parent(parent, study, None)
+
+
+def close_parent(parent: str, study: optuna.Study, status: str) -> None:
+    """When an invocation ends (status: FINISHED, or FAILED or KILLED when it failed or was interrupted): the parent
+    run ends with that status if no trial of the study runs; else it stays RUNNING, naming the running trials
+    (which are other workers': this invocation's own ended or were marked failed), and the last of their
+    invocations to end closes it."""
+    with parent_writes(parent):
+        running = settle_parent(parent, study, status)
+        if running:
+            typer.echo(f"study {study.study_name}: its MLflow run stays open (RUNNING) for trial"
+                       f"{'s' if len(running) > 1 else ''} {numbers(running)} of other workers; the last worker "
+                       "to end closes it")
+
+
+def mark_failed(storage: BaseStorage, name: str, number: int, why: str) -> bool:
+    """A trial of study name whose worker died: failed in the study and in MLflow, if still running in the study
+    (a trial that ended, or that Optuna failed on an interrupt, keeps its records); whether it was."""
     study = optuna.load_study(study_name=name, storage=storage)
     trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
-    if trial.state == TrialState.RUNNING:
-        trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(name),
-                                                                   number)
-        storage.set_trial_system_attr(trial_id, "fail_reason", why)
-        storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    if trial.state != TrialState.RUNNING:
+        return False
+    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(name), number)
+    storage.set_trial_system_attr(trial_id, "fail_reason", why)
+    storage.set_trial_state_values(trial_id, TrialState.FAIL)
     fail_run(trial)
+    return True
 
 
 def fail_run(trial: FrozenTrial) -> bool:

@@ -7,7 +7,8 @@ The study lives in Optuna's storage: by default optuna.db (SQLite, git-ignored) 
 --storage, any database URL (postgresql://…) or a journal file (a path; on a shared file system for many machines)
 that every worker of the study shares, so that a later invocation, on any machine, continues it. Optuna hands each
 trial to one worker (trials.py; the storage: storage.py). In MLflow the study is one parent run and every trial a
-run nested under it; the best trial becomes the DVC experiment <study>-best (records.py)."""
+run nested under it; an invocation that ends while trials of other workers run leaves the parent run RUNNING,
+naming them, and the last to end closes it; the best trial becomes the DVC experiment <study>-best (records.py)."""
 
 
 from __future__ import annotations
@@ -21,11 +22,10 @@ from csra.errors import CSRAError
 from csra.settings import LOCAL, with_role
 from stages import train as train_stage
 from stages.params import load_params
-from stages.search.records import best_trial, mark_failed, parent_run, promote_best, shown, summary
+from stages.search.records import best_trial, close_parent, parent_run, promote_best, shown, summary
 from stages.search.space import Space, load_space
 from stages.search.storage import DEFAULT_STORAGE, open_storage, open_study, storage_errors
 from stages.search.trials import Search, Workers
-from stages.tracking import study_runs
 from stages.tracking.store import repo_root
 
 DEFAULT_SPACE = "paper"
@@ -73,10 +73,13 @@ def run(params_file: Path, study_name: str, storage_url: str | None, space_name:
         workers.stop()
         raise
     search = Search(study_name, url, space, params_file.resolve(), parent, jobs)
-    for index, number in workers.run(search):
-        mark_failed(storage, study_name, number, f"worker {index} died")
+    try:
+        workers.run(search)
+    except BaseException as e:  # an interrupt (KeyboardInterrupt or a subclass) or a failure of this invocation
+        close_parent(parent, study, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise
     summary(study)
-    study_runs.end(parent, "FINISHED")
+    close_parent(parent, study, "FINISHED")
     if promote is not False and best_trial(study) is not None:
         promote_best(study, root, params.train.out_dir)
 

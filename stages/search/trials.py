@@ -26,11 +26,13 @@ from csra.train.run import EpochRow
 from stages import train as train_stage
 from stages.common import machine, one_line, show_library_warnings
 from stages.params import load_params
-from stages.search.records import STATE, shown_values, trial_name, update_parent
+from stages.search.records import STATE, mark_failed, shown_values, trial_name, trial_started, update_parent
 from stages.search.space import Space
 from stages.search.storage import open_storage
 from stages.tracking import runs
 from stages.tracking.runs import Recorder
+
+STOP_WAIT = 30  # s an invocation that stops early waits for its forked workers to end their trials
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ def objective(search: Search, index: int, current: SynchronizedArray, trial: opt
     """One trial: train's params with the trial's values, trained as `csra train` trains, in its own MLflow run
     nested under the study's; its best validation mAP."""
     current[index] = trial.number
+    trial_started(search.parent_run_id, trial.study)
     host = socket.gethostname()
     for key, value in (("host", host), ("pid", os.getpid()), ("threads", torch.get_num_threads())):
         trial.set_user_attr(key, value)  # threads: what the DVC experiment runs with to give the same numbers
@@ -160,6 +163,7 @@ class Workers:
         context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
         self.remaining, self.current = context.Value("i", trials), context.Array("i", [-1] * jobs)
         self.handover = context.Queue()
+        self.storage = storage
         engine = getattr(storage, "engine", None)
         if engine is not None:
             engine.dispose()  # the study's connections stay here: each worker opens its own
@@ -169,14 +173,17 @@ class Workers:
             process.start()
 
     def stop(self) -> None:
+        """Release the forked workers before any study is handed over: they end without a trial."""
         for _ in self.processes:
             self.handover.put(None)
         for process in self.processes:
             process.join()
 
-    def run(self, search: Search) -> list[tuple[int, int]]:
-        """Hand the study over, work as worker 0, wait for the others; (worker, trial) of each that died in a
-        trial (killed by a signal)."""
+    def run(self, search: Search) -> None:
+        """Hand the study over, work as worker 0, wait for the others. A forked worker killed by a signal in a trial
+        loses that trial (marked failed), and the others go on. When this process stops early (an error, an
+        interrupt) it stops the others and waits for them; a trial one leaves running is marked failed: the study
+        holds no running trial of this invocation when it ends."""
         for _ in self.processes:
             self.handover.put(search)
         try:
@@ -186,11 +193,20 @@ class Workers:
         except BaseException:
             for process in self.processes:
                 process.terminate()
+            for process in self.processes:
+                process.join(STOP_WAIT)
+                if process.is_alive():
+                    process.kill()
+                    process.join()
+            pids = [os.getpid(), *(process.pid for process in self.processes)]
+            for index, pid in enumerate(pids):  # Optuna fails a trial on an interrupt; not on a kill or an exit
+                if self.current[index] >= 0 and mark_failed(self.storage, search.study, self.current[index],
+                                                            f"worker {index} stopped with its invocation"):
+                    typer.echo(f"worker {index} (pid {pid}) stopped in trial {self.current[index]}: marked failed",
+                               err=True)
             raise
-        died = []
         for index, process in enumerate(self.processes, start=1):
             if process.exitcode and process.exitcode < 0 and self.current[index] >= 0:
                 typer.echo(f"warning: worker {index} (pid {process.pid}) was killed (signal {-process.exitcode}) "
                            f"in trial {self.current[index]}: marked failed; the other workers went on", err=True)
-                died.append((index, self.current[index]))
-        return died
+                mark_failed(self.storage, search.study, self.current[index], f"worker {index} died")

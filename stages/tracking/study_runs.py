@@ -1,5 +1,5 @@
-"""A search's runs by id, outside any active run: the study's parent run (made, reopened, tagged, ended) and the end
-of a trial's run whose worker stopped."""
+"""A search's runs by id, outside any active run: the study's parent run (made, reopened, tagged, ended, or left
+open while trials of other workers run) and the end of a trial's run whose worker stopped."""
 
 from __future__ import annotations
 
@@ -42,9 +42,10 @@ def set_tags(run_id: str, tags: dict[str, str]) -> None:
 
 
 def log_metric(run_id: str, key: str, value: float, step: int) -> None:
+    """Log one value of the run's metric key at step."""
     connect().MlflowClient().log_metric(run_id, key, value, step=step)
 
 
 def end(run_id: str, status: str) -> None:
-    """End the run with this status (FINISHED, FAILED)."""
+    """End the run with this status (FINISHED, FAILED, KILLED)."""
     connect().MlflowClient().set_terminated(run_id, status)

@@ -1,5 +1,6 @@
 """`csra search`: a study over two worker processes (trials pruned and complete, each in its own MLflow run nested
-under the study's), a later invocation that continues it, a worker killed mid-trial, and bad spaces refused before
+under the study's), a later invocation that continues it, a worker killed mid-trial, an invocation that ends while
+another's trials run (the study's run stays RUNNING, naming them) or is interrupted, and bad spaces refused before
 any trial; then, function by function, a dimension's refusals, what a continued study compares, the best trial
 (complete only), promotion's exact overrides and a trial's thread count. The best trial as a DVC experiment is in
 test_dvc.py (it needs the DVC project)."""
@@ -90,6 +91,7 @@ def test_a_study_over_two_workers_prunes_records_and_continues(folder):
     [parent] = mlflow.search_runs(experiment_names=["csra"], output_format="list",
                                   filter_string="attributes.run_name = 'study s'")
     assert parent.data.tags["best_trial"] == str(best.number) and parent.info.status == "FINISHED"
+    assert parent.data.tags["running_trials"] == ""  # no trial runs: the study's run ended
     assert parent.data.tags["mlflow.note.content"].startswith(f"study: Optuna study s, best of 2 complete trials: "
                                                                f"trial {best.number}, val mAP {best.value:.2f}")
     assert parent.data.metrics["best_val_mAP"] == pytest.approx(best.value)
@@ -141,43 +143,100 @@ def test_a_study_over_two_workers_prunes_records_and_continues(folder):
     assert len(trials(folder, "s")) == 5
 
 
+def parent_of(study):
+    """The study's MLflow parent run, as the store has it now."""
+    [parent] = mlflow.search_runs(experiment_names=["csra"], filter_string=f"attributes.run_name = 'study {study}'",
+                                  output_format="list")
+    return parent
+
+
 def test_a_worker_killed_mid_trial_loses_that_trial_alone(folder):
-    """On a journal file (a study's storage on a shared file system) as on a database."""
+    """On a journal file (a study's storage on a shared file system) as on a database. While the invocation's trials
+    run, another invocation that ends leaves the study's run RUNNING, naming them; the last to end closes it."""
     journal = folder / "shared" / "k.journal"
     space = {"sampler": {"name": "grid"}, "pruner": "none", "params": {"train.epochs": {"choices": [4]},
                                                                         "train.lam": {"choices": [0.2, 0.4]}}}
     (folder / "conf" / "search" / "long.yaml").write_text(yaml.safe_dump(space))
+    # no thread of the worker paused below writes to the MLflow store (a paused write would hold its lock)
+    edit_params(folder / "conf/config.yaml", **{"tracking.system_metrics": 0})
+    ok("params")
     process = subprocess.Popen([sys.executable, "-m", "stages.cli", "search", "--study", "k", "--space", "long",
                                 "--trials", "2", "--jobs", "2", "--storage", str(journal), "--no-promote"],
                                cwd=folder, text=True,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    pids, killed, lines = {}, None, []
+    pids, killed, paused, checked, lines = {}, None, False, None, []
     deadline = time.monotonic() + 240
     try:
         for line in process.stdout:
             lines.append(line)
             if started := re.match(r"trial (\d+) \(pid (\d+)", line):
                 pids[int(started[1])] = int(started[2])
-            epoch = re.match(r"trial (\d+): epoch\s+1/4", line)
+            epoch = re.match(r"trial (\d+): epoch\s+1/4", line)  # the trial's records of epoch 1 are written
             if killed is None and epoch and pids[int(epoch[1])] != process.pid:  # a forked worker, mid-trial
                 killed = int(epoch[1])
                 os.kill(pids[killed], signal.SIGKILL)
+            elif not paused and epoch and pids[int(epoch[1])] == process.pid:  # this one: paused, mid-trial
+                process.send_signal(signal.SIGSTOP)
+                paused = True
+            if killed is not None and paused and checked is None:  # another invocation ends meanwhile
+                parent = parent_of("k")  # each trial's start named it: both trials run as far as the study knows
+                assert (parent.info.status, parent.data.tags["running_trials"]) == ("RUNNING", "0, 1"), "".join(lines)
+                code, out = run("search", "--study", "k", "--storage", journal, "--trials", "0", "--no-promote")
+                assert code == 0, out
+                assert "study k: its MLflow run stays open (RUNNING) for trials 0, 1 of other workers" in out
+                parent = parent_of("k")
+                assert (parent.info.status, parent.data.tags["running_trials"]) == ("RUNNING", "0, 1")
+                assert parent.data.tags["mlflow.note.content"].endswith("; running: trials 0, 1")
+                process.send_signal(signal.SIGCONT)
+                checked = len(lines)
             assert time.monotonic() < deadline, "".join(lines)
         assert process.wait(timeout=60) == 0, "".join(lines)
     finally:
         process.kill()
     out = "".join(lines)
-    assert killed is not None, out
+    assert killed is not None and checked is not None, out
     assert f"was killed (signal 9) in trial {killed}: marked failed" in out
+    assert "stays open" not in "".join(lines[checked:])  # the last to end closed the study's run
     states = {t.number: t.state for t in trials(folder, "k", journal)}
     other = 1 - killed
     assert states == {killed: TrialState.FAIL, other: TrialState.COMPLETE}
-    [parent] = mlflow.search_runs(experiment_names=["csra"], filter_string="attributes.run_name = 'study k'",
-                                  output_format="list")
+    parent = parent_of("k")
+    assert (parent.info.status, parent.data.tags["running_trials"]) == ("FINISHED", "")
+    assert "running" not in parent.data.tags["mlflow.note.content"]
     runs = {int(r.data.tags["optuna.trial"]): r for r in nested_runs(parent.info.run_id)}
     assert (runs[killed].info.status, runs[killed].data.tags["optuna.state"]) == ("FAILED", "failed")
     assert (runs[other].info.status, runs[other].data.tags["optuna.state"]) == ("FINISHED", "complete")
     assert len(mlflow.MlflowClient().get_metric_history(runs[other].info.run_id, "val_mAP")) == 4
+
+
+def test_an_interrupted_invocation_ends_the_studys_run_killed_unless_other_trials_run(spaces, monkeypatch):
+    """An interrupt (Ctrl-C; KeyboardInterrupt or a subclass) in a trial: Optuna fails the trial; the study's run
+    ends KILLED when no other trial runs, and stays RUNNING, naming them, when some do (another worker's, here one
+    asked by this test); a later invocation closes it once none runs."""
+    from stages import train as train_stage
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_stage, "setup", interrupted)  # the trial's first step after its run starts
+    storage = f"sqlite:///{spaces / 'optuna.db'}"
+    code, out = run("search", "--study", "i", "--space", "grid", "--trials", "2", "--no-promote")
+    assert code == 130 and "trial 0 failed: KeyboardInterrupt" in out and "stays open" not in out, out
+    parent = parent_of("i")
+    assert (parent.info.status, parent.data.tags["running_trials"]) == ("KILLED", "")
+    assert [t.state for t in trials(spaces, "i")] == [TrialState.FAIL]
+
+    other = optuna.load_study(study_name="i", storage=storage).ask()  # trial 1: another worker's, running
+    code, out = run("search", "--study", "i", "--trials", "1", "--no-promote")
+    assert code == 130 and "study i: its MLflow run stays open (RUNNING) for trial 1 of other workers" in out, out
+    parent = parent_of("i")
+    assert (parent.info.status, parent.data.tags["running_trials"]) == ("RUNNING", "1")
+    assert [t.state for t in trials(spaces, "i")] == [TrialState.FAIL, TrialState.RUNNING, TrialState.FAIL]
+
+    optuna.load_study(study_name="i", storage=storage).tell(other, state=TrialState.FAIL)
+    ok("search", "--study", "i", "--trials", "0", "--no-promote")
+    parent = parent_of("i")
+    assert (parent.info.status, parent.data.tags["running_trials"]) == ("FINISHED", "")
 
 
 @pytest.mark.parametrize(("space", "message"), [
