@@ -42,6 +42,35 @@ def test_a_killed_evaluate_leaves_the_previous_output_exactly(workspace):
     assert leftovers(workspace / "results") == [] and set(snapshot(workspace / "results/evaluate")) == set(before)
 
 
+# SIGTERM (SLURM's preemption, `kill`, a stopped `dvc exp run`) midway, its MLflow run open: evaluate once its
+# files are written and its metrics logged; export once its files are written and its model logged, before it
+# registers
+SIGTERM_AT = {"evaluate": ("stages.evaluate", "record_test_data"),
+              "export": ("stages.tracking.registration", "register")}
+
+
+@pytest.mark.parametrize("stage", SIGTERM_AT)
+def test_sigterm_ends_the_stages_run_killed_and_leaves_its_output_as_it_was(workspace, stage):
+    import mlflow
+
+    before = snapshot(workspace / "results" / stage) if (workspace / "results" / stage).exists() else None
+    module, function = SIGTERM_AT[stage]
+    code = (f"import os, signal, sys; import {module} as m; "
+            f"m.{function} = lambda *a, **k: os.kill(os.getpid(), signal.SIGTERM); "
+            "from stages.cli import main; sys.argv[0] = 'csra'; main()")
+    killed = subprocess.run([sys.executable, "-c", code, stage], cwd=workspace, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, timeout=300)
+    assert killed.returncode == 143 and killed.stderr.splitlines()[-1] == "stopped by SIGTERM", killed.stderr
+    assert "Traceback" not in killed.stderr
+    after = snapshot(workspace / "results" / stage) if (workspace / "results" / stage).exists() else None
+    assert after == before and leftovers(workspace / "results") == []  # the previous output (or none), whole
+    (stopped,) = mlflow.search_runs(search_all_experiments=True, filter_string="attributes.status = 'KILLED'",
+                                    output_format="list")
+    assert stopped.data.tags["csra.train_run_id"] == training_run(workspace / "results/train/best.pt").info.run_id
+    assert run(stage)[0] == 0  # run again, it ends complete
+    assert snapshot(workspace / "results" / stage).keys() == (before or snapshot(workspace / "results" / stage)).keys()
+
+
 @contextmanager
 def mounted(path, options):
     """A tmpfs at path (root only: the test is skipped where mounting is not allowed)."""

@@ -34,7 +34,6 @@ from helpers import (
     training_run,
 )
 
-from csra.data import loading as datasets
 from csra.evaluate.metrics import average_precision, mean_average_precision
 from csra.evaluate.predict import predict
 from csra.model.checkpoints import load_checkpoint_model
@@ -80,28 +79,45 @@ def test_skipped_images_are_counted_on_start_each_epoch_and_in_the_run(tiny_para
     assert not list(tiny_params.parent.glob("results/**/skipped_images*"))
 
 
-def test_killed_mid_epoch_and_resumed_ends_like_an_uninterrupted_run(tiny_params, monkeypatch, mlflow_store):
+# `csra train` as a process of its own, sent SIGTERM by itself 10 images into epoch 3 (20 train + 4 held-out val
+# images per epoch): the moment SLURM's preemption or `kill` would pick
+SIGTERM_IN_EPOCH_3 = """
+import os, signal, sys
+import csra.data.loading as d
+get, calls = d.MultiLabelDataset.__getitem__, [0]
+def item(self, index):
+    calls[0] += 1
+    if calls[0] == 2 * (20 + 4) + 10:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return get(self, index)
+d.MultiLabelDataset.__getitem__ = item
+from stages.cli import main
+sys.argv[0] = "csra"
+main()
+"""
+
+
+def test_sigterm_mid_epoch_ends_the_run_killed_and_a_resume_ends_like_an_uninterrupted_run(tiny_params,
+                                                                                             mlflow_store):
     ok("prepare")
     code, output = run("train", "--epochs", "3", "--out-dir", "straight")
     assert code == 0, output
 
-    calls = {"n": 0}
-    original = datasets.MultiLabelDataset.__getitem__
-
-    def dies_in_epoch_3(self, index):
-        calls["n"] += 1
-        if calls["n"] == 2 * (20 + 4) + 10:  # 20 train + 4 held-out val images per epoch: 10 into epoch 3
-            raise RuntimeError("killed")
-        return original(self, index)
-
-    monkeypatch.setattr(datasets.MultiLabelDataset, "__getitem__", dies_in_epoch_3)
-    code, _ = run("train", "--epochs", "3", "--out-dir", "resumed")
+    killed = subprocess.run([sys.executable, "-c", SIGTERM_IN_EPOCH_3, "train", "--epochs", "3", "--out-dir",
+                             "resumed"], capture_output=True, text=True, timeout=300)
     partial = tiny_params.parent / "resumed.partial"
-    assert code != 0 and (partial / "train_state.pt").is_file()
+    assert killed.returncode == 143, killed.stderr
+    assert killed.stderr.splitlines()[-2:] == [
+        "stopped during epoch 3: the state of epoch 2 stays in resumed.partial; `csra train` (train.resume: auto) "
+        "continues this run from there", "stopped by SIGTERM"], killed.stderr
+    assert "Traceback" not in killed.stderr and (partial / "train_state.pt").is_file()
     assert not (tiny_params.parent / "resumed").exists()  # no output until a run is whole
     run_id = torch.load(partial / "train_state.pt", weights_only=True)["extra"]["run_id"]  # the killed run's
-    monkeypatch.setattr(datasets.MultiLabelDataset, "__getitem__", original)
-    code, output = run("train", "--epochs", "3", "--out-dir", "resumed", "--resume")
+    client = mlflow.tracking.MlflowClient(mlflow_store)
+    killed_run = client.get_run(run_id)
+    assert killed_run.info.status == "KILLED"
+    assert [m.step for m in client.get_metric_history(run_id, "val_mAP")] == [1, 2]  # what it had recorded
+    code, output = run("train", "--epochs", "3", "--out-dir", "resumed")  # train.resume: auto
     assert code == 0 and "resuming after epoch 2" in output, output
 
     root = tiny_params.parent
@@ -111,11 +127,10 @@ def test_killed_mid_epoch_and_resumed_ends_like_an_uninterrupted_run(tiny_params
     assert resumed.pop("params") == {**straight.pop("params"), "train.out_dir": "resumed"}  # the one param changed
     weights = resumed.pop("state_dict"), straight.pop("state_dict")
     assert resumed == straight and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
-    mlflow.set_tracking_uri(mlflow_store)
-    resumed = mlflow.tracking.MlflowClient().get_run(run_id)  # the killed run, reopened and finished
+    resumed = client.get_run(run_id)  # the killed run, reopened and finished
     assert resumed.info.status == "FINISHED" and resumed.data.tags["checkpoint"] == "resumed/best.pt"
-    steps = [m.step for m in mlflow.tracking.MlflowClient().get_metric_history(run_id, "val_mAP")]
-    assert sorted(set(steps)) == [1, 2, 3]
+    steps = [m.step for m in client.get_metric_history(run_id, "val_mAP")]
+    assert steps == [1, 2, 3]  # its curves go on
     assert not (root / "resumed/train_state.pt").exists() and not partial.exists()
     assert_one_line_error(*run("train", "--out-dir", "resumed", "--resume"), "no interrupted run to resume")
 

@@ -150,6 +150,17 @@ def parent_of(study):
     return parent
 
 
+def sent_epoch_1(parent, number):
+    """Wait until the store holds epoch 1's metrics of trial number (its records are sent by a thread: outbox.py)."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        found = [r for r in nested_runs(parent.info.run_id) if r.data.tags.get("optuna.trial") == str(number)]
+        if found and "val_mAP" in found[0].data.metrics:
+            return
+        time.sleep(0.05)
+    pytest.fail(f"trial {number}: epoch 1's metrics never reached the store")
+
+
 def test_a_worker_killed_mid_trial_loses_that_trial_alone(folder):
     """On a journal file (a study's storage on a shared file system) as on a database. While the invocation's trials
     run, another invocation that ends leaves the study's run RUNNING, naming them; the last to end closes it."""
@@ -176,6 +187,7 @@ def test_a_worker_killed_mid_trial_loses_that_trial_alone(folder):
                 killed = int(epoch[1])
                 os.kill(pids[killed], signal.SIGKILL)
             elif not paused and epoch and pids[int(epoch[1])] == process.pid:  # this one: paused, mid-trial
+                sent_epoch_1(parent_of("k"), int(epoch[1]))  # its records' thread idle, holding no lock of the store
                 process.send_signal(signal.SIGSTOP)
                 paused = True
             if killed is not None and paused and checked is None:  # another invocation ends meanwhile
