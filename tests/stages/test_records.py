@@ -67,8 +67,8 @@ def test_sigterm_ends_the_stages_run_killed_and_leaves_its_output_as_it_was(work
     (stopped,) = mlflow.search_runs(search_all_experiments=True, filter_string="attributes.status = 'KILLED'",
                                     output_format="list")
     assert stopped.data.tags["csra.train_run_id"] == training_run(workspace / "results/train/best.pt").info.run_id
-    assert run(stage)[0] == 0  # run again, it ends complete
-    assert snapshot(workspace / "results" / stage).keys() == (before or snapshot(workspace / "results" / stage)).keys()
+    if stage == "evaluate":  # run again, it ends complete (export's complete run: tests/stages/test_pipeline.py)
+        assert run(stage)[0] == 0 and snapshot(workspace / "results" / stage).keys() == before.keys()
 
 
 @contextmanager
