@@ -7,7 +7,7 @@ import typer
 
 from csra.errors import CSRAError
 from stages.tracking.outbox import pending_runs, read_records, read_sent
-from stages.tracking.store import connect, pending_root, tracking_uri
+from stages.tracking.store import connect, pending_root, sync_pending, tracking_uri
 
 
 def run() -> None:
@@ -16,7 +16,8 @@ def run() -> None:
     uri, root = tracking_uri(), pending_root()
     pending = {folder.name: len(read_records(folder)) - read_sent(folder) for folder in pending_runs(root, uri)}
     try:
-        connect()
+        connect()  # the first connection of a process sends them; a later one (in a long process) does here
+        sync_pending(uri)
     except CSRAError as e:
         left = {folder.name for folder in pending_runs(root, uri)}
         count = sum(n for name, n in pending.items() if name in left)

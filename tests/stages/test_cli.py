@@ -1,6 +1,10 @@
-"""The CLI's contract for bad input: one 'error:' line naming the file or key, exit status 1, no traceback."""
+"""The CLI's contract for bad input: one 'error:' line naming the file or key, exit status 1, no traceback; and a
+second SIGTERM ends a command that is still stopping at once."""
 
 import re
+import subprocess
+import sys
+import time
 
 from helpers import assert_one_line_error, edit_params, ok, run
 
@@ -14,7 +18,7 @@ def commands():
 def test_help_lists_every_command_and_each_command_has_its_own_help():
     code, output = run("--help")
     assert code == 0
-    assert {"prepare", "train", "evaluate", "demo", "export", "search", "params"} <= set(commands())
+    assert {"prepare", "train", "evaluate", "demo", "export", "search", "params", "sync"} <= set(commands())
     assert re.findall(r"^│ (\w+) ", output, re.M) == commands()  # one row each in the Commands panel, in order
     for name in commands():
         code, output = run(name, "--help")
@@ -93,3 +97,26 @@ def test_scoring_a_scores_file_loads_no_torch_and_matplotlib_only_for_plots(tiny
     assert loaded_by(*args, cwd=tiny_params.parent) == "[]" and (tmp_path / "out/metrics.json").is_file()
     assert loaded_by(*args, "--plots", cwd=tiny_params.parent) == "['matplotlib']"
     assert (tmp_path / "out/plots/pr_curves.png").is_file()
+
+
+# The first SIGTERM raises Interrupted (the stage unwinds: its run ends KILLED, its outputs stay whole); a stage
+# whose unwinding hangs (here: sleeps) is ended by the second at once, with SIGTERM's status.
+SLOW_TO_STOP = """
+import os, signal, time
+from stages.common import stop_on_signals
+stop_on_signals()
+try:
+    os.kill(os.getpid(), signal.SIGTERM)
+except KeyboardInterrupt as e:
+    print(type(e).__name__, e, flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(60)
+print("not reached")
+"""
+
+
+def test_a_second_sigterm_ends_a_command_that_is_still_stopping_at_once():
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", SLOW_TO_STOP], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (143, "Interrupted SIGTERM\n"), done
+    assert time.monotonic() - started < 30

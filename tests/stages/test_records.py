@@ -6,6 +6,7 @@ Each test works in its own copy of conftest's tiny trained workspace (`workspace
 import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -27,48 +28,50 @@ def leftovers(parent):
     return sorted(p.name for p in parent.iterdir() if p.name.endswith(".tmp"))
 
 
+def killed_midway(workspace, stage, signum):
+    """`csra stage` in a process of its own that sends itself signum midway, its MLflow run open: evaluate once
+    its files are written and its metrics logged; export once its files are written, as its run starts."""
+    module, function = {"evaluate": ("stages.evaluate", "record_test_data"),
+                        "export": ("stages.tracking.registry", "evaluation")}[stage]
+    code = (f"import os, sys; import {module} as m; "
+            f"m.{function} = lambda *a, **k: os.kill(os.getpid(), {int(signum)}); "
+            "from stages.cli import main; sys.argv[0] = 'csra'; main()")
+    return subprocess.run([sys.executable, "-c", code, stage], cwd=workspace, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, timeout=300)
+
+
+def killed_runs():
+    import mlflow
+
+    return mlflow.search_runs(search_all_experiments=True, filter_string="attributes.status = 'KILLED'",
+                              output_format="list")
+
+
 def test_a_killed_evaluate_leaves_the_previous_output_exactly(workspace):
     before = snapshot(workspace / "results/evaluate")
-    # killed (SIGKILL) midway through writing: scores, per-class table and PR curves written, the AP bars not yet
-    code = ("import os, signal, sys; import csra.evaluate.reports as r; "
-            "r.plot_ap_bars = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL); "
-            "from stages.cli import main; sys.argv[0] = 'csra'; main()")
-    killed = subprocess.run([sys.executable, "-c", code, "evaluate", "--threshold", "0.3"], cwd=workspace,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, timeout=300)
+    killed = killed_midway(workspace, "evaluate", signal.SIGKILL)  # no chance to clean up
     assert killed.returncode == -9
     assert snapshot(workspace / "results/evaluate") == before
     assert len(leftovers(workspace / "results")) == 1  # the killed writer's temp folder
-    assert run("evaluate", "--threshold", "0.3")[0] == 0  # the next run removes it and replaces the output whole
+    # SIGTERM (SLURM's preemption, `kill`, a stopped `dvc exp run`): removes that leftover as it starts, then
+    # stops cleanly: its run KILLED, its own temp folder gone, the previous output exactly
+    stopped = killed_midway(workspace, "evaluate", signal.SIGTERM)
+    assert stopped.returncode == 143 and stopped.stderr.splitlines()[-1] == "stopped by SIGTERM", stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    assert snapshot(workspace / "results/evaluate") == before and leftovers(workspace / "results") == []
+    (run_killed,) = killed_runs()
+    assert run_killed.data.tags["csra.train_run_id"] == training_run(workspace / "results/train/best.pt").info.run_id
+    assert "mAP" in run_killed.data.metrics  # what it had recorded
+    assert run("evaluate")[0] == 0  # the next run replaces the output whole
     assert leftovers(workspace / "results") == [] and set(snapshot(workspace / "results/evaluate")) == set(before)
 
 
-# SIGTERM (SLURM's preemption, `kill`, a stopped `dvc exp run`) midway, its MLflow run open: evaluate once its
-# files are written and its metrics logged; export once its files are written and its model logged, before it
-# registers
-SIGTERM_AT = {"evaluate": ("stages.evaluate", "record_test_data"),
-              "export": ("stages.tracking.registration", "register")}
-
-
-@pytest.mark.parametrize("stage", SIGTERM_AT)
-def test_sigterm_ends_the_stages_run_killed_and_leaves_its_output_as_it_was(workspace, stage):
-    import mlflow
-
-    before = snapshot(workspace / "results" / stage) if (workspace / "results" / stage).exists() else None
-    module, function = SIGTERM_AT[stage]
-    code = (f"import os, signal, sys; import {module} as m; "
-            f"m.{function} = lambda *a, **k: os.kill(os.getpid(), signal.SIGTERM); "
-            "from stages.cli import main; sys.argv[0] = 'csra'; main()")
-    killed = subprocess.run([sys.executable, "-c", code, stage], cwd=workspace, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, timeout=300)
-    assert killed.returncode == 143 and killed.stderr.splitlines()[-1] == "stopped by SIGTERM", killed.stderr
-    assert "Traceback" not in killed.stderr
-    after = snapshot(workspace / "results" / stage) if (workspace / "results" / stage).exists() else None
-    assert after == before and leftovers(workspace / "results") == []  # the previous output (or none), whole
-    (stopped,) = mlflow.search_runs(search_all_experiments=True, filter_string="attributes.status = 'KILLED'",
-                                    output_format="list")
-    assert stopped.data.tags["csra.train_run_id"] == training_run(workspace / "results/train/best.pt").info.run_id
-    if stage == "evaluate":  # run again, it ends complete (export's complete run: tests/stages/test_pipeline.py)
-        assert run(stage)[0] == 0 and snapshot(workspace / "results" / stage).keys() == before.keys()
+def test_a_sigterm_during_export_ends_its_run_killed_and_writes_no_output(workspace):
+    stopped = killed_midway(workspace, "export", signal.SIGTERM)
+    assert stopped.returncode == 143 and stopped.stderr.splitlines()[-1] == "stopped by SIGTERM", stopped.stderr
+    assert not (workspace / "results/export").exists() and leftovers(workspace / "results") == []
+    (run_killed,) = killed_runs()
+    assert run_killed.data.tags["csra.train_run_id"] == training_run(workspace / "results/train/best.pt").info.run_id
 
 
 @contextmanager

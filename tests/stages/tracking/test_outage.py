@@ -12,7 +12,18 @@ import time
 import mlflow
 import pytest
 import yaml
-from helpers import BIN, free_port, merge, new_store, start, stop, tiny_params_dict, wait_until_answers
+from helpers import (
+    BIN,
+    assert_one_line_error,
+    free_port,
+    merge,
+    new_store,
+    run,
+    start,
+    stop,
+    tiny_params_dict,
+    wait_until_answers,
+)
 
 from csra.train.run import TIMINGS
 from stages.tracking.outbox import PENDING
@@ -51,7 +62,7 @@ def server(tmp_path_factory, mlflow_template):
 def prepared(tmp_path_factory):
     """A project folder with the tiny built-in data prepared, which each training copies."""
     root = tmp_path_factory.mktemp("prepared")
-    params = merge(tiny_params_dict(), {"train": {"epochs": 3}, "tracking": {"system_metrics": 0.5}})
+    params = merge(tiny_params_dict(), {"train": {"epochs": 2}, "tracking": {"system_metrics": 0.5}})
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     subprocess.run([str(BIN / "csra"), "prepare"], cwd=root, check=True, capture_output=True, timeout=WAIT_S)
     return root
@@ -114,9 +125,9 @@ def undisturbed(prepared, server, tmp_path_factory):
 
 def test_the_server_away_for_an_epoch_costs_nothing(prepared, server, undisturbed, tmp_path):
     training = Training(prepared, tmp_path / "project", server, "away-one-epoch")
-    training.wait_for("epoch   1/3")
+    training.wait_for("epoch   1/2")
     server.stop()
-    training.wait_for("epoch   2/3")  # trained while the server was away
+    training.wait_for("epoch   2/2")  # trained while the server was away
     server.start()
     code, output = training.end()
     assert code == 0, output
@@ -130,10 +141,12 @@ def test_the_server_away_for_an_epoch_costs_nothing(prepared, server, undisturbe
     assert not (training.folder / PENDING).exists()
 
 
-def test_the_server_away_until_the_end_then_csra_sync(prepared, server, undisturbed, tmp_path):
+def test_the_server_away_until_the_end_then_csra_sync(prepared, server, undisturbed, tmp_path, monkeypatch):
     training = Training(prepared, tmp_path / "project", server, "away-to-the-end", sync_wait=1)
-    training.wait_for("epoch   1/3")
+    training.wait_for("epoch   1/2")
     server.stop()
+    monkeypatch.chdir(training.folder)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
     try:
         code, output = training.end()
         assert code == 0, output  # the stage's outputs are complete: DVC would write its lock
@@ -142,20 +155,14 @@ def test_the_server_away_until_the_end_then_csra_sync(prepared, server, undistur
         pending = training.folder / PENDING
         (kept,) = pending.iterdir()
         assert f"are kept in {kept}; `csra sync` sends them" in line
-        env = {**os.environ, "MLFLOW_TRACKING_URI": server.url}
-        sync = subprocess.run([str(BIN / "csra"), "sync"], cwd=training.folder, capture_output=True, text=True,
-                              env=env, timeout=WAIT_S)
-        assert sync.returncode == 1 and sync.stderr.startswith(f"error: MLflow tracking store {server.url}")
-        assert f"stay in {pending}" in sync.stderr and kept.is_dir()
+        assert_one_line_error(*run("sync"), f"MLflow tracking store {server.url}: ", f"stay in {pending}")
+        assert kept.is_dir()
     finally:
         server.start()
-    sync = subprocess.run([str(BIN / "csra"), "sync"], cwd=training.folder, capture_output=True, text=True, env=env,
-                          timeout=WAIT_S)
-    assert sync.returncode == 0 and f"run {kept.name}: " in sync.stdout and "sent to" in sync.stdout, sync
-    run = training.run()
-    assert run.info.run_id == kept.name and run.info.status == "FINISHED"
+    code, output = run("sync")
+    assert code == 0 and f"run {kept.name}: " in output and f"record(s) sent to {server.url}" in output, output
+    run_ = training.run()
+    assert run_.info.run_id == kept.name and run_.info.status == "FINISHED"
     assert training.metric_history() == undisturbed.metric_history()
-    again = subprocess.run([str(BIN / "csra"), "sync"], cwd=training.folder, capture_output=True, text=True, env=env,
-                           timeout=WAIT_S)
-    assert again.returncode == 0 and "nothing to send" in again.stdout
+    assert not pending.exists() and run("sync") == (0, f"nothing to send to {server.url}\n")  # idempotent
     assert training.metric_history() == undisturbed.metric_history()  # nothing sent twice
