@@ -4,9 +4,8 @@ has ended. The training goes on, its outputs are byte for byte those of an undis
 with the same run: the same metric history, step for step, FINISHED — sent when the server was back, or by
 `csra sync`."""
 
-import os
 import shutil
-import subprocess
+import threading
 import time
 
 import mlflow
@@ -64,35 +63,51 @@ def prepared(tmp_path_factory):
     root = tmp_path_factory.mktemp("prepared")
     params = merge(tiny_params_dict(), {"train": {"epochs": 2}, "tracking": {"system_metrics": 0.5}})
     (root / "params.yaml").write_text(yaml.safe_dump(params))
-    subprocess.run([str(BIN / "csra"), "prepare"], cwd=root, check=True, capture_output=True, timeout=WAIT_S)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        run("prepare")
     return root
 
 
 class Training:
-    """`csra train` in a copy of the prepared project, tracking to the server in an experiment of its own."""
+    """`csra train` in a copy of the prepared project, tracking to the server in an experiment of its own: run
+    in a thread of this process (what it prints is the training's output), while the test stops and starts the
+    server. The working folder and MLFLOW_TRACKING_URI are the training's until it ends."""
 
-    def __init__(self, prepared, folder, server, experiment, **tracking):
+    def __init__(self, prepared, folder, server, experiment, patch, **tracking):
         shutil.copytree(prepared, folder)
         params = yaml.safe_load((folder / "params.yaml").read_text())
         params["tracking"].update(experiment=experiment, **tracking)
         (folder / "params.yaml").write_text(yaml.safe_dump(params))
-        self.folder, self.server, self.experiment, self.log = folder, server, experiment, folder / "train.log"
-        with self.log.open("w") as sink:
-            self.process = subprocess.Popen([str(BIN / "csra"), "train"], cwd=folder, stdout=sink,
-                                            stderr=subprocess.STDOUT,
-                                            env={**os.environ, "MLFLOW_TRACKING_URI": server.url})
+        self.folder, self.server, self.experiment, self.result = folder, server, experiment, None
+        patch.chdir(folder)
+        patch.setenv("MLFLOW_TRACKING_URI", server.url)
+        self.thread = threading.Thread(target=self._train)
+        self.thread.start()
 
-    def wait_for(self, text):
-        """Until the training's output holds text (it must, before the training ends)."""
+    def _train(self):
+        self.result = run("train")
+
+    def epochs_done(self):
+        for folder in ("train.partial", "train"):
+            history = self.folder / "results" / folder / "history.csv"
+            if history.is_file():
+                return len(history.read_text().splitlines()) - 1
+        return 0
+
+    def wait_for_epoch(self, epoch):
+        """Until the training has written epoch's row of history.csv (it must, before it ends)."""
         deadline = time.monotonic() + WAIT_S
-        while text not in self.log.read_text():
-            assert self.process.poll() is None, f"the training ended before {text!r}:\n{self.log.read_text()}"
-            assert time.monotonic() < deadline, self.log.read_text()
-            time.sleep(0.05)
+        while self.epochs_done() < epoch:
+            assert self.thread.is_alive(), f"the training ended before epoch {epoch}: {self.result}"
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
 
     def end(self):
         """(exit code, output) once the training has ended."""
-        return self.process.wait(timeout=WAIT_S), self.log.read_text()
+        self.thread.join(WAIT_S)
+        assert not self.thread.is_alive()
+        return self.result
 
     def outputs(self):
         folder = self.folder / "results" / "train"
@@ -117,17 +132,19 @@ class Training:
 
 @pytest.fixture(scope="module")
 def undisturbed(prepared, server, tmp_path_factory):
-    training = Training(prepared, tmp_path_factory.mktemp("undisturbed") / "project", server, "undisturbed")
-    code, output = training.end()
+    with pytest.MonkeyPatch.context() as patch:
+        training = Training(prepared, tmp_path_factory.mktemp("undisturbed") / "project", server, "undisturbed",
+                            patch)
+        code, output = training.end()
     assert code == 0, output
     return training
 
 
-def test_the_server_away_for_an_epoch_costs_nothing(prepared, server, undisturbed, tmp_path):
-    training = Training(prepared, tmp_path / "project", server, "away-one-epoch")
-    training.wait_for("epoch   1/2")
+def test_the_server_away_for_an_epoch_costs_nothing(prepared, server, undisturbed, tmp_path, monkeypatch):
+    training = Training(prepared, tmp_path / "project", server, "away-one-epoch", monkeypatch)
+    training.wait_for_epoch(1)
     server.stop()
-    training.wait_for("epoch   2/2")  # trained while the server was away
+    training.wait_for_epoch(2)  # trained while the server was away
     server.start()
     code, output = training.end()
     assert code == 0, output
@@ -142,11 +159,9 @@ def test_the_server_away_for_an_epoch_costs_nothing(prepared, server, undisturbe
 
 
 def test_the_server_away_until_the_end_then_csra_sync(prepared, server, undisturbed, tmp_path, monkeypatch):
-    training = Training(prepared, tmp_path / "project", server, "away-to-the-end", sync_wait=1)
-    training.wait_for("epoch   1/2")
+    training = Training(prepared, tmp_path / "project", server, "away-to-the-end", monkeypatch, sync_wait=1)
+    training.wait_for_epoch(1)
     server.stop()
-    monkeypatch.chdir(training.folder)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
     try:
         code, output = training.end()
         assert code == 0, output  # the stage's outputs are complete: DVC would write its lock
