@@ -25,7 +25,7 @@ from mlflow.entities import Run
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking.context.registry import resolve_tags
 
-from csra.fileio import file_md5
+from csra.fileio import disk_errors, file_md5
 from stages.common import SIGNAL_WAIT, stopping
 from stages.tracking.execution import EXECUTION, execution_id, execution_tags, run_tags, unique_name
 from stages.tracking.lineage import DataVersion, locked_md5
@@ -174,7 +174,13 @@ def training_run(experiment: str, params: dict[str, Any], name: str, run_id: str
             apply(client, run_id, {"op": "log", "tags": [[k, v] for k, v in marks.items()]})
             note = run.data.tags.get(NOTE, "")
         monitor = SystemMetrics(run_id, system_metrics, resumed=resumed) if system_metrics > 0 else None
-    recorder = Recorder(mlflow, run_id, run_id, Outbox(pending_root(), run_id, tracking_uri(), name), note)
+    try:
+        with disk_errors(pending_root()):  # a folder it cannot write is one line
+            outbox = Outbox(pending_root(), run_id, tracking_uri(), name)
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")  # nothing was trained: the run does not stay RUNNING
+        raise
+    recorder = Recorder(mlflow, run_id, run_id, outbox, note)
     if monitor is not None:
         monitor.start(recorder)
     status, wait = "FINISHED", sync_wait
