@@ -51,10 +51,13 @@ def barrier(ctx: DistContext) -> None:
         dist.barrier()
 
 
-def shutdown(ctx: DistContext) -> None:
-    """Wait for every rank, then leave the process group."""
+def shutdown(ctx: DistContext, *, wait: bool = True) -> None:
+    """Leave the process group, once every rank is here (wait). A rank that stops on an error or a signal leaves
+    without waiting: the other ranks may be inside a collective it will never join (a barrier here would wait for
+    them while they wait for it); its leaving ends their collective with an error instead."""
     if ctx.enabled and dist.is_initialized():
-        dist.barrier()
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 

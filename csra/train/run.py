@@ -161,6 +161,8 @@ def train(cfg: TrainConfig, data: TrainData, paths: TrainPaths, *, device: torch
         if ctx.is_main:
             hooks.on_end(result)
             paths.state.unlink(missing_ok=True)
-        return result
-    finally:
-        shutdown(ctx)
+    except BaseException:
+        shutdown(ctx, wait=False)
+        raise
+    shutdown(ctx)
+    return result

@@ -303,9 +303,9 @@ def test_two_nodes_over_loopback_one_run_one_set_of_outputs(two_nodes, monkeypat
 
 
 def test_two_nodes_killed_after_an_epoch_both_resume_from_rank_0s_state(two_nodes, tmp_path, mlflow_store):
-    """Both nodes killed (SIGTERM to each torchrun) once rank 0 saved epoch 1, then the same commands again
-    (train.resume: auto): only rank 0's node holds the state, and every rank resumes from it, after epoch 1, ending
-    with the uninterrupted run's (two_nodes) best.pt, history and metrics."""
+    """Both nodes killed (SIGTERM to each torchrun) once rank 0 saved epoch 1, ending within seconds, then the same
+    commands again (train.resume: auto): only rank 0's node holds the state, and every rank resumes from it, after
+    epoch 1, ending with the uninterrupted run's (two_nodes) best.pt, history and metrics."""
     assert two_nodes.codes == [0, 0], report(two_nodes.codes, two_nodes.outputs)
     node0, node1 = (node_folder(two_nodes.node0, tmp_path / f"node{rank}") for rank in (0, 1))
     before = files_under(node1)
@@ -320,7 +320,11 @@ def test_two_nodes_killed_after_an_epoch_both_resume_from_rank_0s_state(two_node
         for node in killed:  # as a scheduler stops a job: every node at once
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(node.pid, signal.SIGTERM)
+    signalled = time.monotonic()
     _, said = finish(killed, logs)  # they end, of the signal or exiting on it: either will do
+    # promptly: a rank that stops leaves the process group without a barrier, which the other rank (inside DDP's
+    # collective) would never reach; torchrun's agents would SIGKILL both after 30 s
+    assert time.monotonic() - signalled < 15, report(None, said)
     # killed during epoch 2 (not after the run ended, which would test nothing), and the state stays
     assert state.is_file() and not outputs.exists(), report(None, said)
     assert torch.load(state, weights_only=True)["epoch"] == 1, report(None, said)
