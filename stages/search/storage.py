@@ -13,7 +13,8 @@ from optuna.storages import BaseStorage
 from optuna.storages.journal import JournalFileBackend
 
 from csra.errors import CSRAError, first_line
-from stages.search.records import shown, stale_trial
+from stages.databases import check_database, database_problem, is_server_database, shown
+from stages.search.records import stale_trial
 from stages.search.space import Space
 
 DEFAULT_STORAGE = "optuna.db"  # the embedded study storage at the repository root (git-ignored)
@@ -29,12 +30,13 @@ def open_storage(url: str) -> BaseStorage:
         if "://" not in url:
             Path(url).parent.mkdir(parents=True, exist_ok=True)
             return optuna.storages.JournalStorage(JournalFileBackend(url))
+        if is_server_database(url):
+            check_database(url, "--storage")  # in seconds, and what to fix
         engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
         return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT,
                                           grace_period=GRACE, heartbeat_stale_trial_callback=stale_trial)
-    except ImportError as e:
-        raise CSRAError(f"--storage {shown(url)}: {e} (a PostgreSQL storage needs psycopg2: "
-                        "pip install psycopg2-binary)") from None
+    except CSRAError:
+        raise
     except Exception as e:  # a database that cannot be reached or read
         raise CSRAError(f"--storage {shown(url)}: {first_line(e)}") from None
 
@@ -58,6 +60,8 @@ def storage_errors(url: str) -> Iterator[None]:
     except CSRAError:
         raise
     except Exception as e:
+        if "sqlalchemy" in type(e).__module__ and is_server_database(url):
+            raise CSRAError(database_problem(url, "--storage", e)) from None
         if "sqlalchemy" in type(e).__module__ or isinstance(e, OSError):
             raise CSRAError(f"--storage {shown(url)}: {first_line(e)}") from None
         raise
