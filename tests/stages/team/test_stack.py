@@ -1,15 +1,18 @@
 """The team's stack for real (conftest.py starts it): PostgreSQL behind the tracking server and its users, the
 model's files in the S3 bucket through the server (the machines hold no bucket credentials), a second machine whose
 run links to the first's training run, a third that loads the champion from the bucket, DVC's remote in the bucket
-(push from one clone, pull into another: the same bytes), and every bad set-up one `error:` line before any work."""
+(push from one clone, pull into another: the same bytes), two machines running one study on the team's database,
+and every bad set-up one `error:` line before any work."""
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -99,6 +102,13 @@ def test_the_runs_are_in_postgresql_and_their_files_in_the_bucket(first_machine,
     assert any(k.endswith("model.pt2") for k in keys), keys
     champion = member.get_model_version_by_alias("csra-synthetic", "champion")
     assert champion.version == "1" and champion.run_id == trained.info.run_id
+    # the UI's artifact pages: a plot of the run, as the UI fetches it, streamed by the server from the bucket
+    [plot] = [k for k in keys if k.startswith(run_prefix) and k.endswith("pr_curves.png")]
+    token = base64.b64encode(":".join(ALICE).encode()).decode()
+    page = urllib.request.Request(f"{member.tracking_uri}/get-artifact?path={plot[len(run_prefix):]}&run_uuid="
+                                  f"{trained.info.run_id}", headers={"Authorization": f"Basic {token}"})
+    with urllib.request.urlopen(page, timeout=30) as answer:
+        assert answer.read() == s3.client().get_object(Bucket=TEAM_BUCKET, Key=plot)["Body"].read()
     print(f"\nruns: {names}\nartifact URI of {trained.info.run_name}: {trained.info.artifact_uri} = "
           f"s3://{TEAM_BUCKET}/{run_prefix}\nchampion: {champion.source}, {len(keys)} objects in "
           f"s3://{TEAM_BUCKET}/mlartifacts")
@@ -275,3 +285,45 @@ def test_a_study_storage_with_a_wrong_password_is_one_line(postgres, tmp_path, m
     assert_one_line_error(code, output, "--storage postgresql://postgres:***@127.0.0.1",
                           "refused user 'postgres' (wrong password)")
     assert not (tmp_path / "optuna.db").exists()
+
+
+# --- a study on the team's database -----------------------------------------------------------------------------
+
+def test_two_machines_run_one_study_on_postgresql_and_one_server(team_server, postgres, prepared, tmp_path):
+    """Two invocations in folders of their own (two machines) run trials of one study on docs/team.md's `optuna`
+    database, tracking to the server as alice: each runs one, none the other's, both nested under one study run."""
+    from helpers import REPO, compose, tiny_conf
+
+    storage = postgres.url("optuna", "mlflow", "mlflow-db-password")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_S3"))}
+    env.update(MLFLOW_TRACKING_URI=team_server.url, **dict(zip(USER_VARIABLES, ALICE)))
+    workers = []
+    for name in ("machine-a", "machine-b"):
+        root = tmp_path / name
+        shutil.copytree(REPO / "conf", root / "conf")
+        tiny_conf(root / "conf")
+        grid = {"sampler": {"name": "grid", "seed": 0}, "pruner": {"name": "none"},
+                "params": {"train.epochs": {"choices": [1]}, "train.lam": {"choices": [0.1, 0.3]}}}
+        (root / "conf/search/team.yaml").write_text(yaml.safe_dump(grid))
+        compose(root)
+        (root / "data").symlink_to(prepared)
+        workers.append(subprocess.Popen([sys.executable, "-m", "stages.cli", "search", "--study", "team", "--space",
+                                         "team", "--storage", storage, "--trials", "1", "--no-promote"], cwd=root,
+                                        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [worker.communicate(timeout=300)[0] for worker in workers]
+    assert all(worker.returncode == 0 for worker in workers), "\n".join(outputs)
+    import optuna
+
+    trials = optuna.load_study(study_name="team", storage=storage).get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert sorted(t.params["train.lam"] for t in trials) == [0.1, 0.3]  # no point twice
+    assert len({t.user_attrs["pid"] for t in trials}) == 2
+    client = MlflowClient(team_server.url)
+    with pytest.MonkeyPatch.context() as patch:
+        as_user(patch, ALICE)
+        [parent] = client.search_runs([client.get_experiment_by_name("csra").experiment_id],
+                                      "attributes.run_name = 'study team'")
+        nested = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert sorted(r.data.tags["optuna.trial"] for r in nested) == ["0", "1"]
+    print("\n" + "\n".join(f"trial {t.number}: {t.state.name}, lam {t.params['train.lam']}, val mAP {t.value:.2f}, "
+                           f"pid {t.user_attrs['pid']}, run {t.user_attrs['mlflow_run_id']}" for t in trials))
