@@ -87,7 +87,11 @@ def check_server(uri: str) -> None:
         listing = http_request(creds, "/api/2.0/mlflow-artifacts/artifacts", "GET", max_retries=0,
                                timeout=CONNECT_S * 3, params={"path": ""})
     except Exception as e:  # refused, a host name that does not resolve, a timeout
-        reason = "connection refused" if "refused" in str(e).lower() else first_line(e, typed=True)
+        text = str(e).lower()
+        reason = ("connection refused" if "refused" in text else
+                  "its host name is not known" if "name or service not known" in text or "resolve" in text else
+                  f"no answer within {CONNECT_S} s" if "timed out" in text or "timeout" in text else
+                  first_line(e, typed=True))
         raise CSRAError(f"the MLflow server at {uri} does not answer ({reason}): start it, or set "
                         "MLFLOW_TRACKING_URI to its address") from None
     try:
