@@ -69,28 +69,30 @@ def unprivileged() -> dict:
 def postgres():
     """A PostgreSQL cluster in a temp folder outside pytest's (which only root may enter), on a free port."""
     folder = Path(tempfile.mkdtemp(prefix="csra-postgres-"))
-    as_user, programs = unprivileged(), PG_BIN
-    if as_user:
-        # the environment may lie where only root goes (a clone under /root): nobody runs a copy, laid out as in
-        # site-packages (PostgreSQL finds lib/ and share/ beside bin/, and the programs ../../../pgserver.libs)
-        for part in ("bin", "lib", "share"):
-            shutil.copytree(PG_BIN.parent / part, folder / "pgserver/pginstall" / part, symlinks=True)
-        shutil.copytree(PG_BIN.parents[2] / "pgserver.libs", folder / "pgserver.libs")
-        programs = folder / "pgserver/pginstall/bin"
-        shutil.chown(folder, as_user["user"], as_user["group"])
-    password = folder / "password"
-    password.write_text(SUPERUSER[1] + "\n")
-    if as_user:
-        shutil.chown(password, as_user["user"], as_user["group"])
-    subprocess.run([str(programs / "initdb"), "-D", str(folder / "data"), "-U", SUPERUSER[0], "--auth=scram-sha-256",
-                    f"--pwfile={password}", "-E", "UTF8", "--no-sync", "--no-instructions"], cwd=folder, check=True,
-                   capture_output=True, **as_user)
-    port, log = free_port(), folder / "postgres.log"
-    with log.open("w") as sink:
-        server = subprocess.Popen([str(programs / "postgres"), "-D", str(folder / "data"), "-h", "127.0.0.1", "-p",
-                                   str(port), "-k", str(folder), "-c", "fsync=off", "-c", "max_connections=200"],
-                                  stdout=sink, stderr=subprocess.STDOUT, start_new_session=True, cwd=folder, **as_user)
+    server = None
     try:
+        as_user, programs = unprivileged(), PG_BIN
+        if as_user:
+            # the environment may lie where only root goes (a clone under /root): nobody runs a copy, laid out as in
+            # site-packages (PostgreSQL finds lib/ and share/ beside bin/, and the programs ../../../pgserver.libs)
+            for part in ("bin", "lib", "share"):
+                shutil.copytree(PG_BIN.parent / part, folder / "pgserver/pginstall" / part, symlinks=True)
+            shutil.copytree(PG_BIN.parents[2] / "pgserver.libs", folder / "pgserver.libs")
+            programs = folder / "pgserver/pginstall/bin"
+            shutil.chown(folder, as_user["user"], as_user["group"])
+        password = folder / "password"
+        password.write_text(SUPERUSER[1] + "\n")
+        if as_user:
+            shutil.chown(password, as_user["user"], as_user["group"])
+        subprocess.run([str(programs / "initdb"), "-D", str(folder / "data"), "-U", SUPERUSER[0],
+                        "--auth=scram-sha-256", f"--pwfile={password}", "-E", "UTF8", "--no-sync", "--no-instructions"],
+                       cwd=folder, check=True, capture_output=True, **as_user)
+        port, log = free_port(), folder / "postgres.log"
+        with log.open("w") as sink:
+            server = subprocess.Popen([str(programs / "postgres"), "-D", str(folder / "data"), "-h", "127.0.0.1",
+                                       "-p", str(port), "-k", str(folder), "-c", "fsync=off", "-c",
+                                       "max_connections=200"], stdout=sink, stderr=subprocess.STDOUT,
+                                      start_new_session=True, cwd=folder, **as_user)
         found = Postgres(port)
         deadline = time.monotonic() + WAIT_S
         while True:
@@ -103,7 +105,8 @@ def postgres():
                 time.sleep(0.1)
         yield found
     finally:
-        stop(server)
+        if server is not None:
+            stop(server)
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -134,6 +137,9 @@ def s3(tmp_path_factory):
         yield found
     finally:
         stop(server)
+        for port in ports.values():  # weed's local sockets, named after their ports in the temp folder
+            for leftover in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{port}.sock"):
+                leftover.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
