@@ -34,6 +34,7 @@ from stages.tracking import runs
 from stages.tracking.execution import run_name
 from stages.tracking.lineage import prepared_version
 from stages.tracking.runs import Recorder
+from stages.tracking.store import connect
 
 METRICS_FILE, HISTORY = "metrics.json", "history.csv"
 STATE = "train_state.pt"  # not a DVC output: it survives a crash so that the next run resumes from it
@@ -200,6 +201,8 @@ def run(params_file: Path, overrides: dict[str, object], resume: bool) -> None:
         typer.echo(f"rank {ctx.rank}: resuming after epoch {state['epoch']}", err=True)
     if state is None:  # a fresh run needs its initial weights: missing ones are an error before any output or run
         initial_weights_file(cfg.model, cfg.pretrained)
+    if ctx.is_main:  # a store that is away, refuses us or cannot keep files is one line before any output
+        connect()
     if ctx.is_main and state is None:  # a stale or killed run's leftovers go
         with disk_errors(work):
             shutil.rmtree(work, ignore_errors=True)

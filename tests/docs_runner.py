@@ -80,11 +80,14 @@ class Reader:
     env: dict[str, str]
     prelude: str = ""
     ports: dict[str, str] = field(default_factory=dict)
+    hosts: dict[str, str] = field(default_factory=dict)  # a page's example addresses → the test's servers
     servers: list = field(default_factory=list)
     times: list[tuple[str, float]] = field(default_factory=list)
 
     def text(self, block: Block) -> str:
         text = block.text
+        for old, new in self.hosts.items():
+            text = text.replace(old, new)
         for old, new in self.ports.items():
             text = re.sub(rf"(?<=[:\s]){old}\b", new, text)
         return text
@@ -123,13 +126,15 @@ class Reader:
         self.ports[old] = new
         text = self.text(block)
         log = self.logs / f"server-{new}.log"
-        *before, last = [line for line in text.strip().splitlines() if not line.lstrip().startswith("#")]
+        joined = re.sub(r"\\\n\s*", " ", text.strip())  # a command continued over several lines is one line
+        *before, last = [line for line in joined.splitlines() if not line.lstrip().startswith("#")]
         script = self.prelude + "".join(f"{line}\n" for line in before) + "exec " + last
         with log.open("w") as sink:  # in a session of its own, so that its workers end with it
             server = subprocess.Popen(["bash", "-e", "-c", script], stdout=sink, stderr=subprocess.STDOUT,
                                       start_new_session=True, cwd=self.root, env=self.env)
         self.servers.append(server)
-        url = f"http://127.0.0.1:{new}/" + ("ping" if "models serve" in text else "")
+        url = f"http://127.0.0.1:{new}/" + ("ping" if "models serve" in text else "health" if "mlflow server" in text
+                                            else "")
         began = time.monotonic()
         wait_until_answers(url, server, log)
         self.times.append((text.strip()[:70], time.monotonic() - began))

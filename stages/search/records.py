@@ -15,7 +15,6 @@ import json
 import logging
 import math
 import os
-import re
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from csra.errors import CSRAError, first_line
+from stages.databases import shown
 from stages.search.space import Space
 from stages.tracking import study_runs
 from stages.tracking.execution import experiment_ref, git_commit, run_tags
@@ -43,11 +43,6 @@ PARENT = "mlflow_parent_run_id"  # the study's user attribute naming its MLflow 
 PARENT_WAIT = 60  # s an invocation waits for the one that created the study to name its MLflow parent run
 RUNNING_TRIALS = "running_trials"  # the parent run's tag: the study's trials running now, "3, 5" ("" when none)
 SETTLE_TRIES = 5  # times settle_parent writes before it leaves the next write to a later trial or invocation
-
-
-def shown(url: str) -> str:
-    """A storage URL without its password."""
-    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
 
 
 def shown_value(value: Any) -> str:

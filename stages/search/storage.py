@@ -3,23 +3,27 @@ created or loaded in it, and its failures as one line naming it."""
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import optuna
+import sqlalchemy
 from optuna.storages import BaseStorage
 from optuna.storages.journal import JournalFileBackend
 
 from csra.errors import CSRAError, first_line
-from stages.search.records import shown, stale_trial
+from stages.databases import check_database, database_problem, is_server_database, shown
+from stages.search.records import stale_trial
 from stages.search.space import Space
 
 DEFAULT_STORAGE = "optuna.db"  # the embedded study storage at the repository root (git-ignored)
 # An RDB storage's workers beat every HEARTBEAT s; a trial whose worker is silent for GRACE s (a machine that died)
 # is marked failed by the next worker that starts a trial. A dead worker process is marked at once by its invocation.
 HEARTBEAT, GRACE = 20, 90
+SCHEMA_TRIES = 3  # times a worker opens a new database's schema that another worker is creating
 
 
 def open_storage(url: str) -> BaseStorage:
@@ -29,12 +33,21 @@ def open_storage(url: str) -> BaseStorage:
         if "://" not in url:
             Path(url).parent.mkdir(parents=True, exist_ok=True)
             return optuna.storages.JournalStorage(JournalFileBackend(url))
+        if is_server_database(url):
+            check_database(url, "--storage")  # in seconds, and what to fix
         engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT,
-                                          grace_period=GRACE, heartbeat_stale_trial_callback=stale_trial)
-    except ImportError as e:
-        raise CSRAError(f"--storage {shown(url)}: {e} (a PostgreSQL storage needs psycopg2: "
-                        "pip install psycopg2-binary)") from None
+        for attempt in range(SCHEMA_TRIES):
+            try:
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT,
+                                                  grace_period=GRACE, heartbeat_stale_trial_callback=stale_trial)
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+                # workers that open a new database together each create Optuna's tables; on PostgreSQL all but one
+                # fail (a duplicate type or table): the tables now exist, and the next try finds them
+                if attempt == SCHEMA_TRIES - 1:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
+    except CSRAError:
+        raise
     except Exception as e:  # a database that cannot be reached or read
         raise CSRAError(f"--storage {shown(url)}: {first_line(e)}") from None
 
@@ -58,6 +71,8 @@ def storage_errors(url: str) -> Iterator[None]:
     except CSRAError:
         raise
     except Exception as e:
+        if "sqlalchemy" in type(e).__module__ and is_server_database(url):
+            raise CSRAError(database_problem(url, "--storage", e)) from None
         if "sqlalchemy" in type(e).__module__ or isinstance(e, OSError):
             raise CSRAError(f"--storage {shown(url)}: {first_line(e)}") from None
         raise

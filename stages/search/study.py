@@ -21,8 +21,9 @@ import typer
 from csra.errors import CSRAError
 from csra.settings import LOCAL, with_role
 from stages import train as train_stage
+from stages.databases import shown
 from stages.params import load_params
-from stages.search.records import best_trial, close_parent, parent_run, promote_best, shown, summary
+from stages.search.records import best_trial, close_parent, parent_run, promote_best, summary
 from stages.search.space import Space, load_space
 from stages.search.storage import DEFAULT_STORAGE, open_storage, open_study, storage_errors
 from stages.search.trials import Search, Workers

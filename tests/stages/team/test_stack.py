@@ -1,0 +1,329 @@
+"""The team's stack for real (conftest.py starts it): PostgreSQL behind the tracking server and its users, the
+model's files in the S3 bucket through the server (the machines hold no bucket credentials), a second machine whose
+run links to the first's training run, a third that loads the champion from the bucket, DVC's remote in the bucket
+(push from one clone, pull into another: the same bytes), two machines running one study on the team's database,
+and every bad set-up one `error:` line before any work."""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+import yaml
+from conftest import ALICE, BUCKET, PAGE, SUPERUSER, TEAM_BUCKET, page_reader
+from docs_runner import blocks
+from helpers import (
+    BIN,
+    GIT_ENV,
+    TINY,
+    assert_one_line_error,
+    free_port,
+    merge,
+    new_store,
+    repo_params,
+    run,
+    start,
+    stop,
+    training_run,
+    wait_until_answers,
+)
+from mlflow import MlflowClient
+
+from csra.data.loading import load_image
+from csra.deploy.export import PARITY_TOLERANCE
+from csra.deploy.scoring import ScoringModel
+from csra.model.checkpoints import load_checkpoint_model
+
+USER_VARIABLES = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+CHAMPION = "models:/csra-synthetic@champion"
+
+
+def as_user(patch, user):
+    for variable, value in zip(USER_VARIABLES, user):
+        patch.setenv(variable, value)
+
+
+def tiny_project(root):
+    """A machine's folder: the tiny params, tracking every 0.5 s of machine load (a tiny training lasts seconds)."""
+    root.mkdir(parents=True, exist_ok=True)
+    params = merge(repo_params(), TINY)
+    params["tracking"]["system_metrics"] = 0.5
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root
+
+
+@pytest.fixture(scope="module")
+def first_machine(team_server, tmp_path_factory):
+    """The first machine: prepare → train → evaluate → export against the team server as alice, which registers
+    csra-synthetic with the alias champion: (folder, the training run)."""
+    with pytest.MonkeyPatch.context() as patch:
+        root = tiny_project(tmp_path_factory.mktemp("machine-1"))
+        patch.chdir(root)
+        patch.setenv("MLFLOW_TRACKING_URI", team_server.url)
+        as_user(patch, ALICE)
+        for stage in ("prepare", "train", "evaluate", "export"):
+            code, output = run(stage)
+            assert code == 0, output
+        mlflow.set_tracking_uri(team_server.url)
+        return root, training_run(root / "results/train/best.pt")
+
+
+@pytest.fixture
+def member(team_server, monkeypatch):
+    """This test talks to the server as alice; no bucket credentials anywhere in its environment."""
+    for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", team_server.url)
+    as_user(monkeypatch, ALICE)
+    mlflow.set_tracking_uri(team_server.url)
+    return MlflowClient()
+
+
+def test_the_runs_are_in_postgresql_and_their_files_in_the_bucket(first_machine, member, postgres, s3):
+    import psycopg
+
+    root, trained = first_machine
+    with psycopg.connect(postgres.url("mlflow", "mlflow", "mlflow-db-password")) as db:  # docs/team.md's
+        names = [name for (name,) in db.execute("SELECT name FROM runs ORDER BY start_time")]
+    assert trained.info.run_name in names
+    listed = s3.client().list_objects_v2(Bucket=TEAM_BUCKET, Prefix="mlartifacts/")
+    keys = [item["Key"] for item in listed.get("Contents", [])]
+    run_prefix = f"mlartifacts/{trained.info.experiment_id}/{trained.info.run_id}/artifacts/"
+    assert any(k.startswith(run_prefix) and k.endswith("metrics.json") for k in keys), keys
+    assert any(k.endswith("model.pt2") for k in keys), keys
+    champion = member.get_model_version_by_alias("csra-synthetic", "champion")
+    assert champion.version == "1" and champion.run_id == trained.info.run_id
+    # the UI's artifact pages: a plot of the run, as the UI fetches it, streamed by the server from the bucket
+    [plot] = [k for k in keys if k.startswith(run_prefix) and k.endswith("pr_curves.png")]
+    token = base64.b64encode(":".join(ALICE).encode()).decode()
+    page = urllib.request.Request(f"{member.tracking_uri}/get-artifact?path={plot[len(run_prefix):]}&run_uuid="
+                                  f"{trained.info.run_id}", headers={"Authorization": f"Basic {token}"})
+    with urllib.request.urlopen(page, timeout=30) as answer:
+        assert answer.read() == s3.client().get_object(Bucket=TEAM_BUCKET, Key=plot)["Body"].read()
+    print(f"\nruns: {names}\nartifact URI of {trained.info.run_name}: {trained.info.artifact_uri} = "
+          f"s3://{TEAM_BUCKET}/{run_prefix}\nchampion: {champion.source}, {len(keys)} objects in "
+          f"s3://{TEAM_BUCKET}/mlartifacts")
+
+
+def test_a_second_machine_links_its_run_to_the_first_machines_training(first_machine, member, tmp_path,
+                                                                        monkeypatch):
+    root, trained = first_machine
+    second = tiny_project(tmp_path / "machine-2")
+    for folder in ("data/prepared", "results/train"):  # what `dvc pull` brings (test_dvc_remote_in_the_bucket)
+        shutil.copytree(root / folder, second / folder)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}  # another machine: another process
+    done = subprocess.run([sys.executable, "-m", "stages.cli", "evaluate", "--threshold", "0.3"], cwd=second, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    found = member.search_runs([trained.info.experiment_id], f"tags.`csra.train_run_id` = '{trained.info.run_id}'")
+    [linked] = found
+    assert linked.data.tags["mlflow.parentRunId"] == trained.info.run_id and "mAP" in linked.data.metrics
+
+
+def test_a_third_machine_loads_the_champion_from_the_bucket_with_the_same_scores(first_machine, member, tmp_path,
+                                                                                monkeypatch):
+    root, _ = first_machine
+    monkeypatch.chdir(tmp_path)  # nothing of the first machine here but one photo
+    photo = sorted((root / "data/prepared/synthetic/demo").iterdir())[0]
+    pixels = load_image(photo)
+    served = mlflow.pyfunc.load_model(CHAMPION)
+    scores = torch.tensor(served.predict(pixels.unsqueeze(0).numpy()).to_numpy(dtype="float32"))[0]
+    model, saved = load_checkpoint_model(root / "results/train/best.pt")
+    with torch.no_grad():
+        expected = ScoringModel(model)(pixels.unsqueeze(0))[0]
+    assert scores.shape == expected.shape == (10,) and torch.allclose(scores, expected, atol=PARITY_TOLERANCE)
+
+
+def git(*args, cwd):
+    subprocess.run(["git", "-c", "init.defaultBranch=main", *args], cwd=cwd, check=True, capture_output=True,
+                   env={**os.environ, **GIT_ENV})
+
+
+def test_dvc_remote_in_the_bucket_gives_the_same_bytes_to_another_clone(first_machine, team_server, postgres, s3,
+                                                                        tmp_path):
+    """docs/team.md's DVC blocks as written: the remote added and pushed from one clone, pulled into another."""
+    root, _ = first_machine
+    first = tmp_path / "clone-1"
+    for folder in ("data/prepared", "results/train"):
+        shutil.copytree(root / folder, first / folder)
+    git("init", "-q", cwd=first)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=first, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "add", "-q", "data/prepared", "results/train/best.pt"], cwd=first,
+                   check=True)
+    git("add", "-A", cwd=first)
+    git("commit", "-qm", "data and model", cwd=first)
+    reader = page_reader(first, tmp_path, postgres, s3)
+    (tmp_path / "logs").mkdir()
+    page = blocks(PAGE)
+    [push] = [b for b in page if "dvc push" in b.text]
+    [pull] = [b for b in page if "dvc pull" in b.text]
+    reader.run(next(b for b in page if b.text.strip() == ". .venv/bin/activate"))
+    began = time.monotonic()
+    pushed = reader.run(push)
+    push_s = time.monotonic() - began
+    secret = s3.env["AWS_SECRET_ACCESS_KEY"]  # committed: the remote; in config.local only: its credentials
+    assert secret not in (first / ".dvc/config").read_text() and secret in (first / ".dvc/config.local").read_text()
+    git("ls-files", "--error-unmatch", ".dvc/config", cwd=first)
+    second = tmp_path / "clone-2"
+    git("clone", "-q", str(first), str(second), cwd=tmp_path)
+    reader = page_reader(second, tmp_path, postgres, s3)
+    reader.run(next(b for b in page if b.text.strip() == ". .venv/bin/activate"))
+    began = time.monotonic()
+    pulled = reader.run(pull)
+    pull_s = time.monotonic() - began
+    files = [p.relative_to(first) for p in (first / "data/prepared").rglob("*") if p.is_file()]
+    files.append(Path("results/train/best.pt"))
+    assert all((second / f).read_bytes() == (first / f).read_bytes() for f in files)
+    assert "Cache and remote 'team' are in sync." in pulled, pulled
+    size = sum((first / f).stat().st_size for f in files)
+    print(f"\ndvc push {push_s:.1f} s, dvc pull {pull_s:.1f} s (each with its three remote lines): {len(files)} files, "
+          f"{size / 1e6:.1f} MB\n{pushed.strip()}\n{pulled.strip()}")
+
+
+# --- bad set-ups: one line each, before any work ----------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def broken_servers(s3, tmp_path_factory, mlflow_template):
+    """Two tracking servers whose artifact store fails: (bucket missing, credentials refused) URLs."""
+    root = tmp_path_factory.mktemp("broken")
+    settings = {"missing": ("s3://no-such-bucket/mlartifacts", s3.env),
+                "refused": (f"s3://{BUCKET}/mlartifacts", {**s3.env, "AWS_SECRET_ACCESS_KEY": "not-the-secret"})}
+    servers, urls = [], {}
+    for name, (destination, env) in settings.items():
+        folder, port = root / name, free_port()
+        folder.mkdir()
+        servers.append((start([str(BIN / "mlflow"), "server", "--backend-store-uri", new_store(folder, mlflow_template),
+                               "--artifacts-destination", destination, "--host", "127.0.0.1", "--port", str(port),
+                               "--workers", "1"], folder / "server.log", cwd=folder,
+                              MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", **env), folder / "server.log"))
+        urls[name] = f"http://127.0.0.1:{port}"
+    try:
+        for (server, log), url in zip(servers, urls.values()):
+            wait_until_answers(f"{url}/health", server, log)
+        yield urls
+    finally:
+        for server, _ in servers:
+            stop(server)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """A prepared tiny dataset, for the stages that must stop before they train on it."""
+    root = tiny_project(tmp_path_factory.mktemp("prepared"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        code, output = run("prepare")
+    assert code == 0, output
+    return root / "data"
+
+
+def bad_train(prepared_data, tmp_path, monkeypatch, uri, *needles):
+    root = tiny_project(tmp_path / "machine")
+    (root / "data").symlink_to(prepared_data)
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    began = time.monotonic()
+    code, output = run("train")
+    print("\n" + output.strip().splitlines()[-1])  # for the record
+    assert_one_line_error(code, output, *needles)
+    assert time.monotonic() - began < 20 and not (root / "results").exists() and not (root / "mlflow-pending").exists()
+
+
+def test_a_wrong_database_password_is_one_line(prepared, postgres, tmp_path, monkeypatch):
+    bad_train(prepared, tmp_path, monkeypatch, postgres.url("postgres", "postgres", "wrong"),
+              "MLflow tracking store (MLFLOW_TRACKING_URI) postgresql://postgres:***@127.0.0.1",
+              "refused user 'postgres' (wrong password): fix the user and password in the URL")
+
+
+def test_a_database_that_is_down_is_one_line(prepared, tmp_path, monkeypatch):
+    port = free_port()
+    bad_train(prepared, tmp_path, monkeypatch, f"postgresql://mlflow:secret@127.0.0.1:{port}/mlflow",
+              f"the database server at 127.0.0.1:{port} does not answer (connection refused): start the database "
+              "there, or fix the host and port in the URL")
+
+
+def test_a_missing_database_is_one_line(prepared, postgres, tmp_path, monkeypatch):
+    bad_train(prepared, tmp_path, monkeypatch, postgres.url("nodb", *SUPERUSER),
+              "has no database 'nodb': create it (`createdb --owner postgres nodb`)")
+
+
+def test_an_unreachable_server_is_one_line(prepared, tmp_path, monkeypatch):
+    url = f"http://127.0.0.1:{free_port()}"
+    bad_train(prepared, tmp_path, monkeypatch, url, f"the MLflow server at {url} does not answer (connection refused): "
+                                                    "start it, or set MLFLOW_TRACKING_URI to its address")
+
+
+def test_a_missing_bucket_is_one_line(prepared, broken_servers, tmp_path, monkeypatch):
+    url = broken_servers["missing"]
+    bad_train(prepared, tmp_path, monkeypatch, url, f"the MLflow server at {url} cannot use its artifact store "
+                                          "s3://no-such-bucket/mlartifacts (The specified bucket does not exist): "
+                                          "create the bucket, or fix the server's --artifacts-destination")
+
+
+def test_refused_s3_credentials_are_one_line(prepared, broken_servers, tmp_path, monkeypatch):
+    url = broken_servers["refused"]
+    bad_train(prepared, tmp_path, monkeypatch, url, f"the MLflow server at {url} cannot use its artifact store "
+                                          f"s3://{BUCKET}/mlartifacts (The request signature we calculated",
+              "fix the credentials the server runs with (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+
+
+def test_a_study_storage_with_a_wrong_password_is_one_line(postgres, tmp_path, monkeypatch):
+    tiny_project(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    code, output = run("search", "--study", "s", "--storage", postgres.url("postgres", "postgres", "wrong"),
+                       "--trials", "1", "--no-promote")
+    print("\n" + output.strip().splitlines()[-1])
+    assert_one_line_error(code, output, "--storage postgresql://postgres:***@127.0.0.1",
+                          "refused user 'postgres' (wrong password)")
+    assert not (tmp_path / "optuna.db").exists()
+
+
+# --- a study on the team's database -----------------------------------------------------------------------------
+
+def test_two_machines_run_one_study_on_postgresql_and_one_server(team_server, postgres, prepared, tmp_path):
+    """Two invocations in folders of their own (two machines) run trials of one study on docs/team.md's `optuna`
+    database, tracking to the server as alice: each runs one, none the other's, both nested under one study run."""
+    from helpers import REPO, compose, tiny_conf
+
+    storage = postgres.url("optuna", "mlflow", "mlflow-db-password")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_S3"))}
+    env.update(MLFLOW_TRACKING_URI=team_server.url, **dict(zip(USER_VARIABLES, ALICE)))
+    workers = []
+    for name in ("machine-a", "machine-b"):
+        root = tmp_path / name
+        shutil.copytree(REPO / "conf", root / "conf")
+        tiny_conf(root / "conf")
+        grid = {"sampler": {"name": "grid", "seed": 0}, "pruner": {"name": "none"},
+                "params": {"train.epochs": {"choices": [1]}, "train.lam": {"choices": [0.1, 0.3]}}}
+        (root / "conf/search/team.yaml").write_text(yaml.safe_dump(grid))
+        compose(root)
+        (root / "data").symlink_to(prepared)
+        workers.append(subprocess.Popen([sys.executable, "-m", "stages.cli", "search", "--study", "team", "--space",
+                                         "team", "--storage", storage, "--trials", "1", "--no-promote"], cwd=root,
+                                        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outputs = [worker.communicate(timeout=300)[0] for worker in workers]
+    assert all(worker.returncode == 0 for worker in workers), "\n".join(outputs)
+    import optuna
+
+    trials = optuna.load_study(study_name="team", storage=storage).get_trials()
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert sorted(t.params["train.lam"] for t in trials) == [0.1, 0.3]  # no point twice
+    assert len({t.user_attrs["pid"] for t in trials}) == 2
+    client = MlflowClient(team_server.url)
+    with pytest.MonkeyPatch.context() as patch:
+        as_user(patch, ALICE)
+        [parent] = client.search_runs([client.get_experiment_by_name("csra").experiment_id],
+                                      "attributes.run_name = 'study team'")
+        nested = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert sorted(r.data.tags["optuna.trial"] for r in nested) == ["0", "1"]
+    print("\n" + "\n".join(f"trial {t.number}: {t.state.name}, lam {t.params['train.lam']}, val mAP {t.value:.2f}, "
+                           f"pid {t.user_attrs['pid']}, run {t.user_attrs['mlflow_run_id']}" for t in trials))
