@@ -1,5 +1,5 @@
 """Exported forms match the eager model to 1e-4; `csra export` logs the program once per trained model and
-registers it (serving it: tests/stages/test_team.py)."""
+registers it (serving it: tests/stages/team/test_stack.py)."""
 
 import json
 import sys

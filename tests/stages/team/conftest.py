@@ -29,6 +29,7 @@ TEAM_BUCKET = "csra-team"
 PAGE = REPO / "docs/team.md"
 MEMBERS = "## The members' machines"  # the heading after the server's set-up
 ADMIN, ALICE = ("admin", "a-long-admin-password"), ("alice", "alice-password-1")  # as docs/team.md makes them
+BOB = ("bob", "bob-password-22")  # a member with the page's default permission, READ: he was granted nothing
 WAIT_S = 60
 
 

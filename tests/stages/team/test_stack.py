@@ -7,11 +7,13 @@ and every bad set-up one `error:` line before any work."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import mlflow
 import pytest
 import torch
 import yaml
-from conftest import ALICE, BUCKET, PAGE, SUPERUSER, TEAM_BUCKET, page_reader
+from conftest import ALICE, BOB, BUCKET, PAGE, SUPERUSER, TEAM_BUCKET, page_reader
 from docs_runner import blocks
 from helpers import (
     BIN,
@@ -29,6 +31,7 @@ from helpers import (
     free_port,
     merge,
     new_store,
+    post_json,
     repo_params,
     run,
     start,
@@ -37,11 +40,14 @@ from helpers import (
     wait_until_answers,
 )
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from csra.data.loading import load_image
 from csra.deploy.export import PARITY_TOLERANCE
 from csra.deploy.scoring import ScoringModel
 from csra.model.checkpoints import load_checkpoint_model
+from stages.tracking import registry
+from stages.tracking.lineage import dvc_md5
 
 USER_VARIABLES = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 CHAMPION = "models:/csra-synthetic@champion"
@@ -129,18 +135,112 @@ def test_a_second_machine_links_its_run_to_the_first_machines_training(first_mac
     assert linked.data.tags["mlflow.parentRunId"] == trained.info.run_id and "mAP" in linked.data.metrics
 
 
-def test_a_third_machine_loads_the_champion_from_the_bucket_with_the_same_scores(first_machine, member, tmp_path,
-                                                                                monkeypatch):
+def test_the_run_has_its_data_machine_load_and_registration(first_machine, member):
+    root, trained = first_machine
+    found = member.get_run(trained.info.run_id)
+    assert found.info.run_name == "synthetic-resnet18"  # dataset (= recipe), backbone (no git commit in this folder)
+    inputs = {i.tags[0].value: i.dataset for i in found.inputs.dataset_inputs}
+    assert set(inputs) == {"training", "evaluation"} and inputs["training"].digest == dvc_md5(root / "data/prepared")
+    scored = inputs["evaluation"]  # the test file of the same prepared folder, under its own name
+    assert scored.name == "synthetic: test_voc07.json" and scored.digest == inputs["training"].digest
+    files = ("trainval_voc07.json", "val_voc07.json", "test_voc07.json")
+    counts = {name: len(json.loads((root / "data/prepared" / name).read_text())) for name in files}
+    assert json.loads(inputs["training"].profile) == counts and all(counts.values())
+    assert inputs["training"].name == "synthetic" and "data/prepared" in inputs["training"].source
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(found.data.metrics)
+    assert found.data.tags["test.file"] == "data/prepared/test_voc07.json"
+    # export joined the execution's run, registered version 1 and gave it the alias champion
+    recorded = mlflow.artifacts.load_dict(f"runs:/{trained.info.run_id}/export/registration.json")
+    assert recorded["version"] == "1" and recorded["champion"] == "1" and recorded["registered"] == "registered"
+    champion = member.get_model_version_by_alias("csra-synthetic", "champion")
+    metrics = json.loads((root / "results/evaluate/metrics.json").read_text())
+    assert registry.version_metric(champion, "mAP") == pytest.approx(metrics["mAP"], abs=1e-4)
+    assert champion.tags["dataset.digest"] == dvc_md5(root / "data/prepared")
+
+
+def test_a_third_machine_serves_the_champion_from_the_bucket_with_the_same_scores(first_machine, member, tmp_path):
+    """`mlflow models serve -m models:/csra-synthetic@champion` in a folder of its own, as a member with no bucket
+    credentials: the server hands it the model's files from the bucket, and it answers a photo with the eager
+    scores."""
     root, _ = first_machine
-    monkeypatch.chdir(tmp_path)  # nothing of the first machine here but one photo
-    photo = sorted((root / "data/prepared/synthetic/demo").iterdir())[0]
-    pixels = load_image(photo)
-    served = mlflow.pyfunc.load_model(CHAMPION)
-    scores = torch.tensor(served.predict(pixels.unsqueeze(0).numpy()).to_numpy(dtype="float32"))[0]
+    pixels = load_image(sorted((root / "data/prepared/synthetic/demo").iterdir())[0])
+    port, log = free_port(), tmp_path / "serve.log"
+    served = start([str(BIN / "mlflow"), "models", "serve", "-m", CHAMPION, "--env-manager", "local", "--host",
+                    "127.0.0.1", "--port", str(port)], log, cwd=tmp_path)
+    try:
+        wait_until_answers(f"http://127.0.0.1:{port}/ping", served, log)
+        answer = post_json(f"http://127.0.0.1:{port}/invocations", {"inputs": [pixels.tolist()]})
+    finally:
+        stop(served)
     model, saved = load_checkpoint_model(root / "results/train/best.pt")
     with torch.no_grad():
         expected = ScoringModel(model)(pixels.unsqueeze(0))[0]
-    assert scores.shape == expected.shape == (10,) and torch.allclose(scores, expected, atol=PARITY_TOLERANCE)
+    assert list(answer["predictions"][0]) == saved["classes"]  # {class: score}, in the model's class order
+    scores = torch.tensor(list(answer["predictions"][0].values()))
+    assert scores.shape == (10,) and torch.allclose(scores, expected, atol=PARITY_TOLERANCE)
+    print(f"\nserved answer: {answer['predictions'][0]}")
+
+
+def test_demo_and_export_take_the_champion(first_machine, member, tmp_path, monkeypatch):
+    monkeypatch.chdir(first_machine[0])
+    code, output = run("demo", "--model-uri", CHAMPION, "--out-dir", str(tmp_path / "served"))
+    assert code == 0 and f"heatmaps: none: {CHAMPION} is the served model" in output, output
+    code, output = run("demo", "--out-dir", str(tmp_path / "eager"))
+    assert code == 0, output
+    served, eager = (json.loads((tmp_path / name / "predictions.json").read_text()) for name in ("served", "eager"))
+    assert [p["image"] for p in served] == [p["image"] for p in eager]
+    assert all(abs(s["scores"][c] - e["scores"][c]) <= PARITY_TOLERANCE for s, e in zip(served, eager)
+               for c in e["scores"])
+    assert not (tmp_path / "served/heatmaps").exists() and (tmp_path / "eager/heatmaps").is_dir()
+    code, output = run("export", "--model-uri", CHAMPION, "--out-dir", str(tmp_path / "export"))
+    assert code == 0, output
+    contract = json.loads((tmp_path / "export/export.json").read_text())
+    assert contract["source"] == "models:/csra-synthetic/1" and len(contract["output"]["classes"]) == 10
+
+
+def test_a_client_without_credentials_is_refused(first_machine, member, monkeypatch, tmp_path):
+    root, url = first_machine[0], member.tracking_uri
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/search?max_results=1", timeout=30)
+    assert answer.value.code == 401
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.mlflow/credentials either
+    for variable in USER_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    began = time.monotonic()
+    code, output = run("demo", "--model-uri", CHAMPION, "--out-dir", str(tmp_path / "demo"))
+    assert_one_line_error(code, output, f"the MLflow server at {url} refused the request (401 unauthenticated): "
+                                        "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+    assert time.monotonic() - began < 10, "a refusal is final: MLflow's client must not retry it"
+    as_user(monkeypatch, (ALICE[0], "not-the-password"))
+    code, output = run("demo", "--model-uri", CHAMPION, "--out-dir", str(tmp_path / "demo"))
+    assert_one_line_error(code, output, "refused user 'alice' (401 unauthenticated): check MLFLOW_TRACKING_USERNAME")
+
+
+def test_a_reader_cannot_register_a_version_nor_move_the_champion(first_machine, member, monkeypatch, tmp_path):
+    """bob holds the page's default permission, READ: he reads the champion, and may neither register a version,
+    move the alias, nor log a run."""
+    root, url = first_machine[0], member.tracking_uri
+    as_user(monkeypatch, BOB)
+    reader = MlflowClient()
+    champion = reader.get_model_version_by_alias("csra-synthetic", "champion")  # reading is allowed
+    refused = [lambda: reader.create_model_version("csra-synthetic", champion.source, champion.run_id),
+               lambda: reader.set_registered_model_alias("csra-synthetic", "champion", "2")]
+    for call in refused:
+        with pytest.raises(MlflowException) as error:
+            call()
+        assert error.value.error_code == "PERMISSION_DENIED" and error.value.get_http_status_code() == 403
+    as_user(monkeypatch, ALICE)
+    assert [v.version for v in MlflowClient().search_model_versions("name = 'csra-synthetic'")] == ["1"]
+    assert MlflowClient().get_model_version_by_alias("csra-synthetic", "champion").version == "1"
+    # a stage run by the reader: train gets as far as opening its run
+    (tmp_path / "params.yaml").write_text((root / "params.yaml").read_text())
+    os.symlink(root / "data", tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    as_user(monkeypatch, BOB)
+    code, output = run("train")
+    assert_one_line_error(code, output, f"the MLflow server at {url} refused user 'bob' (403 permission denied): "
+                                        "the user may not log runs to the experiment 'csra'")
 
 
 def git(*args, cwd):
