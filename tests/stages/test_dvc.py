@@ -227,14 +227,14 @@ def test_an_edit_of_conf_stops_repro_until_params_composes_it_then_reruns_what_i
 
 
 def test_a_search_trains_its_trials_and_its_best_becomes_an_experiment(pipeline_project, monkeypatch):
-    """`csra search` in the project: its trials, then the best as the DVC experiment <study>-best, which
+    """`csra search` in the project: a trial, then the best as the DVC experiment <study>-best, which
     reproduces the trial's best validation mAP; `dvc exp show` lists it beside the baseline, MLflow holds its run
     (named apart from the study's parent run, `study <study>`) and the study's parent run names it."""
     project = pipeline_project
     space = {"sampler": {"name": "grid"}, "pruner": "none", "params": {"train.lam": {"choices": [0.2, 0.7]}}}
     (project / "conf/search/pair.yaml").write_text(yaml.safe_dump(space))
     monkeypatch.chdir(project)
-    out = ok("search", "--study", "pair", "--space", "pair", "--trials", "2")
+    out = ok("search", "--study", "pair", "--space", "pair", "--trials", "1")  # one trial: the promotion is the point
     best = optuna.load_study(study_name="pair", storage=f"sqlite:///{project / 'optuna.db'}").best_trial
     assert f"DVC experiment pair-best: best val mAP {best.value:.4f} = the trial's" in out
     shown = json.loads(dvc("exp", "show", "--json", cwd=project))
