@@ -34,7 +34,7 @@ from csra.errors import CSRAError, first_line
 from csra.fileio import write_json, write_text
 
 log = logging.getLogger("csra.tracking")
-PENDING = "mlflow-pending"  # at the repository root, beside mlflow.db: one folder per run with records unsent
+PENDING = "mlflow-pending"  # beside a SQLite store, else at the repository root: a folder per run with records unsent
 RECORDS, SENT, ABOUT, FILES, LOCK = "records.jsonl", "sent", "run.json", "files", "lock"
 # The store refused the record itself (it will refuse it again): the record is left out with a warning.
 REFUSED_RECORD = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "BAD_REQUEST", "INVALID_STATE"}

@@ -35,8 +35,12 @@ def repo_root(cwd: Path | None = None) -> Path:
 
 
 def pending_root() -> Path:
-    """Where the records of runs that the store has not taken yet are kept (outbox.py): at the repository root,
-    beside the default store, so a DVC temporary workspace keeps them there too."""
+    """Where the records of runs that the store has not taken yet are kept (outbox.py): beside a SQLite store's file
+    (the default store's: the repository root), else at the repository root; a DVC temporary workspace keeps them
+    there too."""
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):]).resolve().parent / PENDING
     return repo_root() / PENDING
 
 
