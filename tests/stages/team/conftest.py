@@ -18,8 +18,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import yaml
 from docs_runner import Reader, blocks, unactivated_env
-from helpers import BIN, REPO, free_port, start, stop
+from helpers import BIN, REPO, TINY, free_port, merge, repo_params, run, start, stop
 
 PG_BIN = Path(importlib.util.find_spec("pgserver").origin).parent / "pginstall" / "bin"  # not imported: it warns
 SUPERUSER = ("postgres", "superuser-password")
@@ -185,3 +186,23 @@ def team_server(postgres, s3, tmp_path_factory):
         yield TeamServer(f"http://127.0.0.1:{reader.ports['5000']}", reader)
     finally:
         reader.close()
+
+
+def tiny_project(root):
+    """A machine's folder: the tiny params, tracking every 0.5 s of machine load (a tiny training lasts seconds)."""
+    root.mkdir(parents=True, exist_ok=True)
+    params = merge(repo_params(), TINY)
+    params["tracking"]["system_metrics"] = 0.5
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    return root
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory):
+    """A prepared tiny dataset, for the stages that must stop before they train on it."""
+    root = tiny_project(tmp_path_factory.mktemp("prepared"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        code, output = run("prepare")
+    assert code == 0, output
+    return root / "data"

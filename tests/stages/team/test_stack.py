@@ -21,18 +21,14 @@ import mlflow
 import pytest
 import torch
 import yaml
-from conftest import ALICE, BOB, BUCKET, PAGE, SUPERUSER, TEAM_BUCKET, page_reader
+from conftest import ALICE, BOB, PAGE, TEAM_BUCKET, page_reader, tiny_project
 from docs_runner import blocks
 from helpers import (
     BIN,
     GIT_ENV,
-    TINY,
     assert_one_line_error,
     free_port,
-    merge,
-    new_store,
     post_json,
-    repo_params,
     run,
     start,
     stop,
@@ -56,15 +52,6 @@ CHAMPION = "models:/csra-synthetic@champion"
 def as_user(patch, user):
     for variable, value in zip(USER_VARIABLES, user):
         patch.setenv(variable, value)
-
-
-def tiny_project(root):
-    """A machine's folder: the tiny params, tracking every 0.5 s of machine load (a tiny training lasts seconds)."""
-    root.mkdir(parents=True, exist_ok=True)
-    params = merge(repo_params(), TINY)
-    params["tracking"]["system_metrics"] = 0.5
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -287,104 +274,6 @@ def test_dvc_remote_in_the_bucket_gives_the_same_bytes_to_another_clone(first_ma
     size = sum((first / f).stat().st_size for f in files)
     print(f"\ndvc push {push_s:.1f} s, dvc pull {pull_s:.1f} s (each with its three remote lines): {len(files)} files, "
           f"{size / 1e6:.1f} MB\n{pushed.strip()}\n{pulled.strip()}")
-
-
-# --- bad set-ups: one line each, before any work ----------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def broken_servers(s3, tmp_path_factory, mlflow_template):
-    """Two tracking servers whose artifact store fails: (bucket missing, credentials refused) URLs."""
-    root = tmp_path_factory.mktemp("broken")
-    settings = {"missing": ("s3://no-such-bucket/mlartifacts", s3.env),
-                "refused": (f"s3://{BUCKET}/mlartifacts", {**s3.env, "AWS_SECRET_ACCESS_KEY": "not-the-secret"})}
-    servers, urls = [], {}
-    for name, (destination, env) in settings.items():
-        folder, port = root / name, free_port()
-        folder.mkdir()
-        servers.append((start([str(BIN / "mlflow"), "server", "--backend-store-uri", new_store(folder, mlflow_template),
-                               "--artifacts-destination", destination, "--host", "127.0.0.1", "--port", str(port),
-                               "--workers", "1"], folder / "server.log", cwd=folder,
-                              MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", **env), folder / "server.log"))
-        urls[name] = f"http://127.0.0.1:{port}"
-    try:
-        for (server, log), url in zip(servers, urls.values()):
-            wait_until_answers(f"{url}/health", server, log)
-        yield urls
-    finally:
-        for server, _ in servers:
-            stop(server)
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    """A prepared tiny dataset, for the stages that must stop before they train on it."""
-    root = tiny_project(tmp_path_factory.mktemp("prepared"))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(root)
-        code, output = run("prepare")
-    assert code == 0, output
-    return root / "data"
-
-
-def bad_train(prepared_data, tmp_path, monkeypatch, uri, *needles):
-    root = tiny_project(tmp_path / "machine")
-    (root / "data").symlink_to(prepared_data)
-    monkeypatch.chdir(root)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    began = time.monotonic()
-    code, output = run("train")
-    print("\n" + output.strip().splitlines()[-1])  # for the record
-    assert_one_line_error(code, output, *needles)
-    assert time.monotonic() - began < 20 and not (root / "results").exists() and not (root / "mlflow-pending").exists()
-
-
-def test_a_wrong_database_password_is_one_line(prepared, postgres, tmp_path, monkeypatch):
-    bad_train(prepared, tmp_path, monkeypatch, postgres.url("postgres", "postgres", "wrong"),
-              "MLflow tracking store (MLFLOW_TRACKING_URI) postgresql://postgres:***@127.0.0.1",
-              "refused user 'postgres' (wrong password): fix the user and password in the URL")
-
-
-def test_a_database_that_is_down_is_one_line(prepared, tmp_path, monkeypatch):
-    port = free_port()
-    bad_train(prepared, tmp_path, monkeypatch, f"postgresql://mlflow:secret@127.0.0.1:{port}/mlflow",
-              f"the database server at 127.0.0.1:{port} does not answer (connection refused): start the database "
-              "there, or fix the host and port in the URL")
-
-
-def test_a_missing_database_is_one_line(prepared, postgres, tmp_path, monkeypatch):
-    bad_train(prepared, tmp_path, monkeypatch, postgres.url("nodb", *SUPERUSER),
-              "has no database 'nodb': create it (`createdb --owner postgres nodb`)")
-
-
-def test_an_unreachable_server_is_one_line(prepared, tmp_path, monkeypatch):
-    url = f"http://127.0.0.1:{free_port()}"
-    bad_train(prepared, tmp_path, monkeypatch, url, f"the MLflow server at {url} does not answer (connection refused): "
-                                                    "start it, or set MLFLOW_TRACKING_URI to its address")
-
-
-def test_a_missing_bucket_is_one_line(prepared, broken_servers, tmp_path, monkeypatch):
-    url = broken_servers["missing"]
-    bad_train(prepared, tmp_path, monkeypatch, url, f"the MLflow server at {url} cannot use its artifact store "
-                                          "s3://no-such-bucket/mlartifacts (The specified bucket does not exist): "
-                                          "create the bucket, or fix the server's --artifacts-destination")
-
-
-def test_refused_s3_credentials_are_one_line(prepared, broken_servers, tmp_path, monkeypatch):
-    url = broken_servers["refused"]
-    bad_train(prepared, tmp_path, monkeypatch, url, f"the MLflow server at {url} cannot use its artifact store "
-                                          f"s3://{BUCKET}/mlartifacts (The request signature we calculated",
-              "fix the credentials the server runs with (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
-
-
-def test_a_study_storage_with_a_wrong_password_is_one_line(postgres, tmp_path, monkeypatch):
-    tiny_project(tmp_path)
-    monkeypatch.chdir(tmp_path)
-    code, output = run("search", "--study", "s", "--storage", postgres.url("postgres", "postgres", "wrong"),
-                       "--trials", "1", "--no-promote")
-    print("\n" + output.strip().splitlines()[-1])
-    assert_one_line_error(code, output, "--storage postgresql://postgres:***@127.0.0.1",
-                          "refused user 'postgres' (wrong password)")
-    assert not (tmp_path / "optuna.db").exists()
 
 
 # --- a study on the team's database -----------------------------------------------------------------------------
