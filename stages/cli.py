@@ -193,13 +193,16 @@ def search(
     promote: Annotated[bool | None, typer.Option("--promote/--no-promote", help="Make the best trial a DVC "
                                                  "experiment (default: after this invocation's trials); "
                                                  "--promote with --trials 0: only that.")] = None,
+    grace: Annotated[int, typer.Option(min=3, help="Seconds a trial's worker on a database storage may stay silent "
+                                                   "(its machine died) before the next worker marks the trial "
+                                                   "failed.")] = 90,
     params_file: ParamsOption = DEFAULT_PARAMS_PATH,
 ) -> None:
     """Search train's params with Optuna: every trial trains as `csra train` does, is scored by its best validation
     mAP and recorded as an MLflow run nested under the study's; the best becomes a DVC experiment."""
     from stages.search import study as stage
 
-    stage.run(params_file, study, storage, space, trials, jobs, promote)
+    stage.run(params_file, study, storage, space, trials, jobs, promote, grace)
 
 
 @app.command()

@@ -20,14 +20,16 @@ from stages.search.records import stale_trial
 from stages.search.space import Space
 
 DEFAULT_STORAGE = "optuna.db"  # the embedded study storage at the repository root (git-ignored)
-# An RDB storage's workers beat every HEARTBEAT s; a trial whose worker is silent for GRACE s (a machine that died)
-# is marked failed by the next worker that starts a trial. A dead worker process is marked at once by its invocation.
+# An RDB storage's workers beat every HEARTBEAT s (or a third of a shorter grace period); a trial whose worker is silent
+# for GRACE s (`csra search --grace`: a machine that died) is marked failed by the next worker that starts a trial or
+# ends its invocation. A dead worker process is marked at once by its invocation.
 HEARTBEAT, GRACE = 20, 90
 SCHEMA_TRIES = 3  # times a worker opens a new database's schema that another worker is creating
 
 
-def open_storage(url: str) -> BaseStorage:
-    """Optuna's storage for url: a database URL (with heartbeats), else a journal file at that path."""
+def open_storage(url: str, grace: int = GRACE) -> BaseStorage:
+    """Optuna's storage for url: a database URL (with heartbeats, and grace seconds of silence before a trial counts
+    as dead), else a journal file at that path."""
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # the heartbeat's
     try:
         if "://" not in url:
@@ -38,8 +40,8 @@ def open_storage(url: str) -> BaseStorage:
         engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
         for attempt in range(SCHEMA_TRIES):
             try:
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT,
-                                                  grace_period=GRACE, heartbeat_stale_trial_callback=stale_trial)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat(grace),
+                                                  grace_period=grace, heartbeat_stale_trial_callback=stale_trial)
             except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
                 # workers that open a new database together each create Optuna's tables; on PostgreSQL all but one
                 # fail (a duplicate type or table): the tables now exist, and the next try finds them
@@ -50,6 +52,11 @@ def open_storage(url: str) -> BaseStorage:
         raise
     except Exception as e:  # a database that cannot be reached or read
         raise CSRAError(f"--storage {shown(url)}: {first_line(e)}") from None
+
+
+def heartbeat(grace: int) -> int:
+    """Seconds between a worker's beats: HEARTBEAT, or a third of a grace period shorter than three beats."""
+    return max(1, min(HEARTBEAT, grace // 3))
 
 
 def open_study(name: str, storage: BaseStorage, space: Space) -> tuple[optuna.Study, bool]:

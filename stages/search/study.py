@@ -8,7 +8,7 @@ The study lives in Optuna's storage: by default optuna.db (SQLite, git-ignored) 
 that every worker of the study shares, so that a later invocation, on any machine, continues it. Optuna hands each
 trial to one worker (trials.py; the storage: storage.py). In MLflow the study is one parent run and every trial a
 run nested under it; an invocation that ends while trials of other workers run leaves the parent run RUNNING,
-naming them, and the last to end closes it; the best trial becomes the DVC experiment <study>-best (records.py)."""
+naming them, and the last to end closes it and makes the best trial the DVC experiment <study>-best (records.py)."""
 
 
 from __future__ import annotations
@@ -23,9 +23,17 @@ from csra.settings import LOCAL, with_role
 from stages import train as train_stage
 from stages.databases import shown
 from stages.params import load_params
-from stages.search.records import best_trial, close_parent, parent_run, promote_best, summary
+from stages.search.records import (
+    best_trial,
+    close_parent,
+    numbers,
+    parent_run,
+    promote_best,
+    running_trials,
+    summary,
+)
 from stages.search.space import Space, load_space
-from stages.search.storage import DEFAULT_STORAGE, open_storage, open_study, storage_errors
+from stages.search.storage import DEFAULT_STORAGE, GRACE, open_storage, open_study, storage_errors
 from stages.search.trials import Search, Workers
 from stages.tracking.store import repo_root
 
@@ -33,7 +41,7 @@ DEFAULT_SPACE = "paper"
 
 
 def run(params_file: Path, study_name: str, storage_url: str | None, space_name: str | None, trials: int,
-        jobs: int, promote: bool | None) -> None:
+        jobs: int, promote: bool | None, grace: int = GRACE) -> None:
     """Run `trials` trials of the study over `jobs` workers here, then (promote not False) make its best trial a DVC
     experiment; promote True with no trials: only that."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -44,7 +52,7 @@ def run(params_file: Path, study_name: str, storage_url: str | None, space_name:
     root = repo_root()
     space = load_space(root / "conf", space_name, params_file) if space_name else None  # checked whole first
     url = storage_url or f"sqlite:///{root / DEFAULT_STORAGE}"
-    storage = open_storage(url)
+    storage = open_storage(url, grace)
     with storage_errors(url):
         known = {s.study_name: s for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     recorded = known[study_name].user_attrs.get("space") if study_name in known else None
@@ -73,7 +81,7 @@ def run(params_file: Path, study_name: str, storage_url: str | None, space_name:
     except BaseException:
         workers.stop()
         raise
-    search = Search(study_name, url, space, params_file.resolve(), parent, jobs)
+    search = Search(study_name, url, space, params_file.resolve(), parent, jobs, grace)
     try:
         workers.run(search)
     except BaseException as e:  # an interrupt (KeyboardInterrupt or a subclass) or a failure of this invocation
@@ -81,8 +89,15 @@ def run(params_file: Path, study_name: str, storage_url: str | None, space_name:
         raise
     summary(study)
     close_parent(parent, study, "FINISHED")
-    if promote is not False and best_trial(study) is not None:
-        promote_best(study, root, params.train.out_dir)
+    if promote is False or best_trial(study) is None:
+        return
+    running = running_trials(study)
+    if running and promote is None:  # the invocation that ends last promotes, once: the best of every trial
+        typer.echo(f"study {study_name}: the best trial is promoted by the last invocation to end (trial"
+                   f"{'s' if len(running) > 1 else ''} {numbers(running)} of other workers still run), or by "
+                   f"`csra search --study {study_name} --promote --trials 0`")
+        return
+    promote_best(study, root, params.train.out_dir)
 
 
 def check_continued(began: optuna.study.StudySummary, name: str, space: Space, base: dict[str, object],

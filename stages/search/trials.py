@@ -28,7 +28,7 @@ from stages.common import machine, one_line, show_library_warnings
 from stages.params import load_params
 from stages.search.records import STATE, mark_failed, shown_values, trial_name, trial_started, update_parent
 from stages.search.space import Space
-from stages.search.storage import open_storage
+from stages.search.storage import GRACE, open_storage
 from stages.tracking import runs
 from stages.tracking.runs import Recorder
 
@@ -45,6 +45,7 @@ class Search:
     params_file: Path
     parent_run_id: str
     jobs: int
+    grace: int = GRACE  # seconds of a worker's silence before its trial counts as dead (a database storage)
 
 
 class TrialRecord(train_stage.Record):
@@ -122,7 +123,7 @@ def work(search: Search, index: int, remaining: Synchronized, current: Synchroni
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     if search.jobs > 1 and "OMP_NUM_THREADS" not in os.environ:  # the cores are shared among the workers
         torch.set_num_threads(max(1, machine()[0] // search.jobs))
-    storage = open_storage(search.storage)
+    storage = open_storage(search.storage, search.grace)
     study = optuna.load_study(study_name=search.study, storage=storage, pruner=search.space.make_pruner())
     seed = search.space.sampler.get("seed")
     if search.space.grid() is not None:  # a grid's order comes from its seed: every worker must hold the same one

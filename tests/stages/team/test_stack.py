@@ -9,7 +9,9 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -278,41 +280,76 @@ def test_dvc_remote_in_the_bucket_gives_the_same_bytes_to_another_clone(first_ma
 
 # --- a study on the team's database -----------------------------------------------------------------------------
 
+def search_worker(root: Path, storage: str, env: dict, *options: str) -> subprocess.Popen:
+    """`csra search` of the study team in root, a machine of its own (a process group: the machine dies whole)."""
+    return subprocess.Popen([sys.executable, "-m", "stages.cli", "search", "--study", "team", "--space", "team",
+                             "--storage", storage, "--trials", "1", *options], cwd=root, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
 def test_two_machines_run_one_study_on_postgresql_and_one_server(team_server, postgres, prepared, tmp_path):
-    """Two invocations in folders of their own (two machines) run trials of one study on docs/team.md's `optuna`
-    database, tracking to the server as alice: each runs one, none the other's, both nested under one study run."""
+    """Two machines (folders of their own) run trials of one study on docs/team.md's `optuna` database, tracking to
+    the server as alice. The first dies mid-trial (its whole process group killed); the second goes on, ends, leaves
+    the study's run open for the dead trial and the promotion to the last invocation; the first machine, back, finds
+    the dead trial's heartbeat stale past --grace, marks it failed (in Optuna and MLflow) and runs the next point."""
     from helpers import REPO, compose, tiny_conf
 
     storage = postgres.url("optuna", "mlflow", "mlflow-db-password")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_S3"))}
     env.update(MLFLOW_TRACKING_URI=team_server.url, **dict(zip(USER_VARIABLES, ALICE)))
-    workers = []
+    machines = []
     for name in ("machine-a", "machine-b"):
         root = tmp_path / name
         shutil.copytree(REPO / "conf", root / "conf")
         tiny_conf(root / "conf")
         grid = {"sampler": {"name": "grid", "seed": 0}, "pruner": {"name": "none"},
-                "params": {"train.epochs": {"choices": [1]}, "train.lam": {"choices": [0.1, 0.3]}}}
+                "params": {"train.epochs": {"choices": [3]}, "train.lam": {"choices": [0.1, 0.2, 0.3]}}}
         (root / "conf/search/team.yaml").write_text(yaml.safe_dump(grid))
         compose(root)
         (root / "data").symlink_to(prepared)
-        workers.append(subprocess.Popen([sys.executable, "-m", "stages.cli", "search", "--study", "team", "--space",
-                                         "team", "--storage", storage, "--trials", "1", "--no-promote"], cwd=root,
-                                        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-    outputs = [worker.communicate(timeout=300)[0] for worker in workers]
-    assert all(worker.returncode == 0 for worker in workers), "\n".join(outputs)
+        machines.append(root)
+    dying = search_worker(machines[0], storage, env, "--no-promote")
+    lines = []
+    for line in dying.stdout:  # the dying machine's trial has ended its first epoch
+        lines.append(line)
+        if re.match(r"trial 0: epoch\s+1/3", line):
+            break
+    else:
+        pytest.fail("".join(lines))
+    going_on = search_worker(machines[1], storage, env)  # promotes unless another worker's trial runs
+    os.killpg(dying.pid, signal.SIGKILL)
+    dying.wait()
+    killed_at = time.monotonic()
+    second = going_on.communicate(timeout=300)[0]
+    assert going_on.returncode == 0, second
     import optuna
 
     trials = optuna.load_study(study_name="team", storage=storage).get_trials()
-    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
-    assert sorted(t.params["train.lam"] for t in trials) == [0.1, 0.3]  # no point twice
-    assert len({t.user_attrs["pid"] for t in trials}) == 2
+    assert [t.state.name for t in trials] == ["RUNNING", "COMPLETE"], second
+    assert "study team: its MLflow run stays open (RUNNING) for trial 0 of other workers" in second
+    assert "the best trial is promoted by the last invocation to end (trial 0 of other workers still run)" in second
+    time.sleep(max(0.0, killed_at + 3 - time.monotonic()))
+    back = search_worker(machines[0], storage, env, "--no-promote", "--grace", "3")  # stale after 3 s of silence
+    third = back.communicate(timeout=300)[0]
+    assert back.returncode == 0, third
+    assert "warning: trial 0 of " in third and "stopped beating (its worker died): marked failed" in third, third
+    trials = optuna.load_study(study_name="team", storage=storage).get_trials()
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert sorted(t.params["train.lam"] for t in trials) == [0.1, 0.2, 0.3]  # no point twice
+    assert [t.user_attrs["pid"] for t in trials] == [dying.pid, going_on.pid, back.pid]
     client = MlflowClient(team_server.url)
     with pytest.MonkeyPatch.context() as patch:
         as_user(patch, ALICE)
         [parent] = client.search_runs([client.get_experiment_by_name("csra").experiment_id],
                                       "attributes.run_name = 'study team'")
         nested = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-    assert sorted(r.data.tags["optuna.trial"] for r in nested) == ["0", "1"]
-    print("\n" + "\n".join(f"trial {t.number}: {t.state.name}, lam {t.params['train.lam']}, val mAP {t.value:.2f}, "
-                           f"pid {t.user_attrs['pid']}, run {t.user_attrs['mlflow_run_id']}" for t in trials))
+        runs = {r.data.tags["optuna.trial"]: r for r in nested}
+        # the dead trial's epoch 1, kept on its machine and sent when that machine's next invocation opened the store
+        history = client.get_metric_history(runs["0"].info.run_id, "val_mAP")
+    assert {n: r.info.status for n, r in runs.items()} == {"0": "FAILED", "1": "FINISHED", "2": "FINISHED"}
+    assert [m.step for m in history] == [1]
+    assert (parent.info.status, parent.data.tags["running_trials"]) == ("FINISHED", "")
+    said = [line for line in (second + third).splitlines() if "promoted by" in line or "beating" in line
+            or "stays open" in line]
+    print("\n" + "\n".join(said + [f"trial {t.number}: {t.state.name}, lam {t.params['train.lam']}, pid "
+                                     f"{t.user_attrs['pid']}, run {t.user_attrs['mlflow_run_id']}" for t in trials]))
