@@ -28,12 +28,16 @@ from docs_runner import blocks
 from helpers import (
     BIN,
     GIT_ENV,
+    REPO,
     assert_one_line_error,
+    edit_params,
     free_port,
+    new_project,
     post_json,
     run,
     start,
     stop,
+    tiny_conf,
     training_run,
     wait_until_answers,
 )
@@ -58,16 +62,25 @@ def as_user(patch, user):
 
 @pytest.fixture(scope="module")
 def first_machine(team_server, tmp_path_factory):
-    """The first machine: prepare → train → evaluate → export against the team server as alice, which registers
-    csra-synthetic with the alias champion: (folder, the training run)."""
+    """The first machine: a clone of the project (the tiny settings, machine load sampled every 0.5 s) whose `dvc
+    repro` runs as docs/team.md's members' block says, as alice, with no bucket credentials: it records to the team
+    server and registers csra-synthetic with the alias champion; its outputs are then committed. (folder, the
+    training run)."""
+    def shape(conf):
+        tiny_conf(conf)
+        edit_params(conf / "config.yaml", **{"tracking.system_metrics": 0.5})
+
+    root = new_project(REPO, tmp_path_factory.mktemp("machine-1") / "project", shape)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_S3"))}
+    env.update(PATH=f"{BIN}{os.pathsep}{env['PATH']}", MLFLOW_TRACKING_URI=team_server.url,
+               **dict(zip(USER_VARIABLES, ALICE)))
+    done = subprocess.run([str(BIN / "dvc"), "repro"], cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    git("add", "-A", cwd=root)
+    git("commit", "-qm", "pipeline outputs", cwd=root)
     with pytest.MonkeyPatch.context() as patch:
-        root = tiny_project(tmp_path_factory.mktemp("machine-1"))
-        patch.chdir(root)
         patch.setenv("MLFLOW_TRACKING_URI", team_server.url)
         as_user(patch, ALICE)
-        for stage in ("prepare", "train", "evaluate", "export"):
-            code, output = run(stage)
-            assert code == 0, output
         mlflow.set_tracking_uri(team_server.url)
         return root, training_run(root / "results/train/best.pt")
 
@@ -97,13 +110,18 @@ def test_the_runs_are_in_postgresql_and_their_files_in_the_bucket(first_machine,
     assert any(k.endswith("model.pt2") for k in keys), keys
     champion = member.get_model_version_by_alias("csra-synthetic", "champion")
     assert champion.version == "1" and champion.run_id == trained.info.run_id
-    # the UI's artifact pages: a plot of the run, as the UI fetches it, streamed by the server from the bucket
+    # the UI's artifact pages: a plot of the training and a heatmap of the demo, as the UI fetches them, streamed
+    # by the server from the bucket
     [plot] = [k for k in keys if k.startswith(run_prefix) and k.endswith("pr_curves.png")]
+    heatmaps = [k for k in keys if "/artifacts/demo/heatmaps/" in k and k.endswith(".png")]
+    assert heatmaps, keys
     token = base64.b64encode(":".join(ALICE).encode()).decode()
-    page = urllib.request.Request(f"{member.tracking_uri}/get-artifact?path={plot[len(run_prefix):]}&run_uuid="
-                                  f"{trained.info.run_id}", headers={"Authorization": f"Basic {token}"})
-    with urllib.request.urlopen(page, timeout=30) as answer:
-        assert answer.read() == s3.client().get_object(Bucket=TEAM_BUCKET, Key=plot)["Body"].read()
+    for key in (plot, heatmaps[0]):
+        _, _, run_id, _, path = key.split("/", 4)  # mlartifacts/<experiment>/<run>/artifacts/<path>
+        page = urllib.request.Request(f"{member.tracking_uri}/get-artifact?path={path}&run_uuid={run_id}",
+                                      headers={"Authorization": f"Basic {token}"})
+        with urllib.request.urlopen(page, timeout=30) as answer:
+            assert answer.read() == s3.client().get_object(Bucket=TEAM_BUCKET, Key=key)["Body"].read()
     print(f"\nruns: {names}\nartifact URI of {trained.info.run_name}: {trained.info.artifact_uri} = "
           f"s3://{TEAM_BUCKET}/{run_prefix}\nchampion: {champion.source}, {len(keys)} objects in "
           f"s3://{TEAM_BUCKET}/mlartifacts")
@@ -127,7 +145,8 @@ def test_a_second_machine_links_its_run_to_the_first_machines_training(first_mac
 def test_the_run_has_its_data_machine_load_and_registration(first_machine, member):
     root, trained = first_machine
     found = member.get_run(trained.info.run_id)
-    assert found.info.run_name == "synthetic-resnet18"  # dataset (= recipe), backbone (no git commit in this folder)
+    commit = subprocess.run(["git", "rev-parse", "HEAD~1"], cwd=root, capture_output=True, text=True).stdout
+    assert found.info.run_name == f"synthetic-resnet18-{commit[:7]}"  # dataset (= recipe), backbone, the commit run
     inputs = {i.tags[0].value: i.dataset for i in found.inputs.dataset_inputs}
     assert set(inputs) == {"training", "evaluation"} and inputs["training"].digest == dvc_md5(root / "data/prepared")
     scored = inputs["evaluation"]  # the test file of the same prepared folder, under its own name
@@ -239,23 +258,16 @@ def git(*args, cwd):
 
 def test_dvc_remote_in_the_bucket_gives_the_same_bytes_to_another_clone(first_machine, team_server, postgres, s3,
                                                                         tmp_path):
-    """docs/team.md's DVC blocks as written: the remote added and pushed from one clone, pulled into another."""
-    root, _ = first_machine
-    first = tmp_path / "clone-1"
-    for folder in ("data/prepared", "results/train"):
-        shutil.copytree(root / folder, first / folder)
-    git("init", "-q", cwd=first)
-    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=first, check=True)
-    subprocess.run([sys.executable, "-m", "dvc", "add", "-q", "data/prepared", "results/train/best.pt"], cwd=first,
-                   check=True)
-    git("add", "-A", cwd=first)
-    git("commit", "-qm", "data and model", cwd=first)
+    """docs/team.md's DVC blocks as written: the remote added in the first machine's clone and pushed (the data and
+    the checkpoints its dvc.lock names), pulled into another clone."""
+    first, _ = first_machine
     reader = page_reader(first, tmp_path, postgres, s3)
     (tmp_path / "logs").mkdir()
     page = blocks(PAGE)
     [push] = [b for b in page if "dvc push" in b.text]
     [pull] = [b for b in page if "dvc pull" in b.text]
-    reader.run(next(b for b in page if b.text.strip() == ". .venv/bin/activate"))
+    activate = next(b for b in page if b.text.strip() == ". .venv/bin/activate")
+    reader.run(activate)
     began = time.monotonic()
     pushed = reader.run(push)
     push_s = time.monotonic() - began
@@ -265,16 +277,17 @@ def test_dvc_remote_in_the_bucket_gives_the_same_bytes_to_another_clone(first_ma
     second = tmp_path / "clone-2"
     git("clone", "-q", str(first), str(second), cwd=tmp_path)
     reader = page_reader(second, tmp_path, postgres, s3)
-    reader.run(next(b for b in page if b.text.strip() == ". .venv/bin/activate"))
+    reader.run(activate)
     began = time.monotonic()
     pulled = reader.run(pull)
     pull_s = time.monotonic() - began
-    files = [p.relative_to(first) for p in (first / "data/prepared").rglob("*") if p.is_file()]
-    files.append(Path("results/train/best.pt"))
+    files = [p.relative_to(first) for folder in ("data/prepared", "results") for p in (first / folder).rglob("*")
+             if p.is_file()]
+    assert Path("results/train/best.pt") in files and Path("data/prepared/test_voc07.json") in files
     assert all((second / f).read_bytes() == (first / f).read_bytes() for f in files)
     assert "Cache and remote 'team' are in sync." in pulled, pulled
     size = sum((first / f).stat().st_size for f in files)
-    print(f"\ndvc push {push_s:.1f} s, dvc pull {pull_s:.1f} s (each with its three remote lines): {len(files)} files, "
+    print(f"\ndvc push {push_s:.1f} s, dvc pull {pull_s:.1f} s (each with its remote lines): {len(files)} files, "
           f"{size / 1e6:.1f} MB\n{pushed.strip()}\n{pulled.strip()}")
 
 
@@ -292,7 +305,7 @@ def test_two_machines_run_one_study_on_postgresql_and_one_server(team_server, po
     the server as alice. The first dies mid-trial (its whole process group killed); the second goes on, ends, leaves
     the study's run open for the dead trial and the promotion to the last invocation; the first machine, back, finds
     the dead trial's heartbeat stale past --grace, marks it failed (in Optuna and MLflow) and runs the next point."""
-    from helpers import REPO, compose, tiny_conf
+    from helpers import compose
 
     storage = postgres.url("optuna", "mlflow", "mlflow-db-password")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_S3"))}
