@@ -90,8 +90,13 @@ def check_server(uri: str) -> None:
         http_request(creds, "/health", "GET", max_retries=0, timeout=CONNECT_S)
         listing = http_request(creds, "/api/2.0/mlflow-artifacts/artifacts", "GET", max_retries=0,
                                timeout=CONNECT_S * 3, params={"path": ""})
-    except Exception as e:  # refused, a host name that does not resolve, a timeout
+    except Exception as e:  # refused, a host name that does not resolve, a timeout, a certificate not trusted
         text = str(e).lower()
+        if "certificate verify failed" in text:
+            detail = text.split("certificate verify failed: ", 1)[-1].split(" (_ssl")[0].split("'")[0].strip(" )")
+            raise CSRAError(f"the MLflow server at {uri} shows a certificate this machine does not trust ({detail}): "
+                            "set MLFLOW_TRACKING_SERVER_CERT_PATH to the certificate of the CA that signed it"
+                            ) from None
         reason = ("connection refused" if "refused" in text else
                   "its host name is not known" if "name or service not known" in text or "resolve" in text else
                   f"no answer within {CONNECT_S} s" if "timed out" in text or "timeout" in text else

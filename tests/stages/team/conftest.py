@@ -10,9 +10,11 @@ import importlib.util
 import os
 import pwd
 import shutil
+import ssl
 import subprocess
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +34,8 @@ MEMBERS = "## The members' machines"  # the heading after the server's set-up
 ADMIN, ALICE = ("admin", "a-long-admin-password"), ("alice", "alice-password-1")  # as docs/team.md makes them
 BOB = ("bob", "bob-password-22")  # a member with the page's default permission, READ: he was granted nothing
 WAIT_S = 60
+PROXIED = "mlflow.example.org"  # the server's name on docs/team.md
+CERT_PATH = "MLFLOW_TRACKING_SERVER_CERT_PATH"
 
 
 @dataclass(frozen=True)
@@ -146,8 +150,45 @@ def s3(tmp_path_factory):
 
 @dataclass(frozen=True)
 class TeamServer:
-    url: str
+    url: str  # Caddy's HTTPS address in front of the server
+    cert: str  # the certificate of Caddy's CA, which the members trust (MLFLOW_TRACKING_SERVER_CERT_PATH)
     reader: Reader  # docs/team.md's reader, its example addresses standing for the test's servers
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What a member's machine sets (beside the user): the server's address and the CA it trusts."""
+        return {"MLFLOW_TRACKING_URI": self.url, CERT_PATH: self.cert}
+
+    def context(self) -> ssl.SSLContext:
+        """An HTTPS client's trust, as a member's: Caddy's CA."""
+        return ssl.create_default_context(cafile=self.cert)
+
+
+def start_proxy(root: Path, site: str) -> tuple[subprocess.Popen, str, Path]:
+    """docs/team.md's Caddyfile run its own way: its site at a free port of 127.0.0.1 (bound there only) with
+    Caddy's own CA (`tls internal`, as the page says for a private name); Caddy's state in root, no admin endpoint,
+    no HTTP port for redirects, nothing put in the machine's trust store. (Caddy, its URL, its CA's certificate)."""
+    port = free_port()
+    named = site.replace(f"{PROXIED} {{", f"https://127.0.0.1:{port} {{\n\tbind 127.0.0.1\n\ttls internal", 1)
+    assert named != site, site
+    config = root / "Caddyfile"
+    config.write_text(f"{{\n\tadmin off\n\tauto_https disable_redirects\n\tskip_install_trust\n"
+                      f"\tstorage file_system {root / 'caddy'}\n}}\n\n{named}")
+    log = root / "logs/caddy.log"
+    proxy = start([str(BIN / "caddy"), "run", "--config", str(config), "--adapter", "caddyfile"], log, cwd=root,
+                  XDG_DATA_HOME=str(root / "xdg"), XDG_CONFIG_HOME=str(root / "xdg"))
+    url, cert = f"https://127.0.0.1:{port}", root / "caddy/pki/authorities/local/root.crt"
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        assert proxy.poll() is None, log.read_text()
+        try:
+            context = ssl.create_default_context(cafile=cert)
+            with urllib.request.urlopen(f"{url}/health", timeout=2, context=context) as answer:
+                assert answer.status == 200
+                return proxy, url, cert
+        except (OSError, ssl.SSLError):  # the CA not made yet, the port not open yet
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
 
 
 def page_reader(root: Path, home: Path, postgres: Postgres, s3: S3, server: str = "") -> Reader:
@@ -168,7 +209,7 @@ def page_reader(root: Path, home: Path, postgres: Postgres, s3: S3, server: str 
 def team_server(postgres, s3, tmp_path_factory):
     """The server's machine as docs/team.md sets it up, every command as written: the database and its users, the
     bucket, basic_auth.ini, `mlflow server --app-name basic-auth` on PostgreSQL with proxied artifacts in the bucket,
-    and the members alice and bob."""
+    Caddy in front of it (HTTPS), and the members alice and bob, made through Caddy."""
     root = tmp_path_factory.mktemp("team-server")
     (root / "logs").mkdir()
     (root / "home").mkdir()
@@ -176,16 +217,27 @@ def team_server(postgres, s3, tmp_path_factory):
     members = next(number for number, line in enumerate(PAGE.read_text().splitlines(), start=1)
                    if line == MEMBERS)
     reader = page_reader(root / "project", root / "home", postgres, s3)
+    proxy, site = None, None
     try:
         for block in page:
             if block.line > members:
                 break
-            if block.kind == "server":  # from now on, the page's address of the server is this one
-                reader.hosts["https://mlflow.example.org"] = "http://127.0.0.1:5000"
-            reader.run(block)
-        yield TeamServer(f"http://127.0.0.1:{reader.ports['5000']}", reader)
+            if block.kind == "server":  # the page's address of the server is this one, until Caddy is in front
+                reader.hosts[f"https://{PROXIED}"] = "http://127.0.0.1:5000"
+            if block.lang == "caddyfile":
+                site = reader.text(block)  # the server's port in it
+            elif block.text.startswith("caddy run"):
+                proxy, url, cert = start_proxy(root, site)
+                reader.hosts[f"https://{PROXIED}"] = url
+                reader.env[CERT_PATH] = str(cert)
+            else:
+                reader.run(block)
+        assert proxy is not None, "docs/team.md runs no Caddy"
+        yield TeamServer(url, str(cert), reader)
     finally:
         reader.close()
+        if proxy is not None:
+            stop(proxy)
 
 
 def tiny_project(root):

@@ -72,14 +72,15 @@ def first_machine(team_server, tmp_path_factory):
 
     root = new_project(REPO, tmp_path_factory.mktemp("machine-1") / "project", shape)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_S3"))}
-    env.update(PATH=f"{BIN}{os.pathsep}{env['PATH']}", MLFLOW_TRACKING_URI=team_server.url,
+    env.update(PATH=f"{BIN}{os.pathsep}{env['PATH']}", **team_server.env,
                **dict(zip(USER_VARIABLES, ALICE)))
     done = subprocess.run([str(BIN / "dvc"), "repro"], cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     git("add", "-A", cwd=root)
     git("commit", "-qm", "pipeline outputs", cwd=root)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", team_server.url)
+        for variable, value in team_server.env.items():
+            patch.setenv(variable, value)
         as_user(patch, ALICE)
         mlflow.set_tracking_uri(team_server.url)
         return root, training_run(root / "results/train/best.pt")
@@ -90,13 +91,14 @@ def member(team_server, monkeypatch):
     """This test talks to the server as alice; no bucket credentials anywhere in its environment."""
     for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL"):
         monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", team_server.url)
+    for variable, value in team_server.env.items():
+        monkeypatch.setenv(variable, value)
     as_user(monkeypatch, ALICE)
     mlflow.set_tracking_uri(team_server.url)
     return MlflowClient()
 
 
-def test_the_runs_are_in_postgresql_and_their_files_in_the_bucket(first_machine, member, postgres, s3):
+def test_the_runs_are_in_postgresql_and_their_files_in_the_bucket(first_machine, member, team_server, postgres, s3):
     import psycopg
 
     root, trained = first_machine
@@ -120,7 +122,7 @@ def test_the_runs_are_in_postgresql_and_their_files_in_the_bucket(first_machine,
         _, _, run_id, _, path = key.split("/", 4)  # mlartifacts/<experiment>/<run>/artifacts/<path>
         page = urllib.request.Request(f"{member.tracking_uri}/get-artifact?path={path}&run_uuid={run_id}",
                                       headers={"Authorization": f"Basic {token}"})
-        with urllib.request.urlopen(page, timeout=30) as answer:
+        with urllib.request.urlopen(page, timeout=30, context=team_server.context()) as answer:
             assert answer.read() == s3.client().get_object(Bucket=TEAM_BUCKET, Key=key)["Body"].read()
     print(f"\nruns: {names}\nartifact URI of {trained.info.run_name}: {trained.info.artifact_uri} = "
           f"s3://{TEAM_BUCKET}/{run_prefix}\nchampion: {champion.source}, {len(keys)} objects in "
@@ -206,10 +208,11 @@ def test_demo_and_export_take_the_champion(first_machine, member, tmp_path, monk
     assert contract["source"] == "models:/csra-synthetic/1" and len(contract["output"]["classes"]) == 10
 
 
-def test_a_client_without_credentials_is_refused(first_machine, member, monkeypatch, tmp_path):
+def test_a_client_without_credentials_is_refused(first_machine, member, team_server, monkeypatch, tmp_path):
     root, url = first_machine[0], member.tracking_uri
     with pytest.raises(urllib.error.HTTPError) as answer:
-        urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/search?max_results=1", timeout=30)
+        urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/search?max_results=1", timeout=30,
+                               context=team_server.context())
     assert answer.value.code == 401
     monkeypatch.chdir(root)
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.mlflow/credentials either
@@ -223,6 +226,25 @@ def test_a_client_without_credentials_is_refused(first_machine, member, monkeypa
     as_user(monkeypatch, (ALICE[0], "not-the-password"))
     code, output = run("demo", "--model-uri", CHAMPION, "--out-dir", str(tmp_path / "demo"))
     assert_one_line_error(code, output, "refused user 'alice' (401 unauthenticated): check MLFLOW_TRACKING_USERNAME")
+
+
+def test_a_member_who_does_not_trust_the_servers_ca_is_one_line(first_machine, team_server, monkeypatch, tmp_path):
+    """Caddy signs with its own CA (`tls internal`): a member without MLFLOW_TRACKING_SERVER_CERT_PATH gets one line
+    naming it, before any work."""
+    root = first_machine[0]
+    (tmp_path / "params.yaml").write_text((root / "params.yaml").read_text())
+    os.symlink(root / "data", tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", team_server.url)
+    monkeypatch.delenv("MLFLOW_TRACKING_SERVER_CERT_PATH", raising=False)
+    as_user(monkeypatch, ALICE)
+    began = time.monotonic()
+    code, output = run("train")
+    print("\n" + output.strip().splitlines()[-1])
+    assert_one_line_error(code, output, f"the MLflow server at {team_server.url} shows a certificate this machine "
+                                        "does not trust (unable to get local issuer certificate): set "
+                                        "MLFLOW_TRACKING_SERVER_CERT_PATH to the certificate of the CA that signed it")
+    assert time.monotonic() - began < 10 and not (tmp_path / "results").exists()
 
 
 def test_a_reader_cannot_register_a_version_nor_move_the_champion(first_machine, member, monkeypatch, tmp_path):
@@ -309,7 +331,7 @@ def test_two_machines_run_one_study_on_postgresql_and_one_server(team_server, po
 
     storage = postgres.url("optuna", "mlflow", "mlflow-db-password")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_S3"))}
-    env.update(MLFLOW_TRACKING_URI=team_server.url, **dict(zip(USER_VARIABLES, ALICE)))
+    env.update(**team_server.env, **dict(zip(USER_VARIABLES, ALICE)))
     machines = []
     for name in ("machine-a", "machine-b"):
         root = tmp_path / name
@@ -353,6 +375,7 @@ def test_two_machines_run_one_study_on_postgresql_and_one_server(team_server, po
     client = MlflowClient(team_server.url)
     with pytest.MonkeyPatch.context() as patch:
         as_user(patch, ALICE)
+        patch.setenv("MLFLOW_TRACKING_SERVER_CERT_PATH", team_server.cert)
         [parent] = client.search_runs([client.get_experiment_by_name("csra").experiment_id],
                                       "attributes.run_name = 'study team'")
         nested = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
