@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import shutil
 import sys
@@ -164,30 +163,32 @@ def _ray_cluster(ray: Any) -> Iterator[str]:
 
 @dataclass(frozen=True)
 class Sizing:
-    """How the job uses the cluster: actors that score (each with its CPUs, and a GPU where there are GPUs), photos
-    per model call, and the CPUs a decoding task takes."""
+    """How the job uses the cluster: actors that score (each with its CPUs, its torch threads, and a GPU where there
+    are GPUs), photos per model call, and the CPUs a decoding task takes."""
 
     actors: int
     actor_cpus: float
     actor_gpus: float
+    threads: int
     batch_size: int
-    decode_cpus: float
+    decode_cpus: float = 1.0
 
 
 def sizing(ray: Any, actors: int | None, batch_size: int) -> Sizing:
-    """One actor per GPU where the cluster has GPUs; on CPUs alone, one actor per 8 CPUs (at least one). A CPU
-    actor reserves half a CPU, a decoding task half a CPU too: on 2 cores an actor that reserved a whole core would
-    leave the reading and decoding one, which is the slower half of the work (and two such actors none at all, a
-    deadlock); the operating system shares the cores between what runs."""
+    """One actor per GPU where the cluster has GPUs; on CPUs alone, one actor per 8 CPUs (at least one), which
+    reserves half a CPU in Ray's accounting and runs the model on its share of the cores (torch threads): the model
+    is most of the work, reading and decoding a photo a fifth of it. A decoding task reserves one CPU, so that on 2
+    cores one decodes while the actor scores: actors that reserved whole cores would leave the decoding none (two
+    actors of one CPU on 2 cores: a deadlock)."""
     resources = ray.cluster_resources()
     cpus, gpus = resources.get("CPU", 1), int(resources.get("GPU", 0))
     if gpus:
-        return Sizing(actors or gpus, 1.0, 1.0, batch_size, 1.0)
+        return Sizing(actors or gpus, 1.0, 1.0, 0, batch_size)
     count = actors or max(1, int(cpus) // 8)
-    if count * 0.5 >= cpus:
+    if count * 0.5 > cpus - 1:
         raise CSRAError(f"--actors {count}: the {cpus:g} CPUs of the cluster leave no CPU to read and decode the "
-                        f"photos (at most {max(1, math.ceil(cpus * 2) - 1)} actors of half a CPU)")
-    return Sizing(count, 0.5, 0.0, batch_size, 0.5)
+                        f"photos (at most {max(1, int((cpus - 1) * 2))} actors of half a CPU)")
+    return Sizing(count, 0.5, 0.0, max(1, int(cpus) // count), batch_size)
 
 
 def decode_batch(batch: dict[str, np.ndarray], img_size: int, max_pixels: int) -> dict[str, np.ndarray]:
@@ -201,7 +202,8 @@ class Score:
     def __init__(self, model_ref: Any, device: str, threads: int):
         import ray
 
-        self.scorer = PixelScorer(ray.get(model_ref[0]), device, threads)
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        self.scorer = PixelScorer(ray.get(model_ref[0]), device, min(threads, cores) if threads else None)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return score_decoded(self.scorer, batch)
@@ -215,8 +217,7 @@ def scored_batches(ray: Any, paths: list[str], model: ModelFile, size: Sizing, m
     decoded = data.map_batches(decode_batch, fn_args=(model.img_size, max_pixels), batch_size=DECODE_BATCH,
                                num_cpus=size.decode_cpus)  # tasks, as many at a time as the CPUs left allow
     ref = [ray.put(model)]  # in a list: Ray passes it to the actors as it is, and each reads it once
-    scored = decoded.map_batches(Score, fn_constructor_args=(ref, "cuda" if size.actor_gpus else "cpu",
-                                                             0 if size.actor_gpus else max(1, int(size.actor_cpus))),
+    scored = decoded.map_batches(Score, fn_constructor_args=(ref, "cuda" if size.actor_gpus else "cpu", size.threads),
                                  batch_size=size.batch_size, concurrency=size.actors, num_cpus=size.actor_cpus,
                                  num_gpus=size.actor_gpus)
     yield from scored.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1)
@@ -276,6 +277,32 @@ def staging(out: Path, job: Job) -> tuple[Path, set[str]]:
         probe.unlink()
         atomic_write(record, lambda tmp: tmp.write_text(json.dumps(job.__dict__, indent=2), encoding="utf-8"))
     return partial, set()
+
+
+@dataclass
+class Timing:
+    """When Ray was ready, and when the scored batches came back: the warm-up (the actors loading the model, the
+    first photos decoded) and the rate after it."""
+
+    ready: float = 0.0
+    first: float | None = None
+    first_rows: int = 0
+    last: float = 0.0
+    rows: int = 0
+
+    def batch(self, rows: int) -> None:
+        self.last = time.monotonic()
+        if self.first is None:
+            self.first, self.first_rows = self.last, rows
+        self.rows += rows
+
+    def warm_up(self) -> float:
+        return self.first - self.ready if self.first is not None else 0.0
+
+    def steady(self) -> float:
+        """Photos per second after the first batch (0 when there was one batch only)."""
+        span = self.last - self.first if self.first is not None else 0.0
+        return (self.rows - self.first_rows) / span if span > 0 else 0.0
 
 
 class PartWriter:
@@ -342,16 +369,16 @@ def run(params_file: Path, photos: str, out: Path, source: ModelSource, threshol
         recorder.params({"photos": photos, "photos.count": len(paths), "out": str(out.resolve()),
                          "batch_size": batch_size, "resumed.rows": len(done)})
         began = time.monotonic()
-        seconds, where, size = 0.0, "no Ray: every photo was already scored", None
+        seconds, where, size, timing = 0.0, "no Ray: every photo was already scored", None, Timing()
         if todo:
             with ray_cluster(ray) as where:
-                started = time.monotonic()
+                timing.ready = time.monotonic()
                 size = sizing(ray, actors, batch_size)
                 for batch in scored_batches(ray, todo, model, size, params.export.max_pixels):
+                    timing.batch(len(batch[PATH]))
                     writer.add(batch)
                 writer.flush()
-                seconds = time.monotonic() - started
-        start_up = time.monotonic() - began - seconds if todo else 0.0
+                seconds = time.monotonic() - timing.ready
         if writer.rows != len(todo):
             raise CSRAError(f"Ray returned {writer.rows} rows for {len(todo)} photos; the rows written stay in "
                             f"{partial} for a re-run")
@@ -359,13 +386,18 @@ def run(params_file: Path, photos: str, out: Path, source: ModelSource, threshol
         with disk_errors(out):
             replace_dir(partial, out)
         rate = len(todo) / seconds if seconds > 0 else 0.0
-        recorder.metrics({"photos_per_s": rate, "errors": errors, "photos_scored": len(todo),
-                          "ray_start_s": start_up})
+        recorder.metrics({"photos_per_s": rate, "photos_per_s.after_warm_up": timing.steady(), "errors": errors,
+                          "photos_scored": len(todo), "ray_start_s": timing.ready - began if todo else 0.0,
+                          "warm_up_s": timing.warm_up()})
         recorder.tag("csra.output", str(out.resolve()))
         recorder.describe("score", f"{len(paths)} photos of {photos} by {model.name} into {out}, {errors} unreadable")
-    actors_said = (f" ({size.actors} model actor{'s' if size.actors > 1 else ''}, batches of {size.batch_size}); "
-                   f"Ray's start-up {start_up:.1f} s") if size else ""
-    typer.echo(f"scored {len(todo)} photos in {seconds:.1f} s ({rate:.1f} photos/s) on {where}{actors_said}")
+    if size is None:
+        typer.echo(f"scored 0 photos: {where}")
+    else:
+        typer.echo(f"scored {len(todo)} photos in {seconds:.1f} s ({rate:.1f} photos/s; {timing.steady():.1f} "
+                   f"photos/s after the first batch, {timing.warm_up():.1f} s in) on {where}, {size.actors} model "
+                   f"actor{'s' if size.actors > 1 else ''}, batches of {size.batch_size}; Ray's start-up "
+                   f"{timing.ready - began:.1f} s apart")
     if done:
         typer.echo(f"resumed: {len(done)} photos were already scored in {partial.name}/ and kept")
     typer.echo(f"errors: {errors} photos unreadable (their rows have an error and no scores)" if errors
