@@ -49,8 +49,7 @@ log = logging.getLogger("csra.score")
 INSTALL = "pip install -c constraints.txt -e '.[score]'"
 JOB_FILE = "_job.json"  # in the output: what was scored, by what (Parquet readers skip names starting with _)
 DECODE_BATCH = 16  # photos one decoding task reads at a time
-ROWS_PER_FILE = 2048
-BATCH_SIZE = 64
+SOURCE = "source"  # a photo's absolute path or URI, which the decoding tasks read
 
 
 @dataclass(frozen=True)
@@ -192,8 +191,11 @@ def sizing(ray: Any, actors: int | None, batch_size: int) -> Sizing:
 
 
 def decode_batch(batch: dict[str, np.ndarray], img_size: int, max_pixels: int) -> dict[str, np.ndarray]:
-    """Ray Data's function for the decoding tasks: a batch of paths → pixels and errors."""
-    return decode_photos(batch[PATH], img_size, max_pixels)
+    """Ray Data's function for the decoding tasks: a batch of photos → pixels and errors; each is read from its
+    absolute path or URI (SOURCE: a worker's working folder is not this process's), its row says it as listed."""
+    decoded = decode_photos(batch[SOURCE], img_size, max_pixels)
+    decoded[PATH] = batch[PATH]
+    return decoded
 
 
 class Score:
@@ -212,7 +214,7 @@ class Score:
 def scored_batches(ray: Any, paths: list[str], model: ModelFile, size: Sizing, max_pixels: int
                    ) -> Iterator[dict[str, np.ndarray]]:
     """The scored rows of paths, as Ray Data streams them (in no fixed order): {path, error, scores}."""
-    data = ray.data.from_items([{PATH: p} for p in paths],
+    data = ray.data.from_items([{PATH: p, SOURCE: p if "://" in p else os.path.abspath(p)} for p in paths],
                                override_num_blocks=max(1, min(len(paths) // DECODE_BATCH, 4096)))
     decoded = data.map_batches(decode_batch, fn_args=(model.img_size, max_pixels), batch_size=DECODE_BATCH,
                                num_cpus=size.decode_cpus)  # tasks, as many at a time as the CPUs left allow
