@@ -48,7 +48,7 @@ from stages.params import Group, StageParams, TrackingParams, TrainOutput, load_
 log = logging.getLogger("csra.score")
 INSTALL = "pip install -c constraints.txt -e '.[score]'"
 JOB_FILE = "_job.json"  # in the output: what was scored, by what (Parquet readers skip names starting with _)
-DECODE_BATCH = 16  # photos one decoding task reads at a time
+DECODE_BATCH = 64  # photos one decoding task reads at a time (fewer: the tasks' own cost shows)
 SOURCE = "source"  # a photo's absolute path or URI, which the decoding tasks read
 
 
@@ -170,24 +170,29 @@ class Sizing:
     actor_gpus: float
     threads: int
     batch_size: int
-    decode_cpus: float = 1.0
+    decode_cpus: float = 0.5
+
+
+ACTOR_CPUS = 0.25  # what a CPU actor reserves in Ray's accounting (it runs torch threads on its share of the cores)
 
 
 def sizing(ray: Any, actors: int | None, batch_size: int) -> Sizing:
-    """One actor per GPU where the cluster has GPUs; on CPUs alone, one actor per 8 CPUs (at least one), which
-    reserves half a CPU in Ray's accounting and runs the model on its share of the cores (torch threads): the model
-    is most of the work, reading and decoding a photo a fifth of it. A decoding task reserves one CPU, so that on 2
-    cores one decodes while the actor scores: actors that reserved whole cores would leave the decoding none (two
-    actors of one CPU on 2 cores: a deadlock)."""
+    """One actor per GPU where the cluster has GPUs; on CPUs alone, one actor per 8 CPUs (at least one). A CPU
+    actor reserves a quarter of a CPU in Ray's accounting and runs the model on its share of the cores (torch
+    threads), a decoding task half a CPU: on 2 cores three decoding tasks run beside the actor, enough to keep it
+    busy (one at a time left it waiting a third of the time). Actors that reserved whole cores would leave the
+    decoding none on a small machine (two actors of one CPU on 2 cores: a deadlock); reservations that differ also
+    keep Ray Data from fusing the decoding into the actor, where it would run one photo at a time."""
     resources = ray.cluster_resources()
     cpus, gpus = resources.get("CPU", 1), int(resources.get("GPU", 0))
     if gpus:
-        return Sizing(actors or gpus, 1.0, 1.0, 0, batch_size)
+        return Sizing(actors or gpus, 1.0, 1.0, 0, batch_size, 1.0)
     count = actors or max(1, int(cpus) // 8)
-    if count * 0.5 > cpus - 1:
+    if count * ACTOR_CPUS > cpus - 0.5:
+        most = max(1, int((cpus - 0.5) / ACTOR_CPUS))
         raise CSRAError(f"--actors {count}: the {cpus:g} CPUs of the cluster leave no CPU to read and decode the "
-                        f"photos (at most {max(1, int((cpus - 1) * 2))} actors of half a CPU)")
-    return Sizing(count, 0.5, 0.0, max(1, int(cpus) // count), batch_size)
+                        f"photos (at most {most} actors of {ACTOR_CPUS} CPU)")
+    return Sizing(count, ACTOR_CPUS, 0.0, max(1, int(cpus) // count), batch_size)
 
 
 def decode_batch(batch: dict[str, np.ndarray], img_size: int, max_pixels: int) -> dict[str, np.ndarray]:
