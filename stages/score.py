@@ -236,6 +236,7 @@ def model_file(source: ModelSource, params: Params, workdir: Path) -> tuple[Mode
     if source.model_uri is not None:
         from stages.tracking import loading
 
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # the summary is the command's output
         program, metadata, found = loading.fetch(source.model_uri, workdir)
         contract = json.loads((program.parent / "contract.json").read_text(encoding="utf-8"))
         model = ModelFile("program", program.read_bytes(), list(contract["classes"]), int(contract["img_size"]),

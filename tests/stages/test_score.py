@@ -1,7 +1,7 @@
-"""`csra score` as its users rely on it: a folder of photos (bad ones among them) scored on a local Ray inside a
-loopback-only network namespace, its scores those of `csra demo`; the same job on a Ray cluster (RAY_ADDRESS) of
-photos in an S3-compatible server; a killed job resumed, the previous output kept until the new one is whole; and
-the bad set-ups, each one `error:` line (without Ray Data installed too).
+"""`csra score` as its users rely on it: a job on a Ray cluster (RAY_ADDRESS) of photos (bad ones among them) in an
+S3-compatible server, killed, the previous output kept until the new one is whole, resumed; the scores those of the
+in-process API; and the bad set-ups, each one `error:` line (without Ray Data installed too). A folder scored on a
+local Ray, against `csra demo`: tests/stages/test_score_docs.py, as docs/scoring.md shows it.
 
 Ray runs in network namespaces of its own (`unshare -n`, loopback up: Ray looks for an outside address otherwise),
 its temp folder a short one under /tmp (its socket paths have a length limit), every process it started killed at
@@ -23,8 +23,16 @@ import numpy as np
 import psutil
 import pyarrow.parquet as pq
 import pytest
-from helpers import BIN, assert_one_line_error, edit_params, free_port, ok, run
-from PIL import Image
+from helpers import (
+    BIN,
+    assert_one_line_error,
+    edit_params,
+    free_port,
+    ray_processes,
+    run,
+    write_bad_photos,
+    write_photos,
+)
 
 CLASSES = ["circle", "square", "triangle"]  # the tiny checkpoint's
 # Ray's token authentication would write a token into ~/.ray/ (outside the test's folders): off, for every process
@@ -32,42 +40,11 @@ RAY_ENV = {"RAY_AUTH_MODE": "disabled"}
 MAX_PIXELS = 20_000  # export.max_pixels in these tests: a 200 x 150 photo is over it
 
 
-def write_photos(folder: Path, count: int, seed: int = 0) -> list[Path]:
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(count):
-        size = (40 + i % 7 * 4, 30 + i % 5 * 3)
-        path = folder / f"photo_{i:03d}.{'png' if i % 4 == 0 else 'jpg'}"
-        Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(path)
-        paths.append(path)
-    return paths
-
-
-def write_bad_photos(folder: Path, good: Path) -> dict[str, str]:
-    """{name: what its error says} of an unreadable, a truncated and an over-sized photo."""
-    (folder / "not_a_photo.jpg").write_bytes(b"these bytes are no JPEG")
-    data = good.read_bytes()
-    (folder / "truncated.jpg").write_bytes(data[: len(data) // 2])
-    Image.new("RGB", (200, 150), "red").save(folder / "too_large.png")
-    return {"not_a_photo.jpg": "not an image file", "truncated.jpg": "not a complete image file",
-            "too_large.png": f"over the limit of {MAX_PIXELS:,}"}
-
-
 def table(out: Path) -> dict[str, dict]:
     """{photo path: its row} of a Parquet output."""
     rows = pq.read_table(out).to_pylist()
     assert len(rows) == len({row["path"] for row in rows}), "a photo twice"
     return {row["path"]: row for row in rows}
-
-
-def ray_processes(folder: Path) -> list[psutil.Process]:
-    """The processes whose command line names folder (Ray's temp folder): those a job left behind."""
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        if str(folder) in " ".join(process.info["cmdline"] or []):
-            found.append(process)
-    return found
 
 
 def kill_tree(process: subprocess.Popen) -> None:
@@ -90,65 +67,9 @@ def kill_tree(process: subprocess.Popen) -> None:
 
 
 @pytest.fixture
-def ray_tmp():
-    folder = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
-    yield folder
-    for process in ray_processes(folder):
-        process.kill()
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.fixture
 def score_params(tiny_params) -> Path:
     edit_params(tiny_params, **{"export.max_pixels": MAX_PIXELS})
     return tiny_params
-
-
-def test_a_folder_with_bad_photos_on_a_local_ray_gives_demos_scores_and_a_row_per_bad_photo(
-        score_params, tiny_checkpoint, tmp_path, ray_tmp, mlflow_store):
-    photos = tmp_path / "photos"
-    good = write_photos(photos, 18) + write_photos(photos / "more", 6, seed=1)
-    bad = write_bad_photos(photos / "more", good[1])
-    command = f"ip link set lo up && exec {BIN / 'csra'} score photos --out scores --checkpoint {tiny_checkpoint} " \
-              f"--rows-per-file 10 --batch-size 8 --params {score_params}"
-    began = time.monotonic()
-    done = subprocess.run(["unshare", "-n", "sh", "-c", command], capture_output=True, text=True, timeout=300,
-                          cwd=tmp_path, env={**os.environ, **RAY_ENV, "RAY_TMPDIR": str(ray_tmp)},
-                          start_new_session=True)
-    print(f"csra score on a local Ray: {time.monotonic() - began:.1f} s")
-    assert done.returncode == 0, done.stdout + done.stderr
-    # Ray's own lines stay in its logs (MLflow may say it makes the store's tables)
-    assert [line for line in done.stderr.splitlines() if "mlflow.store.db" not in line] == [], done.stderr
-    said = done.stdout
-    assert "scored 27 photos" in said and "local Ray of" in said and "errors: 3 photos unreadable" in said
-    assert ray_processes(ray_tmp) == []  # Ray shut down with the job
-    rows = table(tmp_path / "scores")
-    assert len(rows) == 27 and sorted(p.name for p in (tmp_path / "scores").iterdir())[:2] == [
-        "_job.json", "part-000000.parquet"]
-    assert list(pq.read_schema(tmp_path / "scores" / "part-000000.parquet").names) == ["path", *CLASSES, "labels",
-                                                                                         "error"]
-    for name, needle in bad.items():
-        row = rows[f"photos/more/{name}"]
-        assert needle in row["error"] and row["labels"] is None and all(row[c] is None for c in CLASSES), row
-    # the scores of csra demo on the same files, to 1e-5; the labels at the threshold
-    ok("demo", "--checkpoint", tiny_checkpoint, "--images", "photos", "--out-dir", "demo", "--params", score_params)
-    demo = json.loads((tmp_path / "demo/predictions.json").read_text())
-    assert len(demo) == 18
-    for item in demo:
-        row = rows[item["image"]]
-        assert row["error"] is None
-        assert np.allclose([row[c] for c in CLASSES], [item["scores"][c] for c in CLASSES], atol=1e-5)
-        assert row["labels"] == item["labels"]
-    # the MLflow run of the job
-    import mlflow
-
-    [run_] = mlflow.search_runs(search_all_experiments=True, filter_string="attributes.run_name LIKE 'score%'",
-                                output_format="list")
-    assert run_.info.status == "FINISHED"
-    assert run_.data.params["photos"] == "photos" and run_.data.params["photos.count"] == "27"
-    assert run_.data.metrics["errors"] == 3 and run_.data.metrics["photos_per_s"] > 0
-    assert run_.data.tags["checkpoint"] == str(tiny_checkpoint)
-    assert run_.data.tags["csra.output"] == str(tmp_path / "scores")
 
 
 # --- a cluster ------------------------------------------------------------------------------------------------
@@ -243,7 +164,7 @@ def cluster(tmp_path_factory):
 def test_photos_in_s3_on_a_ray_cluster_a_killed_job_keeps_the_previous_output_and_a_rerun_resumes(
         cluster, score_params, tiny_checkpoint, tmp_path):
     photos = write_photos(tmp_path / "photos", 160)
-    bad = write_bad_photos(tmp_path / "photos", photos[0])
+    bad = write_bad_photos(tmp_path / "photos", photos[0], MAX_PIXELS)
     endpoint = cluster.start_s3()
     files = sorted(str(p) for p in (tmp_path / "photos").iterdir())
     subprocess.run(cluster.enter(sys.executable, "-c", READY, endpoint, *files), check=True, timeout=180,
