@@ -49,6 +49,7 @@ log = logging.getLogger("csra.score")
 INSTALL = "pip install -c constraints.txt -e '.[score]'"
 JOB_FILE = "_job.json"  # in the output: what was scored, by what (Parquet readers skip names starting with _)
 DECODE_BATCH = 64  # photos one decoding task reads at a time (fewer: the tasks' own cost shows)
+IN_FLIGHT = 256 << 20  # bytes of blocks Ray Data keeps in flight (decoded pixels: 27 kB a photo at 96 px)
 SOURCE = "source"  # a photo's absolute path or URI, which the decoding tasks read
 
 
@@ -149,6 +150,9 @@ def _ray_cluster(ray: Any) -> Iterator[str]:
                         ) from None
     quiet_ray()
     context = ray.data.DataContext.get_current()
+    # the decoded pixels in flight: a bound of their own, not a share of the object store (30% of the memory), so
+    # that the decoding tasks, faster than the model, do not pile up pixels however many photos there are
+    context.execution_options.resource_limits = ray.data.ExecutionResources(object_store_memory=IN_FLIGHT)
     context.enable_progress_bars = False
     context.print_on_execution_start = False
     try:
