@@ -179,6 +179,31 @@ def export(
 
 @app.command()
 @user_errors
+def score(
+    photos: Annotated[str, typer.Argument(help="The photos: a folder (its subfolders too), a glob, a text file of "
+                                               "paths or URIs (one a line) or an s3:// prefix.")],
+    out: Annotated[Path, typer.Option(help="The Parquet dataset to write (a folder): one row per photo.")],
+    checkpoint: CheckpointOption = None,
+    model_uri: ModelUriOption = None,
+    threshold: Annotated[float | None, typer.Option(help="Label threshold for every class (default: the model's "
+                                                         "tuned ones, else evaluate.threshold).")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Photos per model call in an actor.")] = 64,
+    actors: Annotated[int | None, typer.Option(min=1, help="Actors that hold the model (default: one per GPU; on "
+                                                           "CPUs, one per 8 CPUs).")] = None,
+    rows_per_file: Annotated[int, typer.Option(min=1, help="Rows per Parquet part file (what a killed job may "
+                                                           "have to score again).")] = 2048,
+    params_file: ParamsOption = DEFAULT_PARAMS_PATH,
+) -> None:
+    """Score a photo collection on Ray Data (RAY_ADDRESS: a cluster; else a local Ray) into a Parquet dataset,
+    written whole or not at all; an unreadable photo is a row with an error; a killed job run again resumes."""
+    from stages import score as stage
+
+    source = ModelSource(checkpoint, model_uri).checked()
+    stage.run(params_file, photos, out, source, threshold, batch_size, actors, rows_per_file)
+
+
+@app.command()
+@user_errors
 def search(
     study: Annotated[str, typer.Option(help="The study's name: a later invocation (on any machine sharing the "
                                             "storage) continues it; its best trial becomes the DVC experiment of "

@@ -26,7 +26,8 @@ gc.freeze()
 # The files that take longest (their whole pipelines, servers and studies: `make test` prints the slowest tests),
 # handed to the two workers first, so that no long file starts last and runs alone at the end.
 LONGEST_FIRST = ("stages/test_dvc.py", "stages/test_own_data.py", "stages/team/test_stack.py",
-                 "stages/test_train.py", "stages/tracking/test_outage.py",
+                 "stages/test_train.py", "stages/test_score.py", "stages/test_score_docs.py",
+                 "stages/tracking/test_outage.py",
                  "stages/test_records.py", "stages/search/test_study.py", "test_readme.py", "deploy/test_export.py",
                  "deploy/test_serving.py", "train/test_run.py")
 
