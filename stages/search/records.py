@@ -282,17 +282,19 @@ def update_parent(parent: str, study: optuna.Study, trial: FrozenTrial) -> None:
         settle_parent(parent, study, None)
 
 
-def close_parent(parent: str, study: optuna.Study, status: str) -> None:
+def close_parent(parent: str, study: optuna.Study, status: str) -> list[int]:
     """When an invocation ends (status: FINISHED, or FAILED or KILLED when it failed or was interrupted): the parent
     run ends with that status if no trial of the study runs; else it stays RUNNING, naming the running trials
     (which are other workers': this invocation's own ended or were marked failed), and the last of their
-    invocations to end closes it."""
+    invocations to end closes it. The numbers of the trials running."""
+    running = None
     with parent_writes(parent):
         running = settle_parent(parent, study, status)
         if running:
             typer.echo(f"study {study.study_name}: its MLflow run stays open (RUNNING) for trial"
                        f"{'s' if len(running) > 1 else ''} {numbers(running)} of other workers; the last worker "
                        "to end closes it")
+    return running if running is not None else running_trials(study)  # the run's write failed: the study says
 
 
 def mark_failed(storage: BaseStorage, name: str, number: int, why: str) -> bool:

@@ -29,7 +29,6 @@ from stages.search.records import (
     numbers,
     parent_run,
     promote_best,
-    running_trials,
     summary,
 )
 from stages.search.space import Space, load_space
@@ -88,10 +87,9 @@ def run(params_file: Path, study_name: str, storage_url: str | None, space_name:
         close_parent(parent, study, "KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
     summary(study)
-    close_parent(parent, study, "FINISHED")
+    running = close_parent(parent, study, "FINISHED")
     if promote is False or best_trial(study) is None:
         return
-    running = running_trials(study)
     if running and promote is None:  # the invocation that ends last promotes, once: the best of every trial
         typer.echo(f"study {study_name}: the best trial is promoted by the last invocation to end (trial"
                    f"{'s' if len(running) > 1 else ''} {numbers(running)} of other workers still run), or by "

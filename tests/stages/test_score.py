@@ -28,11 +28,9 @@ from helpers import (
     assert_one_line_error,
     edit_params,
     free_port,
-    ray_processes,
     run,
-    write_bad_photos,
-    write_photos,
 )
+from photos import ray_processes, write_bad_photos, write_photos
 
 CLASSES = ["circle", "square", "triangle"]  # the tiny checkpoint's
 # Ray's token authentication would write a token into ~/.ray/ (outside the test's folders): off, for every process

@@ -20,7 +20,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from docs_runner import Reader, blocks, unactivated_env
-from helpers import REPO, ok, ray_processes, write_bad_photos, write_photos
+from helpers import REPO, ok
+from photos import ray_processes, write_bad_photos, write_photos
 from PIL import Image
 
 PAGE = REPO / "docs" / "scoring.md"
