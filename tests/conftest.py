@@ -40,6 +40,20 @@ def pytest_collection_modifyitems(items):
     items.sort(key=rank)  # stable: each file's tests keep their order
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_tmpdir(tmp_path_factory):
+    """The system temp folder of the code under test and of its subprocesses (a killed search worker's trial folder,
+    say): the session's own, removed with it, not /tmp."""
+    import tempfile
+
+    folder = tmp_path_factory.mktemp("tmp")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("TMPDIR", str(folder))
+    patch.setattr(tempfile, "tempdir", None)
+    yield folder
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
 def mlflow_template(tmp_path_factory):
     """(process, path) of an empty MLflow database being made once, in the background: migrating a new SQLite

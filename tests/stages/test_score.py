@@ -145,7 +145,7 @@ class Namespace:
             process.kill()
         shutil.rmtree(self.ray_tmp, ignore_errors=True)
         for port in getattr(self, "ports", {}).values():  # weed's local sockets, named after their ports
-            for leftover in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{port}.sock"):
+            for leftover in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):  # /tmp whatever TMPDIR says
                 leftover.unlink(missing_ok=True)
 
 

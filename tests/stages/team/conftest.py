@@ -74,7 +74,7 @@ def unprivileged() -> dict:
 @pytest.fixture(scope="session")
 def postgres():
     """A PostgreSQL cluster in a temp folder outside pytest's (which only root may enter), on a free port."""
-    folder = Path(tempfile.mkdtemp(prefix="csra-postgres-"))
+    folder = Path(tempfile.mkdtemp(prefix="csra-postgres-", dir="/tmp"))
     server = None
     try:
         as_user, programs = unprivileged(), PG_BIN
@@ -144,7 +144,7 @@ def s3(tmp_path_factory):
     finally:
         stop(server)
         for port in ports.values():  # weed's local sockets, named after their ports in the temp folder
-            for leftover in Path(tempfile.gettempdir()).glob(f"seaweedfs-*-{port}.sock"):
+            for leftover in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):  # /tmp whatever TMPDIR says
                 leftover.unlink(missing_ok=True)
 
 
