@@ -10,12 +10,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
-import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 from torchvision.transforms import v2
 
+from csra.data.pixels import hwc_to_chw, test_array
 from csra.errors import CSRAError, first_line
 from csra.model.network import ModelConfig
 
@@ -43,7 +43,7 @@ def _decoding(path: str | Path) -> Iterator[None]:
 
 def _as_tensor(image: Image.Image) -> torch.Tensor:
     """A view (3, H, W) of the pixels: no transposing copy (torch's uint8 resize is fastest on this layout)."""
-    return torch.from_numpy(np.array(image)).permute(2, 0, 1)  # np.array: a writable copy torch may share
+    return torch.from_numpy(hwc_to_chw(image))  # a writable copy torch may share
 
 
 def load_image(path: str | Path, box: tuple[float, ...] | None = None, min_size: int | None = None) -> torch.Tensor:
@@ -76,9 +76,7 @@ def load_test_image(path: str | Path, size: int, box: tuple[float, ...] | None =
 
 def test_pixels(image: Image.Image, size: int, box: tuple[float, ...] | None = None) -> torch.Tensor:
     """An RGB image's official test-time pixels (see load_test_image), uint8 (3, size, size)."""
-    if box is not None:
-        image = image.crop(box)
-    return _as_tensor(image.resize((size, size), Image.BILINEAR))
+    return torch.from_numpy(test_array(image, size, box))
 
 
 def person_box(bbox: list[float]) -> tuple[float, float, float, float]:

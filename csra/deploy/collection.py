@@ -3,7 +3,7 @@ which photos an input names (a folder, a glob, a text file of paths or URIs, an 
 test-time pixels or the one-line reason a photo has none, a model that scores pixels, and the Parquet part files of
 the result, whose paths a resumed job skips.
 
-Pixels come from csra.deploy.serving.photo_pixels, the served model's own decoding (PIL's decode, RGB, bilinear resize
+Pixels come from csra.deploy.photos.photo_array, the served model's own decoding (PIL's decode, RGB, bilinear resize
 to img_size², a pixel limit read from the header); scores from the checkpoint's network through evaluate's
 normalisation, or from the registered version's exported program: the scores of `csra demo`, `csra evaluate` and the
 served model on the same files."""
@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from csra.deploy.photos import CONTRACT, photo_array
 from csra.errors import CSRAError, first_line
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
@@ -120,16 +121,14 @@ def read_photo(path: str) -> bytes:
 # --- pixels ----------------------------------------------------------------------------------------------------
 def decode_photos(paths: list[str], img_size: int, max_pixels: int) -> dict[str, np.ndarray]:
     """{path, pixels: uint8 (N, 3, img_size, img_size), error: '' or why the photo has no pixels (zeros then)}:
-    each photo read and decoded as the served model decodes it (serving.photo_pixels); paths may be an array of
+    each photo read and decoded as the served model decodes it (photos.photo_array); paths may be an array of
     Ray Data's."""
     paths = [str(p) for p in paths]
-    from csra.deploy.serving import CONTRACT, photo_pixels
-
     pixels = np.zeros((len(paths), 3, img_size, img_size), dtype=np.uint8)
     errors = [""] * len(paths)
     for i, path in enumerate(paths):
         try:
-            pixels[i] = photo_pixels(read_photo(path), 0, img_size, max_pixels).numpy()
+            pixels[i] = photo_array(read_photo(path), 0, img_size, max_pixels)
         except FileNotFoundError:
             errors[i] = "no such file"
         except OSError as e:

@@ -16,8 +16,8 @@ from torch.export import Dim, ExportedProgram
 
 from csra.data.loading import normalize_batch, test_pixels
 from csra.data.synthetic import render_image
+from csra.deploy.photos import ARRAYS, PHOTOS
 from csra.deploy.scoring import ScoringModel
-from csra.deploy.serving import ARRAYS, PHOTOS
 from csra.errors import CSRAError, first_line
 from csra.fileio import atomic_write
 from csra.model.network import CSRAModel

@@ -20,7 +20,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 from mlflow.pyfunc import PyFuncModel
 
-from csra.deploy.serving import IMAGE_COLUMN
+from csra.deploy.photos import IMAGE_COLUMN
 from csra.errors import CSRAError, first_line
 from stages.tracking.registry import PROGRAM_FILE
 from stages.tracking.store import connect, refusal, store_errors

@@ -27,7 +27,8 @@ from helpers import (
 from PIL import Image
 
 from csra.deploy.export import PARITY_TOLERANCE, decode_rgb, eager_scores, photo_file
-from csra.deploy.serving import CONTRACT, PayloadError, array_pixels, photo_pixels
+from csra.deploy.photos import CONTRACT, PayloadError
+from csra.deploy.serving import array_pixels, photo_pixels
 from csra.model.checkpoints import load_checkpoint_model
 
 MAX_PIXELS = 2_000_000  # export.max_pixels of the served model here
