@@ -6,8 +6,8 @@ Writes --photos VOC-size JPEGs (500 x 375, photo-like: smooth colour noise, shap
 temp folder and a random checkpoint of the pipeline's model (resnet18, CSRA with 1 head, λ 0.1, the built-in
 dataset's 10 classes, img_size 96; nothing is trained: the speed is the same as the trained model's). Then:
 
-- the in-process API: `csra.load_model(ckpt).score(files, batch_size=B)` over the photos, in a subprocess (its
-  load apart), its peak RSS from getrusage;
+- the in-process API: `csra.load_model(ckpt).score(files, batch_size=B)` over the photos, in a subprocess, its
+  photos/s without and with its model load, its peak RSS from getrusage;
 - `csra score DIR --out OUT --checkpoint CKPT --batch-size B`, in a subprocess: the photos/s and Ray's start-up it
   prints, its wall time, and the peak memory of its whole process tree (the driver, Ray's GCS, raylet and workers),
   sampled every 0.25 s as the sum of each process's PSS (shared pages counted once over the processes);
@@ -161,10 +161,12 @@ def main() -> None:
               f"{peak:.2f} GiB")
         print(f"load average {load()}")
         scored = run_score(args.csra, root / "photos", ckpt, root / "out", args.batch_size, env)
+        api_loaded = count / (loading + seconds)
         print(f"csra score: {scored['photos']} photos in {scored['seconds']:.1f} s after Ray's start-up = "
-              f"{scored['rate']:.1f} photos/s ({scored['rate'] / api_rate:.2f}x the API), the actors' model load "
-              f"included; after the first batch ({scored['warm_up']:.1f} s in: the actors loading the model) "
-              f"{scored['steady']:.1f} photos/s ({scored['steady'] / api_rate:.2f}x the API); Ray's start-up "
+              f"{scored['rate']:.1f} photos/s, the actors' model load included ({scored['rate'] / api_loaded:.2f}x the "
+              f"API's {api_loaded:.1f} photos/s with its model load); after the first batch ({scored['warm_up']:.1f} "
+              f"s in: the actors loading the model) {scored['steady']:.1f} photos/s "
+              f"({scored['steady'] / api_rate:.2f}x the API without its load); Ray's start-up "
               f"{scored['start']:.1f} s apart; the whole command {scored['wall']:.1f} s; peak memory of the process "
               f"tree (PSS) {scored['peak']:.2f} GiB")
         print("  " + scored["output"].strip().replace("\n", "\n  "))

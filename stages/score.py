@@ -235,7 +235,7 @@ def run(params_file: Path, photos: str, out: Path, source: ModelSource, threshol
         if todo:
             with ray_cluster(ray) as where:
                 timing.ready = time.monotonic()
-                size = sizing(ray, actors, batch_size)
+                size = sizing(ray.cluster_resources(), actors, batch_size)
                 for batch in scored_batches(ray, todo, model, size, params.export.max_pixels):
                     timing.batch(len(batch[PATH]))
                     writer.add(batch)

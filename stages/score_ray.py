@@ -107,17 +107,18 @@ class Sizing:
     actor_gpus: float
     threads: int
     batch_size: int
-    decode_cpus: float = 0.5
+    decode_cpus: float = 1.0
 
 
-def sizing(ray: Any, actors: int | None, batch_size: int) -> Sizing:
+def sizing(resources: dict[str, float], actors: int | None, batch_size: int) -> Sizing:
     """One actor per GPU where the cluster has GPUs; on CPUs alone, one actor per 8 CPUs (at least one). A CPU
     actor reserves a quarter of a CPU in Ray's accounting and runs the model on its share of the cores (torch
-    threads), a decoding task half a CPU: on 2 cores three decoding tasks run beside the actor, enough to keep it
-    busy (one at a time left it waiting a third of the time). Actors that reserved whole cores would leave the
-    decoding none on a small machine (two actors of one CPU on 2 cores: a deadlock); reservations that differ also
-    keep Ray Data from fusing the decoding into the actor, where it would run one photo at a time."""
-    resources = ray.cluster_resources()
+    threads); a decoding task (PIL and NumPy, no torch) reserves one CPU, or what the actors leave of a smaller
+    cluster. On 2 cores one decoding task runs beside the actor: the photos are decoded while the actor starts and
+    loads the model, and keep ahead of it after (three tasks of half a CPU slowed the actor's start and left the job
+    15% slower). Actors that reserved whole cores would leave the decoding none on a small machine (two actors of one
+    CPU on 2 cores: a deadlock); reservations that differ also keep Ray Data from fusing the decoding into the actor,
+    where it would run one photo at a time. resources: the cluster's (ray.cluster_resources())."""
     cpus, gpus = resources.get("CPU", 1), int(resources.get("GPU", 0))
     if gpus:
         return Sizing(actors or gpus, 1.0, 1.0, 0, batch_size, 1.0)
@@ -126,7 +127,7 @@ def sizing(ray: Any, actors: int | None, batch_size: int) -> Sizing:
         most = max(1, int((cpus - 0.5) / ACTOR_CPUS))
         raise CSRAError(f"--actors {count}: the {cpus:g} CPUs of the cluster leave no CPU to read and decode the "
                         f"photos (at most {most} actors of {ACTOR_CPUS} CPU)")
-    return Sizing(count, ACTOR_CPUS, 0.0, max(1, int(cpus) // count), batch_size)
+    return Sizing(count, ACTOR_CPUS, 0.0, max(1, int(cpus) // count), batch_size, min(1.0, cpus - count * ACTOR_CPUS))
 
 
 def decode_batch(batch: dict[str, np.ndarray], img_size: int, max_pixels: int) -> dict[str, np.ndarray]:
@@ -153,8 +154,9 @@ class Score:
 def scored_batches(ray: Any, paths: list[str], model: ModelFile, size: Sizing, max_pixels: int
                    ) -> Iterator[dict[str, np.ndarray]]:
     """The scored rows of paths, as Ray Data streams them (in no fixed order): {path, error, scores}."""
+    # blocks of at most DECODE_BATCH photos (blocks of 65 gave the actor a batch of 64, then one of 1)
     data = ray.data.from_items([{PATH: p, SOURCE: p if "://" in p else os.path.abspath(p)} for p in paths],
-                               override_num_blocks=max(1, min(len(paths) // DECODE_BATCH, 4096)))
+                               override_num_blocks=max(1, min(-(-len(paths) // DECODE_BATCH), 4096)))
     decoded = data.map_batches(decode_batch, fn_args=(model.img_size, max_pixels), batch_size=DECODE_BATCH,
                                num_cpus=size.decode_cpus)  # tasks, as many at a time as the CPUs left allow
     ref = [ray.put(model)]  # in a list: Ray passes it to the actors as it is, and each reads it once

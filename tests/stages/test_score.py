@@ -25,12 +25,15 @@ import pyarrow.parquet as pq
 import pytest
 from helpers import (
     BIN,
+    REPO,
     assert_one_line_error,
     edit_params,
     free_port,
     run,
 )
 from photos import ray_processes, write_bad_photos, write_photos
+
+from csra.errors import CSRAError
 
 CLASSES = ["circle", "square", "triangle"]  # the tiny checkpoint's
 # Ray's token authentication would write a token into ~/.ray/ (outside the test's folders): off, for every process
@@ -255,3 +258,39 @@ def test_without_ray_data_the_command_says_what_to_install(score_params, tiny_ch
         "error: csra score runs on Ray Data, which is not installed here: pip install -c constraints.txt -e "
         "'.[score]'"], done.stderr
     assert not (tmp_path / "s.partial").exists()
+
+
+# --- how a job uses the cluster ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("resources, actors, expected", [
+    ({"CPU": 2.0}, None, (1, 0.25, 0.0, 2, 1.0)),  # this machine: one actor on both cores, one decoding task
+    ({"CPU": 1.0}, None, (1, 0.25, 0.0, 1, 0.75)),  # what the actor leaves: a task still fits beside it
+    ({"CPU": 16.0}, None, (2, 0.25, 0.0, 8, 1.0)),  # one actor per 8 CPUs, each on its 8 cores
+    ({"CPU": 16.0, "GPU": 2.0}, None, (2, 1.0, 1.0, 0, 1.0)),  # one actor per GPU
+    ({"CPU": 4.0}, 3, (3, 0.25, 0.0, 1, 1.0)),
+])
+def test_sizing_leaves_the_decoding_at_least_half_a_cpu(resources, actors, expected):
+    from stages.score_ray import sizing
+
+    size = sizing(resources, actors, 64)
+    assert (size.actors, size.actor_cpus, size.actor_gpus, size.threads, size.decode_cpus) == expected
+    assert size.actors * size.actor_cpus + size.decode_cpus <= resources["CPU"]  # never a deadlock
+
+
+def test_too_many_actors_for_the_cpus_are_refused():
+    from stages.score_ray import sizing
+
+    with pytest.raises(CSRAError, match=r"--actors 7: the 2 CPUs of the cluster leave no CPU to read and decode the "
+                                        r"photos \(at most 6 actors of 0.25 CPU\)"):
+        sizing({"CPU": 2.0}, 7, 64)
+
+
+def test_the_decoding_tasks_import_no_torch(tmp_path):
+    """A decoding task (stages.score_ray.decode_batch: a photo read, decoded, resized) leaves torch out: a Ray worker
+    that only decodes starts in a fraction of a second, beside the actor that loads the model."""
+    [photo] = write_photos(tmp_path / "photos", 1)
+    code = ("import sys, numpy as np; from stages.score_ray import PATH, SOURCE, decode_batch; "
+            f"out = decode_batch({{PATH: np.array(['p']), SOURCE: np.array([{str(photo)!r}])}}, 32, 10**6); "
+            "print(out['pixels'].shape, list(out['error']), "
+            "sorted(m for m in ('torch', 'torchvision', 'mlflow') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert done.stdout.strip() == "(1, 3, 32, 32) [''] []", done.stderr
