@@ -10,7 +10,17 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from csra.deploy.photos import DEFAULT_MAX_PIXELS, decode_base64, photo_array, refused
+# the registered versions' own code (served_model.py, logged with each) imports IMAGE_COLUMN, PayloadError and
+# refused from here: they stay importable from this module, or every version logged before would fail to load
+from csra.deploy.photos import (  # noqa: F401
+    CONTRACT,
+    DEFAULT_MAX_PIXELS,
+    IMAGE_COLUMN,
+    PayloadError,
+    decode_base64,
+    photo_array,
+    refused,
+)
 
 PROGRAM_ARTIFACT, CONTRACT_ARTIFACT = "program", "contract"  # the served model's artifacts (stages/tracking/)
 Scorer = Callable[[torch.Tensor], torch.Tensor]  # uint8 (B, 3, H, W) → scores (B, classes): the exported program

@@ -17,8 +17,7 @@ import torch
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-from csra.deploy.photos import IMAGE_COLUMN, PayloadError, refused
-from csra.deploy.serving import CONTRACT_ARTIFACT, PROGRAM_ARTIFACT, ImageScorer
+from csra.deploy.serving import CONTRACT_ARTIFACT, IMAGE_COLUMN, PROGRAM_ARTIFACT, ImageScorer, PayloadError, refused
 
 
 class ServedCSRA(mlflow.pyfunc.PythonModel):

@@ -210,3 +210,21 @@ def test_exactly_max_pixels_is_scored_and_one_more_is_refused():
         photo_pixels(photo, 0, 4, max_pixels=47)
     with pytest.raises(PayloadError, match="the images have 8x6 = 48 pixels, over the limit of 47"):
         array_pixels(array, max_pixels=47)
+
+
+def test_the_code_of_versions_registered_before_still_imports():
+    """A registered version carries its own copy of stages/tracking/served_model.py, which MLflow runs as it was
+    logged; the copies logged by earlier releases import these names from csra.deploy.serving, and a version that
+    cannot import them no longer loads, nor serves, nor is exported again."""
+    from csra.deploy.serving import (  # the line of the copies logged before (decoding moved to csra.deploy.photos)
+        CONTRACT_ARTIFACT,
+        IMAGE_COLUMN,
+        PROGRAM_ARTIFACT,
+        ImageScorer,
+        PayloadError,
+        refused,
+    )
+
+    assert (IMAGE_COLUMN, PROGRAM_ARTIFACT, CONTRACT_ARTIFACT) == ("image", "program", "contract")
+    assert isinstance(refused("why"), PayloadError) and str(refused("why")) == f"why: {CONTRACT}"
+    assert callable(ImageScorer.score_base64)
