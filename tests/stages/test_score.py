@@ -124,7 +124,8 @@ class Namespace:
                                                 "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc",
                                                 "admin.port", "admin.port.grpc")}
         (self.folder / "s3").mkdir()
-        weed = [str(BIN / "weed"), "mini", f"-dir={self.folder / 's3'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        weed = [str(BIN / "weed"), f"-logdir={self.folder}", "mini", f"-dir={self.folder / 's3'}", "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
                 "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0", "-bucket=photos",
                 *(f"-{name}={port}" for name, port in ports.items())]
         with (self.folder / "weed.log").open("w") as log:

@@ -124,7 +124,8 @@ def s3(tmp_path_factory):
     ports = {name: free_port() for name in ("master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
                                             "filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc",
                                             "admin.port", "admin.port.grpc")}
-    command = [str(BIN / "weed"), "mini", f"-dir={folder / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+    command = [str(BIN / "weed"), f"-logdir={folder}", "mini", f"-dir={folder / 'data'}", "-ip=127.0.0.1",
+               "-ip.bind=127.0.0.1",
                "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0", f"-bucket={BUCKET}",
                *(f"-{name}={port}" for name, port in ports.items())]
     (folder / "data").mkdir()
