@@ -24,7 +24,7 @@ repro: install
 	@echo
 	@dvc metrics show
 	@echo
-	@echo "MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --port 5000"
+	@echo "MLflow UI: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --port 5000 --workers 1"
 	@echo "the runs table: http://127.0.0.1:5000/#/experiments/$$($(BIN)/python -c $(EXPERIMENT_ID))/runs?workflowType=machine_learning"
 
 # Two worker processes, one test file each at a time, the longest files first (tests/conftest.py); the 15 slowest
