@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from csra.deploy.photos import CONTRACT, photo_array
+from csra.deploy.photos import PayloadError, photo_array
 from csra.errors import CSRAError, first_line
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
@@ -133,9 +133,8 @@ def decode_photos(paths: list[str], img_size: int, max_pixels: int) -> dict[str,
             errors[i] = "no such file"
         except OSError as e:
             errors[i] = f"cannot read the file ({e.strerror or first_line(e)})"
-        except CSRAError as e:  # serving's PayloadError: "image 0 is …: <the contract>"
-            said = str(e).removesuffix(f": {CONTRACT}").removeprefix("image 0 ")
-            errors[i] = said.removeprefix("is ").removeprefix("has ")
+        except PayloadError as e:  # "image 0 is …" / "image 0 has …"
+            errors[i] = e.what.removeprefix("image 0 ").removeprefix("is ").removeprefix("has ")
     return {PATH: np.array(paths, dtype=object), "pixels": pixels, ERROR: np.array(errors, dtype=object)}
 
 

@@ -23,12 +23,16 @@ CONTRACT = f"send {PHOTOS}, or {ARRAYS}"
 
 
 class PayloadError(CSRAError):
-    """A request the model cannot score; its message is one sentence for the client."""
+    """A request the model cannot score; its message is one sentence for the client (refused's)."""
+
+    what = ""  # what is wrong, the message without the contract
 
 
 def refused(what: str) -> PayloadError:
     """The error for a payload the model cannot score: what is wrong, then the contract."""
-    return PayloadError(f"{what}: {CONTRACT}")
+    error = PayloadError(f"{what}: {CONTRACT}")
+    error.what = what
+    return error
 
 
 def decode_base64(text: object, index: int) -> bytes:

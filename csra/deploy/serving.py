@@ -13,7 +13,6 @@ import torch
 # the registered versions' own code (served_model.py, logged with each) imports IMAGE_COLUMN, PayloadError and
 # refused from here: they stay importable from this module, or every version logged before would fail to load
 from csra.deploy.photos import (  # noqa: F401
-    CONTRACT,
     DEFAULT_MAX_PIXELS,
     IMAGE_COLUMN,
     PayloadError,

@@ -217,6 +217,11 @@ def numbers(trials: list[int]) -> str:
     return ", ".join(map(str, trials))
 
 
+def trials_named(trials: list[int]) -> str:
+    """ "trial 3", or "trials 3, 5": the running trials in a sentence."""
+    return f"trial{'s' if len(trials) > 1 else ''} {numbers(trials)}"
+
+
 def parent_note(study: optuna.Study, running: list[int]) -> str:
     """The parent run's description: the best trial so far (before any, the study and its space), then the trials
     running now."""
@@ -228,7 +233,7 @@ def parent_note(study: optuna.Study, running: list[int]) -> str:
         note = (f"study: Optuna study {study.study_name}, best of {len(complete_trials(study))} complete trials: "
                 f"trial {best.number}, val mAP {best.value:.2f}, {shown_values(best.params, '=')}")
     if running:
-        note += f"; running: trial{'s' if len(running) > 1 else ''} {numbers(running)}"
+        note += f"; running: {trials_named(running)}"
     return note
 
 
@@ -291,9 +296,8 @@ def close_parent(parent: str, study: optuna.Study, status: str) -> list[int]:
     with parent_writes(parent):
         running = settle_parent(parent, study, status)
         if running:
-            typer.echo(f"study {study.study_name}: its MLflow run stays open (RUNNING) for trial"
-                       f"{'s' if len(running) > 1 else ''} {numbers(running)} of other workers; the last worker "
-                       "to end closes it")
+            typer.echo(f"study {study.study_name}: its MLflow run stays open (RUNNING) for {trials_named(running)} "
+                       "of other workers; the last worker to end closes it")
     return running if running is not None else running_trials(study)  # the run's write failed: the study says
 
 

@@ -23,14 +23,7 @@ from csra.settings import LOCAL, with_role
 from stages import train as train_stage
 from stages.databases import shown
 from stages.params import load_params
-from stages.search.records import (
-    best_trial,
-    close_parent,
-    numbers,
-    parent_run,
-    promote_best,
-    summary,
-)
+from stages.search.records import best_trial, close_parent, parent_run, promote_best, summary, trials_named
 from stages.search.space import Space, load_space
 from stages.search.storage import DEFAULT_STORAGE, GRACE, open_storage, open_study, storage_errors
 from stages.search.trials import Search, Workers
@@ -91,8 +84,8 @@ def run(params_file: Path, study_name: str, storage_url: str | None, space_name:
     if promote is False or best_trial(study) is None:
         return
     if running and promote is None:  # the invocation that ends last promotes, once: the best of every trial
-        typer.echo(f"study {study_name}: the best trial is promoted by the last invocation to end (trial"
-                   f"{'s' if len(running) > 1 else ''} {numbers(running)} of other workers still run), or by "
+        typer.echo(f"study {study_name}: the best trial is promoted by the last invocation to end "
+                   f"({trials_named(running)} of other workers still run), or by "
                    f"`csra search --study {study_name} --promote --trials 0`")
         return
     promote_best(study, root, params.train.out_dir)
