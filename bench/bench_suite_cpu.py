@@ -64,7 +64,8 @@ def kind(argv: list[str] | None, comm: str) -> str:
         if words[:1] == ["-m"]:
             words = words[1:]
         elif words[:1] == ["-c"]:
-            return "pytest worker" if "execnet" in " ".join(argv) or "exec(eval" in " ".join(argv) else "python -c"
+            code = " ".join(words[1:])
+            return "pytest worker" if "execnet" in code or "exec(eval" in code else "python -c"
     if not words:
         return "python"
     script = Path(words[0]).name.removesuffix(".py")
@@ -74,8 +75,6 @@ def kind(argv: list[str] | None, comm: str) -> str:
         return "dvc " + words[1]
     if script in ("mlflow", "ray") and len(words) > 1:
         return f"{script} {words[1]}"
-    if script in ("pytest",):
-        return "pytest"
     return script
 
 
